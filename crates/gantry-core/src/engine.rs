@@ -1,0 +1,345 @@
+//! The per-partition settlement state machine: parse → check → price → deduplicate → debit.
+//!
+//! One [`Engine`] owns the state of one input partition pair (its dedup set and the
+//! accounts of the cards keyed to it) and is driven by one thread: share-nothing, no locks.
+//! Feeding it the same messages in the same order from the same state yields the same rows,
+//! which is what makes checkpoint-and-replay exactly once (see ARCHITECTURE.md).
+//!
+//! Per lane record, in order:
+//! 1. parse; a malformed record is rejected with its raw bytes;
+//! 2. a `transTime` further ahead of the message timestamp than `max_future_skew_ms` is
+//!    rejected (it would drag the dedup window forward);
+//! 3. price with the version in force at `transTime`; unknown unit/class or no version in
+//!    force rejects (the id is not remembered, so a corrected resend is still taken);
+//! 4. deduplicate by `tradeId`: a duplicate is recorded and has no other effect; a record
+//!    older than the window is rejected `outside_dedup_window`;
+//! 5. ETC: debit the card (always: the vehicle has passed); an unknown card is rejected
+//!    `unknown_card` with the price in `detail`, for recovery. CPC: settled, never debited.
+
+use crate::accounts::{Accounts, Movement};
+use crate::codec::{Reader, StateError};
+use crate::dedup::{DedupSet, IdKind, Verdict, DEFAULT_WINDOW_MS};
+use crate::output::{Batch, DuplicateRow, EntryKind, LedgerRow, RejectRow, Settlement, Source, SplitRow, StatusRow, Text};
+use crate::parse::{for_each_account_event, for_each_lane_record, ParseConfig};
+use crate::pricing::{flags, price, Split};
+use crate::record::{AccountEvent, AccountEventKind, CardId, LaneTx, MediaType, CARD_ID_DIGITS_MAX};
+use crate::reject::RejectReason;
+use crate::tariff::TariffSet;
+use crate::time::local_day;
+
+/// Default allowance for lane clocks running ahead of the message timestamp: an hour covers
+/// clock drift and time-zone slips without letting a broken clock move the dedup window far.
+pub const DEFAULT_MAX_FUTURE_SKEW_MS: i64 = 3_600_000;
+
+#[derive(Clone, Copy, Debug)]
+pub struct EngineConfig {
+    pub parse: ParseConfig,
+    pub dedup_window_ms: i64,
+    /// A stored-value card below this balance (fen) is listed `insufficient_balance`.
+    pub min_balance_fen: i64,
+    pub max_future_skew_ms: i64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            parse: ParseConfig::default(),
+            dedup_window_ms: DEFAULT_WINDOW_MS,
+            min_balance_fen: 0,
+            max_future_skew_ms: DEFAULT_MAX_FUTURE_SKEW_MS,
+        }
+    }
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    dedup: DedupSet,
+    accounts: Accounts,
+    /// Reused per record: the splits of the record being priced.
+    splits: Vec<Split>,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        Engine { cfg, dedup: DedupSet::new(cfg.dedup_window_ms), accounts: Accounts::new(cfg.min_balance_fen), splits: Vec::with_capacity(8) }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    pub fn dedup(&self) -> &DedupSet {
+        &self.dedup
+    }
+
+    /// Processes one lane-tx message (one or more records) into `out`.
+    pub fn lane_message(&mut self, tariffs: &TariffSet, msg: &[u8], src: Source, out: &mut Batch) {
+        out.counts.messages += 1;
+        let parse_cfg = self.cfg.parse;
+        for_each_lane_record(msg, &parse_cfg, |raw, rec| {
+            out.counts.lane_records += 1;
+            match rec {
+                Ok(tx) => self.lane_record(tariffs, &tx, raw, src, out),
+                Err(reason) => {
+                    out.counts.lane_rejected += 1;
+                    reject(out, src, reason, raw, None, src.timestamp_ms.unwrap_or(0));
+                }
+            }
+        });
+    }
+
+    fn lane_record(&mut self, tariffs: &TariffSet, tx: &LaneTx<'_>, raw: &[u8], src: Source, out: &mut Batch) {
+        let offset = self.cfg.parse.network_utc_offset_min;
+        let fail = |out: &mut Batch, reason: RejectReason, detail: Option<&str>| {
+            out.counts.lane_rejected += 1;
+            reject(out, src, reason, raw, detail, tx.trans_time_ms);
+        };
+        if src.timestamp_ms.is_some_and(|ts| tx.trans_time_ms > ts.saturating_add(self.cfg.max_future_skew_ms)) {
+            return fail(out, RejectReason::TimeInFuture, None);
+        }
+        let Some(version) = tariffs.version_at(tx.trans_time_ms) else {
+            return fail(out, RejectReason::NoTariffInForce, None);
+        };
+        self.splits.clear();
+        let priced = match price(tx, version, offset, &mut self.splits) {
+            Ok(p) => p,
+            Err(RejectReason::UnknownInterval) => {
+                let unknown = tx.intervals().find(|u| version.unit_index(u).is_none()).unwrap_or("");
+                return fail(out, RejectReason::UnknownInterval, Some(unknown));
+            }
+            Err(r) => return fail(out, r, None),
+        };
+        match self.dedup.check_and_insert(IdKind::Trade, &tx.trade_id, tx.trans_time_ms) {
+            Verdict::New => {}
+            Verdict::Duplicate => {
+                out.counts.lane_duplicates += 1;
+                let id = out.push_text(&tx.trade_id);
+                out.duplicates.push(DuplicateRow { id, kind: "trade", source: src, time_ms: tx.trans_time_ms });
+                return;
+            }
+            Verdict::TooOld => return fail(out, RejectReason::OutsideDedupWindow, None),
+        }
+
+        let mut card_buf = [0u8; CARD_ID_DIGITS_MAX];
+        let (card_text, movement) = match (tx.media_type, tx.card_id) {
+            (MediaType::Etc, Some(card)) => match self.accounts.apply(card, -priced.fee) {
+                Some(m) => (out.push_text(card.write_to(&mut card_buf)), Some(m)),
+                None => {
+                    let detail = format!(
+                        "{{\"cardId\":\"{card}\",\"payFee\":{},\"discountFee\":{},\"fee\":{},\"tariffVersion\":\"{}\"}}",
+                        priced.pay_fee, priced.discount_fee, priced.fee, version.version
+                    );
+                    return fail(out, RejectReason::UnknownCard, Some(&detail));
+                }
+            },
+            // The parser guarantees an ETC record has a card; CPC records are never debited.
+            _ => (Text::EMPTY, None),
+        };
+        let mut row_flags = priced.flags;
+        let (customer_id, card_type, balance_after) = match movement {
+            Some(m) => {
+                if m.was_listed {
+                    row_flags |= flags::CARD_LISTED;
+                }
+                if m.balance_after < 0 {
+                    row_flags |= flags::ARREARS;
+                }
+                (out.push_text(self.accounts.customer(m.customer)), m.card_type as u8, m.balance_after)
+            }
+            None => (Text::EMPTY, 0, 0),
+        };
+        out.counts.settled += 1;
+        let trade_id = out.push_text(&tx.trade_id);
+        let trade_day = local_day(tx.trans_time_ms, offset) as i32;
+        let issuer_id = card_text.prefix(4);
+        let tariff_version = out.push_text(&version.version);
+        let settlement = Settlement {
+            trade_id,
+            trans_time_ms: tx.trans_time_ms,
+            trade_day,
+            gantry_id: out.push_text(&tx.gantry_id),
+            toll_interval_id: out.push_text(&tx.toll_interval_id),
+            card_id: card_text,
+            obu_id: out.push_text(tx.obu_id.as_deref().unwrap_or("")),
+            vehicle_plate: out.push_text(tx.vehicle_plate.as_deref().unwrap_or("")),
+            pass_id: out.push_text(tx.pass_id.as_deref().unwrap_or("")),
+            customer_id,
+            issuer_id,
+            media_type: tx.media_type as u8,
+            card_type,
+            vehicle_type: tx.vehicle_type,
+            vehicle_class: tx.vehicle_class,
+            axle_count: tx.axle_count.unwrap_or(0),
+            pay_fee: priced.pay_fee,
+            discount_fee: priced.discount_fee,
+            fee: priced.fee,
+            lane_fee: tx.lane_fee,
+            tariff_version,
+            balance_after,
+            flags: row_flags,
+            source: src,
+        };
+        out.settlements.push(settlement);
+        for s in &self.splits {
+            let unit = version.unit(s.unit);
+            let interval_id = out.push_text(&unit.id);
+            let owner_id = out.push_text(version.owner_of(s.unit));
+            out.splits.push(SplitRow {
+                trade_id,
+                trade_day,
+                trans_time_ms: tx.trans_time_ms,
+                interval_id,
+                owner_id,
+                issuer_id,
+                vehicle_type: tx.vehicle_type,
+                media_type: tx.media_type as u8,
+                pay_fee: s.pay_fee,
+                discount_fee: s.pay_fee - s.fee,
+                fee: s.fee,
+            });
+        }
+        if let Some(m) = movement {
+            if priced.fee != 0 {
+                out.ledger.push(LedgerRow {
+                    card_id: card_text,
+                    customer_id,
+                    entry_id: trade_id,
+                    kind: EntryKind::Debit,
+                    amount: -priced.fee,
+                    balance_after,
+                    time_ms: tx.trans_time_ms,
+                    source: src,
+                });
+            }
+            push_status(out, m, card_text, tx.trans_time_ms, src);
+        }
+    }
+
+    /// Processes one account-events message into `out`.
+    pub fn account_message(&mut self, msg: &[u8], src: Source, out: &mut Batch) {
+        out.counts.messages += 1;
+        let parse_cfg = self.cfg.parse;
+        for_each_account_event(msg, &parse_cfg, |raw, ev| {
+            out.counts.account_events += 1;
+            let result = match ev {
+                Ok(ev) => self.account_event(&ev, src, out),
+                Err(r) => Err((r, src.timestamp_ms.unwrap_or(0))),
+            };
+            match result {
+                Ok(true) => out.counts.events_applied += 1,
+                Ok(false) => out.counts.events_duplicates += 1,
+                Err((reason, time_ms)) => {
+                    out.counts.events_rejected += 1;
+                    reject(out, src, reason, raw, None, time_ms);
+                }
+            }
+        });
+    }
+
+    /// Applies one event: `Ok(true)` applied, `Ok(false)` duplicate.
+    fn account_event(&mut self, ev: &AccountEvent<'_>, src: Source, out: &mut Batch) -> Result<bool, (RejectReason, i64)> {
+        let t = ev.time_ms;
+        let err = |r| (r, t);
+        if src.timestamp_ms.is_some_and(|ts| t > ts.saturating_add(self.cfg.max_future_skew_ms)) {
+            return Err(err(RejectReason::TimeInFuture));
+        }
+        let mut card_buf = [0u8; CARD_ID_DIGITS_MAX];
+        let card = ev.card_id;
+        let (entry, kind, amount, entry_kind) = match &ev.kind {
+            AccountEventKind::Open { customer_id, card_type, vehicle_type, balance, credit_limit, .. } => {
+                let m = self.accounts.open(card, customer_id, *card_type, *vehicle_type, *balance, *credit_limit).map_err(err)?;
+                let card_text = out.push_text(card.write_to(&mut card_buf));
+                let customer = out.push_text(customer_id);
+                out.ledger.push(LedgerRow {
+                    card_id: card_text,
+                    customer_id: customer,
+                    entry_id: card_text,
+                    kind: EntryKind::Open,
+                    amount: *balance,
+                    balance_after: m.balance_after,
+                    time_ms: t,
+                    source: src,
+                });
+                push_status(out, m, card_text, t, src);
+                return Ok(true);
+            }
+            AccountEventKind::Status { status } => {
+                let change = self.accounts.set_status(card, *status).ok_or(err(RejectReason::UnknownCard))?;
+                if let Some(c) = change {
+                    let card_text = out.push_text(card.write_to(&mut card_buf));
+                    out.status.push(StatusRow { card_id: card_text, listed: c.listed, reason: c.reason, time_ms: t, source: src });
+                }
+                return Ok(true);
+            }
+            AccountEventKind::Topup { topup_id, amount, .. } => (topup_id, IdKind::Topup, *amount, EntryKind::Topup),
+            AccountEventKind::Adjust { adjust_id, amount, .. } => (adjust_id, IdKind::Adjust, *amount, EntryKind::Adjust),
+        };
+        // Money events: an unknown card is rejected before the id is remembered, so the
+        // issuer can resend the same top-up once the card is opened.
+        if self.accounts.get(card).is_none() {
+            return Err(err(RejectReason::UnknownCard));
+        }
+        match self.dedup.check_and_insert(kind, entry, t) {
+            Verdict::New => {}
+            Verdict::Duplicate => {
+                let id = out.push_text(entry);
+                let kind = if kind == IdKind::Topup { "topup" } else { "adjust" };
+                out.duplicates.push(DuplicateRow { id, kind, source: src, time_ms: t });
+                return Ok(false);
+            }
+            Verdict::TooOld => return Err(err(RejectReason::OutsideDedupWindow)),
+        }
+        let m = self.accounts.apply(card, amount).expect("card checked above");
+        let card_text = out.push_text(card.write_to(&mut card_buf));
+        let customer_id = out.push_text(self.accounts.customer(m.customer));
+        let entry_id = out.push_text(entry);
+        out.ledger.push(LedgerRow { card_id: card_text, customer_id, entry_id, kind: entry_kind, amount, balance_after: m.balance_after, time_ms: t, source: src });
+        push_status(out, m, card_text, t, src);
+        Ok(true)
+    }
+
+    /// The card's account, for the API and tests.
+    pub fn card(&self, card: CardId) -> Option<&crate::accounts::Account> {
+        self.accounts.get(card)
+    }
+
+    /// Appends the whole state (dedup set and accounts) to `out`.
+    pub fn write_state(&self, out: &mut Vec<u8>) {
+        self.dedup.write_to(out);
+        self.accounts.write_to(out);
+    }
+
+    /// Restores a state written by [`write_state`](Self::write_state).
+    pub fn read_state(cfg: EngineConfig, bytes: &[u8]) -> Result<Engine, StateError> {
+        let mut r = Reader::new(bytes);
+        let dedup = DedupSet::read_from(&mut r)?;
+        let accounts = Accounts::read_from(&mut r)?;
+        if r.remaining() != 0 {
+            return Err(StateError::Corrupt("trailing bytes after the state"));
+        }
+        Ok(Engine { cfg, dedup, accounts, splits: Vec::with_capacity(8) })
+    }
+}
+
+fn push_status(out: &mut Batch, m: Movement, card: Text, time_ms: i64, source: Source) {
+    if let Some(c) = m.change {
+        out.status.push(StatusRow { card_id: card, listed: c.listed, reason: c.reason, time_ms, source });
+    }
+}
+
+fn reject(out: &mut Batch, source: Source, reason: RejectReason, raw: &[u8], detail: Option<&str>, time_ms: i64) {
+    let detail = match (detail, reason.field()) {
+        (Some(d), _) => out.push_text(d),
+        (None, Some(f)) => out.push_text(f.name()),
+        (None, None) => match reason {
+            RejectReason::NotJson { at } => out.push_fmt(format_args!("at byte {at}")),
+            _ => Text::EMPTY,
+        },
+    };
+    let raw = out.push_raw(raw);
+    out.rejects.push(RejectRow { source, reason: reason.code(), detail, raw, time_ms });
+}

@@ -1,0 +1,238 @@
+//! What processing produces: rows for the contract's tables (§4), collected in a [`Batch`].
+//!
+//! Rows hold no `String`s of their own: text lives in the batch's arenas and rows hold
+//! [`Text`] ranges into them, so filling a batch allocates only when an arena grows. A batch
+//! is cleared and reused, never rebuilt.
+
+use crate::accounts::ListReason;
+
+/// A range of a batch's text arena.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Text {
+    start: u32,
+    len: u32,
+}
+
+impl Text {
+    pub const EMPTY: Text = Text { start: 0, len: 0 };
+
+    /// The first `n` bytes (for prefixes of ASCII ids).
+    pub fn prefix(self, n: u32) -> Text {
+        Text { start: self.start, len: self.len.min(n) }
+    }
+}
+
+/// Which input topic a record came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topic {
+    LaneTx,
+    AccountEvents,
+}
+
+/// Where a record came from. The core treats it as opaque data; the edges give it meaning
+/// (Kafka partition and offset, or a line number for `gantry price`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub topic: Topic,
+    pub partition: i32,
+    pub offset: i64,
+    /// The message's timestamp (ms), if it has one.
+    pub timestamp_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settlement {
+    pub trade_id: Text,
+    pub trans_time_ms: i64,
+    /// Local day number (days since 1970-01-01 in the network's zone).
+    pub trade_day: i32,
+    pub gantry_id: Text,
+    pub toll_interval_id: Text,
+    /// Empty for CPC records.
+    pub card_id: Text,
+    pub obu_id: Text,
+    pub vehicle_plate: Text,
+    pub pass_id: Text,
+    pub customer_id: Text,
+    pub issuer_id: Text,
+    pub media_type: u8,
+    /// 0 for CPC records.
+    pub card_type: u8,
+    pub vehicle_type: u8,
+    pub vehicle_class: u8,
+    pub axle_count: u8,
+    pub pay_fee: i64,
+    pub discount_fee: i64,
+    pub fee: i64,
+    pub lane_fee: Option<i64>,
+    pub tariff_version: Text,
+    pub balance_after: i64,
+    pub flags: u32,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplitRow {
+    pub trade_id: Text,
+    pub trade_day: i32,
+    pub trans_time_ms: i64,
+    pub interval_id: Text,
+    pub owner_id: Text,
+    pub issuer_id: Text,
+    pub vehicle_type: u8,
+    pub media_type: u8,
+    pub pay_fee: i64,
+    pub discount_fee: i64,
+    pub fee: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Debit,
+    Topup,
+    Adjust,
+    Open,
+}
+
+impl EntryKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::Debit => "debit",
+            EntryKind::Topup => "topup",
+            EntryKind::Adjust => "adjust",
+            EntryKind::Open => "open",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LedgerRow {
+    pub card_id: Text,
+    pub customer_id: Text,
+    pub entry_id: Text,
+    pub kind: EntryKind,
+    /// Signed: a debit is negative.
+    pub amount: i64,
+    pub balance_after: i64,
+    pub time_ms: i64,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RejectRow {
+    pub source: Source,
+    pub reason: &'static str,
+    pub detail: Text,
+    /// Range of the batch's raw-bytes arena (cut to [`RAW_BYTES_MAX`]).
+    pub raw: Text,
+    /// The record's own time if it got that far, else the message timestamp, else 0.
+    pub time_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DuplicateRow {
+    pub id: Text,
+    pub kind: &'static str,
+    pub source: Source,
+    pub time_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusRow {
+    pub card_id: Text,
+    pub listed: bool,
+    pub reason: ListReason,
+    pub time_ms: i64,
+    pub source: Source,
+}
+
+/// Raw bytes kept per reject (contract §3: cut to 4 KiB).
+pub const RAW_BYTES_MAX: usize = 4096;
+
+/// How many records of each outcome a batch holds, per input topic; reconciliation checks
+/// `records == settled + rejected + duplicates` for lanes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub messages: u64,
+    pub lane_records: u64,
+    pub settled: u64,
+    pub lane_rejected: u64,
+    pub lane_duplicates: u64,
+    pub account_events: u64,
+    pub events_applied: u64,
+    pub events_rejected: u64,
+    pub events_duplicates: u64,
+}
+
+#[derive(Default)]
+pub struct Batch {
+    text: String,
+    raw: Vec<u8>,
+    pub settlements: Vec<Settlement>,
+    pub splits: Vec<SplitRow>,
+    pub ledger: Vec<LedgerRow>,
+    pub rejects: Vec<RejectRow>,
+    pub duplicates: Vec<DuplicateRow>,
+    pub status: Vec<StatusRow>,
+    pub counts: Counts,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.raw.clear();
+        self.settlements.clear();
+        self.splits.clear();
+        self.ledger.clear();
+        self.rejects.clear();
+        self.duplicates.clear();
+        self.status.clear();
+        self.counts = Counts::default();
+    }
+
+    /// Rows of all tables.
+    pub fn rows(&self) -> usize {
+        self.settlements.len() + self.splits.len() + self.ledger.len() + self.rejects.len() + self.duplicates.len() + self.status.len()
+    }
+
+    /// Bytes held in the arenas (a batch closes on bytes as well as rows).
+    pub fn arena_bytes(&self) -> usize {
+        self.text.len() + self.raw.len()
+    }
+
+    #[inline]
+    pub fn push_text(&mut self, s: &str) -> Text {
+        let start = self.text.len() as u32;
+        self.text.push_str(s);
+        Text { start, len: s.len() as u32 }
+    }
+
+    /// Appends formatted text (`write!`) and returns its range.
+    pub fn push_fmt(&mut self, args: std::fmt::Arguments<'_>) -> Text {
+        use std::fmt::Write;
+        let start = self.text.len() as u32;
+        let _ = self.text.write_fmt(args);
+        Text { start, len: self.text.len() as u32 - start }
+    }
+
+    pub fn push_raw(&mut self, b: &[u8]) -> Text {
+        let start = self.raw.len() as u32;
+        let b = &b[..b.len().min(RAW_BYTES_MAX)];
+        self.raw.extend_from_slice(b);
+        Text { start, len: b.len() as u32 }
+    }
+
+    #[inline]
+    pub fn text(&self, t: Text) -> &str {
+        &self.text[t.start as usize..(t.start + t.len) as usize]
+    }
+
+    #[inline]
+    pub fn raw(&self, t: Text) -> &[u8] {
+        &self.raw[t.start as usize..(t.start + t.len) as usize]
+    }
+}

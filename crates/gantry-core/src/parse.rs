@@ -1,0 +1,754 @@
+//! The line-rate parser for lane transactions and account events (contract §1).
+//!
+//! A Kafka message value holds one JSON object or several separated by newlines. The parser
+//! knows the records' fields and validates while it scans: text fields borrow from the
+//! message (`Cow::Borrowed`) unless they contain escapes, numbers are read straight into
+//! integers, and unknown fields are skipped without being built. Each object yields either a
+//! record or a [`RejectReason`] together with the object's raw bytes; nothing in here panics
+//! on any input (see the proptest at the bottom and `fuzz/`).
+//!
+//! After a syntax error the parser resumes at the next newline, so one broken record in a
+//! lane's batch does not take the others with it.
+
+use std::borrow::Cow;
+
+use crate::record::{AccountEvent, AccountEventKind, CardStatus, LaneTx};
+use crate::reject::{Field, RejectReason};
+use crate::time::{parse_timestamp_ms, DEFAULT_NETWORK_UTC_OFFSET_MIN};
+
+/// Longest optional free-text field (obuId, plate, passId, channel, reason) in bytes: far
+/// above any real value, low enough that a broken lane cannot make rows of megabytes.
+pub const TEXT_FIELD_BYTES_MAX: usize = 256;
+/// Most tolling units in one record. A gantry fills in the units it missed, which is a
+/// handful in practice; 64 bounds the per-record split buffer.
+pub const UNITS_PER_RECORD_MAX: usize = 64;
+/// Largest absolute money amount accepted in any field, in fen (10 billion yuan): keeps every
+/// sum of amounts far from i64 overflow.
+pub const AMOUNT_ABS_MAX_FEN: i64 = 1_000_000_000_000;
+/// Nesting depth allowed inside unknown fields before the object is called malformed.
+const SKIP_DEPTH_MAX: u32 = 64;
+
+#[derive(Clone, Copy, Debug)]
+pub struct ParseConfig {
+    /// Offset of times written without one (the network's zone), minutes east of UTC.
+    pub network_utc_offset_min: i32,
+}
+
+impl Default for ParseConfig {
+    fn default() -> Self {
+        ParseConfig { network_utc_offset_min: DEFAULT_NETWORK_UTC_OFFSET_MIN }
+    }
+}
+
+/// Calls `f(raw, result)` for every lane record in a message, in order. `raw` is the record's
+/// own bytes (for the reject row). A message with no record at all yields one reject.
+pub fn for_each_lane_record<'a>(msg: &'a [u8], cfg: &ParseConfig, mut f: impl FnMut(&'a [u8], Result<LaneTx<'a>, RejectReason>)) {
+    for_each_object(msg, &mut |c: &mut Cursor<'a>| parse_lane_object(c, cfg), &mut f)
+}
+
+/// Calls `f(raw, result)` for every account event in a message, in order.
+pub fn for_each_account_event<'a>(msg: &'a [u8], cfg: &ParseConfig, mut f: impl FnMut(&'a [u8], Result<AccountEvent<'a>, RejectReason>)) {
+    for_each_object(msg, &mut |c: &mut Cursor<'a>| parse_account_object(c, cfg), &mut f)
+}
+
+/// Parses a single lane record (convenience for tools and tests): the first object only.
+pub fn parse_lane_record<'a>(bytes: &'a [u8], cfg: &ParseConfig) -> Result<LaneTx<'a>, RejectReason> {
+    let mut first = None;
+    for_each_lane_record(bytes, cfg, |_, r| {
+        if first.is_none() {
+            first = Some(r)
+        }
+    });
+    first.unwrap_or(Err(RejectReason::NotJson { at: 0 }))
+}
+
+/// How parsing one object ended: `Syntax` errors leave the cursor mid-object, so the caller
+/// resumes at the next newline; `Record` errors come after a complete object.
+enum ObjError {
+    Syntax(RejectReason),
+    Record(RejectReason),
+}
+
+type ObjResult<T> = Result<T, ObjError>;
+
+fn for_each_object<'a, T>(
+    msg: &'a [u8],
+    parse: &mut dyn FnMut(&mut Cursor<'a>) -> ObjResult<T>,
+    f: &mut dyn FnMut(&'a [u8], Result<T, RejectReason>),
+) {
+    match std::str::from_utf8(msg) {
+        Ok(s) => {
+            if objects_in(s, parse, f) == 0 {
+                f(msg, Err(RejectReason::NotJson { at: 0 }));
+            }
+        }
+        Err(_) => {
+            // Keep the valid lines of a batch; reject the lines that are not UTF-8.
+            let mut any = false;
+            for line in msg.split(|&b| b == b'\n') {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                any = true;
+                match std::str::from_utf8(line) {
+                    Ok(s) => {
+                        objects_in(s, parse, f);
+                    }
+                    Err(_) => f(line, Err(RejectReason::NotUtf8)),
+                }
+            }
+            if !any {
+                f(msg, Err(RejectReason::NotUtf8));
+            }
+        }
+    }
+}
+
+fn objects_in<'a, T>(
+    s: &'a str,
+    parse: &mut dyn FnMut(&mut Cursor<'a>) -> ObjResult<T>,
+    f: &mut dyn FnMut(&'a [u8], Result<T, RejectReason>),
+) -> usize {
+    let b = s.as_bytes();
+    let mut c = Cursor { s, b, i: 0 };
+    let mut n = 0;
+    loop {
+        c.ws();
+        if c.i >= b.len() {
+            return n;
+        }
+        n += 1;
+        let start = c.i;
+        match parse(&mut c) {
+            Ok(rec) => f(&b[start..c.i], Ok(rec)),
+            Err(ObjError::Record(e)) => f(&b[start..c.i], Err(e)),
+            Err(ObjError::Syntax(e)) => {
+                let from = c.i.max(start + 1).min(b.len());
+                let end = memchr::memchr(b'\n', &b[from..]).map_or(b.len(), |k| from + k);
+                let e = match e {
+                    RejectReason::NotJson { at } => RejectReason::NotJson { at: at.saturating_sub(start as u32) },
+                    e => e,
+                };
+                f(&b[start..end], Err(e));
+                c.i = end;
+            }
+        }
+    }
+}
+
+struct Cursor<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bytes of `w` that end a plain string run (`"`, `\`, control characters): the lowest set
+/// high bit marks the first one exactly.
+#[inline]
+fn string_stop_mask(w: u64) -> u64 {
+    let q = w ^ (LO * b'"' as u64);
+    let bs = w ^ (LO * b'\\' as u64);
+    let has_q = q.wrapping_sub(LO) & !q;
+    let has_bs = bs.wrapping_sub(LO) & !bs;
+    let ctl = w.wrapping_sub(LO * 0x20) & !w;
+    (has_q | has_bs | ctl) & HI
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    fn syntax(&self) -> ObjError {
+        ObjError::Syntax(RejectReason::NotJson { at: self.i as u32 })
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn eat(&mut self, ch: u8) -> ObjResult<()> {
+        self.ws();
+        if self.peek() == Some(ch) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.syntax())
+        }
+    }
+
+    /// A JSON string; the cursor is on its opening quote.
+    #[inline]
+    fn string(&mut self) -> ObjResult<Cow<'a, str>> {
+        debug_assert_eq!(self.peek(), Some(b'"'));
+        self.i += 1;
+        let start = self.i;
+        let mut i = start;
+        loop {
+            if i + 8 <= self.b.len() {
+                let w = u64::from_le_bytes(self.b[i..i + 8].try_into().expect("8 bytes"));
+                let m = string_stop_mask(w);
+                if m == 0 {
+                    i += 8;
+                    continue;
+                }
+                i += (m.trailing_zeros() / 8) as usize;
+            } else {
+                while i < self.b.len() && !matches!(self.b[i], b'"' | b'\\' | 0..=0x1f) {
+                    i += 1;
+                }
+                if i >= self.b.len() {
+                    self.i = i;
+                    return Err(self.syntax());
+                }
+            }
+            match self.b[i] {
+                b'"' => {
+                    self.i = i + 1;
+                    return Ok(Cow::Borrowed(&self.s[start..i]));
+                }
+                b'\\' => {
+                    self.i = i;
+                    return self.string_with_escapes(start);
+                }
+                _ => {
+                    self.i = i;
+                    return Err(self.syntax());
+                }
+            }
+        }
+    }
+
+    /// Slow path: the string from `start` has escapes; the cursor is on the first `\`.
+    #[cold]
+    fn string_with_escapes(&mut self, start: usize) -> ObjResult<Cow<'a, str>> {
+        let mut out = String::with_capacity(self.i - start + 16);
+        out.push_str(&self.s[start..self.i]);
+        loop {
+            let Some(c) = self.peek() else { return Err(self.syntax()) };
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return Ok(Cow::Owned(out));
+                }
+                b'\\' => {
+                    self.i += 1;
+                    let Some(e) = self.peek() else { return Err(self.syntax()) };
+                    self.i += 1;
+                    match e {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let cp = if (0xD800..0xDC00).contains(&hi) {
+                                if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
+                                    return Err(self.syntax());
+                                }
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(self.syntax());
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else {
+                                hi
+                            };
+                            match char::from_u32(cp) {
+                                Some(ch) => out.push(ch),
+                                None => return Err(self.syntax()),
+                            }
+                        }
+                        _ => {
+                            self.i -= 1;
+                            return Err(self.syntax());
+                        }
+                    }
+                }
+                0..=0x1f => return Err(self.syntax()),
+                _ => {
+                    // Copy the plain run up to the next quote or backslash in one go.
+                    let run = memchr::memchr2(b'"', b'\\', &self.b[self.i..]).map_or(self.b.len(), |k| self.i + k);
+                    let text = &self.s[self.i..run];
+                    if text.bytes().any(|b| b < 0x20) {
+                        self.i += text.bytes().position(|b| b < 0x20).unwrap_or(0);
+                        return Err(self.syntax());
+                    }
+                    out.push_str(text);
+                    self.i = run;
+                }
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> ObjResult<u32> {
+        let Some(h) = self.b.get(self.i..self.i + 4) else { return Err(self.syntax()) };
+        let mut v = 0u32;
+        for &c in h {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return Err(self.syntax()),
+            };
+            v = v * 16 + d as u32;
+        }
+        self.i += 4;
+        Ok(v)
+    }
+
+    #[inline]
+    fn literal(&mut self, word: &[u8]) -> ObjResult<()> {
+        if self.b.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(self.syntax())
+        }
+    }
+
+    /// A JSON number as an integer. A valid number with a fraction or exponent is the wrong
+    /// type for an integer field; one beyond i64 is out of range.
+    #[inline]
+    fn integer(&mut self, field: Field) -> ObjResult<i64> {
+        let neg = self.peek() == Some(b'-');
+        if neg {
+            self.i += 1;
+        }
+        let start = self.i;
+        let mut v: i64 = 0;
+        let mut overflow = false;
+        while let Some(c @ b'0'..=b'9') = self.peek() {
+            let d = (c - b'0') as i64;
+            match v.checked_mul(10).and_then(|x| if neg { x.checked_sub(d) } else { x.checked_add(d) }) {
+                Some(x) => v = x,
+                None => overflow = true,
+            }
+            self.i += 1;
+        }
+        let n = self.i - start;
+        if n == 0 || (n > 1 && self.b[start] == b'0') {
+            return Err(self.syntax());
+        }
+        if let Some(b'.' | b'e' | b'E') = self.peek() {
+            self.skip_number_tail()?;
+            return Err(ObjError::Syntax(RejectReason::WrongType(field)));
+        }
+        if overflow {
+            return Err(ObjError::Syntax(RejectReason::OutOfRange(field)));
+        }
+        Ok(v)
+    }
+
+    fn skip_number_tail(&mut self) -> ObjResult<()> {
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            let s = self.i;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.i += 1;
+            }
+            if self.i == s {
+                return Err(self.syntax());
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            let s = self.i;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.i += 1;
+            }
+            if self.i == s {
+                return Err(self.syntax());
+            }
+        }
+        Ok(())
+    }
+
+    /// Skips any JSON value (an unknown field's).
+    fn skip_value(&mut self, depth: u32) -> ObjResult<()> {
+        if depth > SKIP_DEPTH_MAX {
+            return Err(self.syntax());
+        }
+        self.ws();
+        match self.peek() {
+            Some(b'"') => self.string().map(drop),
+            Some(b'{') => {
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    if self.peek() != Some(b'"') {
+                        return Err(self.syntax());
+                    }
+                    self.string()?;
+                    self.eat(b':')?;
+                    self.skip_value(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(self.syntax()),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.skip_value(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(self.syntax()),
+                    }
+                }
+            }
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => {
+                if self.peek() == Some(b'-') {
+                    self.i += 1;
+                }
+                let s = self.i;
+                while let Some(b'0'..=b'9') = self.peek() {
+                    self.i += 1;
+                }
+                if self.i == s || (self.i - s > 1 && self.b[s] == b'0') {
+                    return Err(self.syntax());
+                }
+                self.skip_number_tail()
+            }
+            _ => Err(self.syntax()),
+        }
+    }
+
+    /// A string-valued field: `null` counts as absent; any other type is wrong.
+    #[inline]
+    fn opt_string(&mut self, field: Field) -> ObjResult<Option<Cow<'a, str>>> {
+        self.ws();
+        match self.peek() {
+            Some(b'"') => self.string().map(Some),
+            Some(b'n') => self.literal(b"null").map(|_| None),
+            Some(b'-' | b'0'..=b'9' | b't' | b'f' | b'{' | b'[') => Err(ObjError::Syntax(RejectReason::WrongType(field))),
+            _ => Err(self.syntax()),
+        }
+    }
+
+    /// An integer-valued field: `null` counts as absent.
+    #[inline]
+    fn opt_integer(&mut self, field: Field) -> ObjResult<Option<i64>> {
+        self.ws();
+        match self.peek() {
+            Some(b'-' | b'0'..=b'9') => self.integer(field).map(Some),
+            Some(b'n') => self.literal(b"null").map(|_| None),
+            Some(b'"' | b't' | b'f' | b'{' | b'[') => Err(ObjError::Syntax(RejectReason::WrongType(field))),
+            _ => Err(self.syntax()),
+        }
+    }
+
+    /// Walks an object's members, calling `member(key, cursor)` with the cursor on the value.
+    #[inline]
+    fn object(&mut self, mut member: impl FnMut(&[u8], &mut Self) -> ObjResult<()>) -> ObjResult<()> {
+        self.eat(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            if self.peek() != Some(b'"') {
+                return Err(self.syntax());
+            }
+            let key = self.string()?;
+            self.eat(b':')?;
+            self.ws();
+            member(key.as_bytes(), self)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.syntax()),
+            }
+        }
+    }
+}
+
+/// Marks a field as seen; a second sighting is [`RejectReason::DuplicateField`].
+#[inline]
+fn first_sighting(seen: &mut u64, field: Field) -> ObjResult<()> {
+    let bit = 1u64 << field as u32;
+    if *seen & bit != 0 {
+        return Err(ObjError::Syntax(RejectReason::DuplicateField(field)));
+    }
+    *seen |= bit;
+    Ok(())
+}
+
+fn record_err(r: RejectReason) -> ObjError {
+    ObjError::Record(r)
+}
+
+/// Checks a text field's length in characters.
+#[inline]
+fn check_chars(s: &str, field: Field, min: usize, max: usize) -> ObjResult<()> {
+    // Byte length bounds the char count from above (and equals it for ASCII).
+    let n = if s.len() <= max { s.len().min(s.chars().count()) } else { s.chars().count() };
+    if s.is_empty() || n < min || n > max {
+        return Err(record_err(RejectReason::OutOfRange(field)));
+    }
+    Ok(())
+}
+
+#[inline]
+fn check_opt_text(s: &Option<Cow<'_, str>>, field: Field) -> ObjResult<()> {
+    match s {
+        Some(s) if s.len() > TEXT_FIELD_BYTES_MAX => Err(record_err(RejectReason::OutOfRange(field))),
+        _ => Ok(()),
+    }
+}
+
+#[inline]
+fn in_range(v: i64, field: Field, lo: i64, hi: i64) -> ObjResult<i64> {
+    if v < lo || v > hi {
+        Err(record_err(RejectReason::OutOfRange(field)))
+    } else {
+        Ok(v)
+    }
+}
+
+#[inline]
+fn required<T>(v: Option<T>, field: Field) -> ObjResult<T> {
+    v.ok_or(record_err(RejectReason::MissingField(field)))
+}
+
+fn parse_lane_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<LaneTx<'a>> {
+    let mut seen = 0u64;
+    let (mut trade_id, mut gantry_id, mut interval, mut trans_time) = (None, None, None, None);
+    let (mut card, mut obu, mut plate, mut pass) = (None, None, None, None);
+    let (mut media, mut vtype, mut vclass, mut axles, mut seats, mut fee) = (None, None, None, None, None, None);
+    c.object(|key, c| {
+        use Field::*;
+        let (field, slot_s, slot_i) = match key {
+            b"tradeId" => (TradeId, Some(&mut trade_id), None),
+            b"gantryId" => (GantryId, Some(&mut gantry_id), None),
+            b"tollIntervalId" => (TollIntervalId, Some(&mut interval), None),
+            b"transTime" => (TransTime, Some(&mut trans_time), None),
+            b"cpuCardId" => (CpuCardId, Some(&mut card), None),
+            b"obuId" => (ObuId, Some(&mut obu), None),
+            b"vehiclePlate" => (VehiclePlate, Some(&mut plate), None),
+            b"passId" => (PassId, Some(&mut pass), None),
+            b"mediaType" => (MediaType, None, Some(&mut media)),
+            b"vehicleType" => (VehicleType, None, Some(&mut vtype)),
+            b"vehicleClass" => (VehicleClass, None, Some(&mut vclass)),
+            b"axleCount" => (AxleCount, None, Some(&mut axles)),
+            b"vehicleSeat" => (VehicleSeat, None, Some(&mut seats)),
+            b"fee" => (Fee, None, Some(&mut fee)),
+            _ => return c.skip_value(0),
+        };
+        first_sighting(&mut seen, field)?;
+        if let Some(slot) = slot_s {
+            *slot = c.opt_string(field)?;
+        } else if let Some(slot) = slot_i {
+            *slot = c.opt_integer(field)?;
+        }
+        Ok(())
+    })?;
+
+    use Field::*;
+    let trade_id = required(trade_id, TradeId)?;
+    check_chars(&trade_id, TradeId, 1, 40)?;
+    let gantry_id = required(gantry_id, GantryId)?;
+    check_chars(&gantry_id, GantryId, 1, 32)?;
+    let toll_interval_id = required(interval, TollIntervalId)?;
+    let units = toll_interval_id.split('|');
+    let mut n_units = 0;
+    for u in units {
+        n_units += 1;
+        if u.is_empty() || u.len() > 64 || n_units > UNITS_PER_RECORD_MAX {
+            return Err(record_err(RejectReason::OutOfRange(TollIntervalId)));
+        }
+    }
+    let trans_time = required(trans_time, TransTime)?;
+    let trans_time_ms =
+        parse_timestamp_ms(&trans_time, cfg.network_utc_offset_min).ok_or(record_err(RejectReason::OutOfRange(TransTime)))?;
+    let media_type = match required(media, MediaType)? {
+        1 => crate::record::MediaType::Etc,
+        2 => crate::record::MediaType::Cpc,
+        _ => return Err(record_err(RejectReason::OutOfRange(MediaType))),
+    };
+    let card_id = match card {
+        Some(s) => Some(crate::record::CardId::parse(&s).ok_or(record_err(RejectReason::OutOfRange(CpuCardId)))?),
+        None if media_type == crate::record::MediaType::Etc => return Err(record_err(RejectReason::MissingField(CpuCardId))),
+        None => None,
+    };
+    check_opt_text(&obu, ObuId)?;
+    check_opt_text(&plate, VehiclePlate)?;
+    check_opt_text(&pass, PassId)?;
+    let vehicle_type = required(vtype, VehicleType)?;
+    if !(0..=255).contains(&vehicle_type) || crate::record::vehicle_type_index(vehicle_type as u8).is_none() {
+        return Err(record_err(RejectReason::OutOfRange(VehicleType)));
+    }
+    let vehicle_class = in_range(vclass.unwrap_or(0), VehicleClass, 0, 255)? as u8;
+    let axle_count = match axles {
+        Some(a) => Some(in_range(a, AxleCount, 2, 20)? as u8),
+        None => None,
+    };
+    let vehicle_seat = match seats {
+        Some(s) => Some(in_range(s, VehicleSeat, 0, 999)? as u16),
+        None => None,
+    };
+    let lane_fee = match fee {
+        Some(f) => Some(in_range(f, Fee, 0, AMOUNT_ABS_MAX_FEN)?),
+        None => None,
+    };
+    Ok(LaneTx {
+        trade_id,
+        gantry_id,
+        toll_interval_id,
+        trans_time_ms,
+        media_type,
+        card_id,
+        obu_id: obu,
+        vehicle_plate: plate,
+        vehicle_type: vehicle_type as u8,
+        vehicle_class,
+        axle_count,
+        vehicle_seat,
+        pass_id: pass,
+        lane_fee,
+    })
+}
+
+fn parse_account_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<AccountEvent<'a>> {
+    let mut seen = 0u64;
+    let (mut typ, mut card, mut time, mut customer, mut plate) = (None, None, None, None, None);
+    let (mut topup_id, mut channel, mut adjust_id, mut reason, mut trade_id, mut status) = (None, None, None, None, None, None);
+    let (mut card_type, mut vtype, mut balance, mut credit, mut amount) = (None, None, None, None, None);
+    c.object(|key, c| {
+        use Field::*;
+        let (field, slot_s, slot_i) = match key {
+            b"type" => (Type, Some(&mut typ), None),
+            b"cardId" => (CardId, Some(&mut card), None),
+            b"time" => (Time, Some(&mut time), None),
+            b"customerId" => (CustomerId, Some(&mut customer), None),
+            b"plate" => (Plate, Some(&mut plate), None),
+            b"topupId" => (TopupId, Some(&mut topup_id), None),
+            b"channel" => (Channel, Some(&mut channel), None),
+            b"adjustId" => (AdjustId, Some(&mut adjust_id), None),
+            b"reason" => (Reason, Some(&mut reason), None),
+            b"tradeId" => (TradeId, Some(&mut trade_id), None),
+            b"status" => (Status, Some(&mut status), None),
+            b"cardType" => (CardType, None, Some(&mut card_type)),
+            b"vehicleType" => (VehicleType, None, Some(&mut vtype)),
+            b"balance" => (Balance, None, Some(&mut balance)),
+            b"creditLimit" => (CreditLimit, None, Some(&mut credit)),
+            b"amount" => (Amount, None, Some(&mut amount)),
+            _ => return c.skip_value(0),
+        };
+        first_sighting(&mut seen, field)?;
+        if let Some(slot) = slot_s {
+            *slot = c.opt_string(field)?;
+        } else if let Some(slot) = slot_i {
+            *slot = c.opt_integer(field)?;
+        }
+        Ok(())
+    })?;
+
+    use Field::*;
+    let typ = required(typ, Type)?;
+    let card = required(card, CardId)?;
+    let card_id = crate::record::CardId::parse(&card).ok_or(record_err(RejectReason::OutOfRange(CardId)))?;
+    let time = required(time, Time)?;
+    let time_ms = parse_timestamp_ms(&time, cfg.network_utc_offset_min).ok_or(record_err(RejectReason::OutOfRange(Time)))?;
+    let kind = match &*typ {
+        "open" => {
+            let customer_id = required(customer, CustomerId)?;
+            check_chars(&customer_id, CustomerId, 1, 64)?;
+            let card_type = match required(card_type, CardType)? {
+                22 => crate::record::CardType::StoredValue,
+                23 => crate::record::CardType::Postpaid,
+                _ => return Err(record_err(RejectReason::OutOfRange(CardType))),
+            };
+            let vehicle_type = required(vtype, VehicleType)?;
+            if !(0..=255).contains(&vehicle_type) || crate::record::vehicle_type_index(vehicle_type as u8).is_none() {
+                return Err(record_err(RejectReason::OutOfRange(VehicleType)));
+            }
+            check_opt_text(&plate, Plate)?;
+            let balance = in_range(balance.unwrap_or(0), Balance, -AMOUNT_ABS_MAX_FEN, AMOUNT_ABS_MAX_FEN)?;
+            // The account keeps the credit limit in 32 bits: 21 million yuan is far above any
+            // postpaid ETC limit.
+            let credit_limit = match card_type {
+                crate::record::CardType::Postpaid => in_range(credit.unwrap_or(0), CreditLimit, 0, i32::MAX as i64)?,
+                crate::record::CardType::StoredValue => 0,
+            };
+            AccountEventKind::Open { customer_id, card_type, vehicle_type: vehicle_type as u8, plate, balance, credit_limit }
+        }
+        "topup" => {
+            let topup_id = required(topup_id, TopupId)?;
+            check_chars(&topup_id, TopupId, 1, 40)?;
+            let amount = in_range(required(amount, Amount)?, Amount, 1, AMOUNT_ABS_MAX_FEN)?;
+            check_opt_text(&channel, Channel)?;
+            AccountEventKind::Topup { topup_id, amount, channel }
+        }
+        "adjust" => {
+            let adjust_id = required(adjust_id, AdjustId)?;
+            check_chars(&adjust_id, AdjustId, 1, 40)?;
+            let amount = in_range(required(amount, Amount)?, Amount, -AMOUNT_ABS_MAX_FEN, AMOUNT_ABS_MAX_FEN)?;
+            let reason = required(reason, Reason)?;
+            check_opt_text(&Some(reason.clone()), Reason)?;
+            if let Some(t) = &trade_id {
+                check_chars(t, TradeId, 1, 40)?;
+            }
+            AccountEventKind::Adjust { adjust_id, amount, reason, trade_id }
+        }
+        "status" => {
+            let status = match &*required(status, Status)? {
+                "active" => CardStatus::Active,
+                "lost" => CardStatus::Lost,
+                "suspended" => CardStatus::Suspended,
+                "cancelled" => CardStatus::Cancelled,
+                _ => return Err(record_err(RejectReason::OutOfRange(Status))),
+            };
+            AccountEventKind::Status { status }
+        }
+        _ => return Err(record_err(RejectReason::UnknownEventType)),
+    };
+    Ok(AccountEvent { card_id, time_ms, kind })
+}

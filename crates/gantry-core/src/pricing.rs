@@ -1,0 +1,143 @@
+//! Pricing of one lane transaction, exactly as contract §2, in integer fen.
+//!
+//! `round(x)` is half-up to a whole fen; every amount here is non-negative, so it is
+//! `(n + d/2) / d` in integers. The per-unit fees (`fee_i`) are what each unit's owner is
+//! owed and always add up to the record's fee.
+
+use crate::record::{vehicle_type_index, LaneTx, MediaType};
+use crate::reject::RejectReason;
+use crate::tariff::TariffVersion;
+use crate::time::local_minute_of_day;
+
+/// `flags` bits on a settlement.
+pub mod flags {
+    /// The lane's own `fee` differs from Gantry's.
+    pub const LANE_FEE_MISMATCH: u32 = 1 << 0;
+    /// Free passage for an exempt `vehicleClass`.
+    pub const EXEMPT: u32 = 1 << 1;
+    /// Free passage in a `holiday_free` window.
+    pub const HOLIDAY_FREE: u32 = 1 << 2;
+    /// A `time_discount` rule applied to at least one unit.
+    pub const TIME_DISCOUNT: u32 = 1 << 3;
+    /// The record charged more than one unit.
+    pub const MULTI_UNIT: u32 = 1 << 4;
+    /// Truck or special vehicle above 6 axles: axle surcharge applied.
+    pub const AXLE_SURCHARGE: u32 = 1 << 5;
+    /// The card was on the status list when it passed (set by the ledger).
+    pub const CARD_LISTED: u32 = 1 << 6;
+    /// The debit left the card below zero (set by the ledger).
+    pub const ARREARS: u32 = 1 << 7;
+}
+
+/// What one unit's owner is owed for a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// Index of the unit in the version ([`TariffVersion::unit`]).
+    pub unit: u32,
+    /// `base_i`: the unit's fee before discounts (with any axle surcharge).
+    pub pay_fee: i64,
+    /// `fee_i`.
+    pub fee: i64,
+}
+
+/// The price of one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Priced {
+    pub pay_fee: i64,
+    pub discount_fee: i64,
+    pub fee: i64,
+    pub flags: u32,
+}
+
+#[inline]
+fn round_bp(amount: i64, bp: u64) -> i64 {
+    debug_assert!(amount >= 0);
+    ((amount as u64 * bp + 5_000) / 10_000) as i64
+}
+
+/// Prices `tx` with `v` (the version in force at its `transTime`), appending one [`Split`]
+/// per unit to `splits`. On a reject nothing is left appended.
+pub fn price(tx: &LaneTx<'_>, v: &TariffVersion, network_utc_offset_min: i32, splits: &mut Vec<Split>) -> Result<Priced, RejectReason> {
+    let first = splits.len();
+    let class_bit = match vehicle_type_index(tx.vehicle_type) {
+        Some(i) => 1u16 << i,
+        None => return Err(RejectReason::UnknownVehicleType),
+    };
+    let mut flags = 0;
+    let surcharge_axles = match (tx.vehicle_type, tx.axle_count) {
+        (16 | 26, Some(a)) if a > 6 && v.per_extra_axle_bp > 0 => {
+            flags |= flags::AXLE_SURCHARGE;
+            (a - 6) as u64
+        }
+        _ => 0,
+    };
+
+    // Steps 1–2: base fee per unit and payFee.
+    let mut pay_fee = 0i64;
+    let mut n_units = 0;
+    for id in tx.intervals() {
+        n_units += 1;
+        let Some(idx) = v.unit_index(id) else {
+            splits.truncate(first);
+            return Err(RejectReason::UnknownInterval);
+        };
+        let Some(mut base) = v.unit(idx).fee(tx.vehicle_type) else {
+            splits.truncate(first);
+            return Err(RejectReason::UnknownVehicleType);
+        };
+        if surcharge_axles > 0 {
+            base += round_bp(base, surcharge_axles * v.per_extra_axle_bp as u64);
+        }
+        pay_fee += base;
+        splits.push(Split { unit: idx, pay_fee: base, fee: base });
+    }
+    if n_units > 1 {
+        flags |= flags::MULTI_UNIT;
+    }
+
+    // Step 3: free passage.
+    let free = if v.is_exempt_class(tx.vehicle_class) {
+        flags |= flags::EXEMPT;
+        true
+    } else if v.holiday_free.iter().any(|h| {
+        h.start_ms <= tx.trans_time_ms
+            && tx.trans_time_ms < h.end_ms
+            && h.vehicle_types & class_bit != 0
+            && match (h.max_seats, tx.vehicle_seat) {
+                (Some(max), Some(seats)) => seats <= max,
+                _ => true,
+            }
+    }) {
+        flags |= flags::HOLIDAY_FREE;
+        true
+    } else {
+        false
+    };
+
+    // Steps 4–5: per-unit discounts.
+    let mut fee = 0i64;
+    let minute = local_minute_of_day(tx.trans_time_ms, network_utc_offset_min);
+    for s in &mut splits[first..] {
+        s.fee = if free {
+            0
+        } else {
+            let t = match v.time_discount_for(v.unit(s.unit), class_bit, minute) {
+                Some(rule) => {
+                    flags |= flags::TIME_DISCOUNT;
+                    round_bp(s.pay_fee, rule.discount_bp as u64)
+                }
+                None => 0,
+            };
+            let e = match tx.media_type {
+                MediaType::Etc => round_bp(s.pay_fee - t, v.etc_discount_bp as u64),
+                MediaType::Cpc => 0,
+            };
+            s.pay_fee - t - e
+        };
+        fee += s.fee;
+    }
+    if tx.lane_fee.is_some_and(|lf| lf != fee) {
+        flags |= flags::LANE_FEE_MISMATCH;
+    }
+    Ok(Priced { pay_fee, discount_fee: pay_fee - fee, fee, flags })
+}

@@ -1,0 +1,229 @@
+//! The input records of contract §1, as parsed: text fields borrow from the message bytes
+//! (`Cow::Borrowed`) unless the JSON had escapes to decode.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Longest card id the contract allows (`cpuCardId`: ≤ 20 digits).
+pub const CARD_ID_DIGITS_MAX: usize = 20;
+
+/// An ETC card number (≤ 20 decimal digits) packed into 9 bytes: the value (< 2^67) and the
+/// digit count, so leading zeros survive and two ids are equal only if their text is.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CardId {
+    lo: u64,
+    /// bits 0..3: value >> 64; bits 3..8: number of digits.
+    hi: u8,
+}
+
+impl CardId {
+    /// `None` unless `s` is 1–20 ASCII digits.
+    pub fn parse(s: &str) -> Option<CardId> {
+        let b = s.as_bytes();
+        if b.is_empty() || b.len() > CARD_ID_DIGITS_MAX {
+            return None;
+        }
+        let mut v: u128 = 0;
+        for &c in b {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + (c - b'0') as u128;
+        }
+        Some(CardId { lo: v as u64, hi: ((v >> 64) as u8) | ((b.len() as u8) << 3) })
+    }
+
+    pub fn from_parts(lo: u64, hi: u8) -> CardId {
+        CardId { lo, hi }
+    }
+
+    pub fn parts(self) -> (u64, u8) {
+        (self.lo, self.hi)
+    }
+
+    fn value(self) -> u128 {
+        ((self.hi as u128 & 7) << 64) | self.lo as u128
+    }
+
+    pub fn digits(self) -> usize {
+        (self.hi >> 3) as usize
+    }
+
+    /// Writes the id's digits into `buf` and returns them as text.
+    pub fn write_to(self, buf: &mut [u8; CARD_ID_DIGITS_MAX]) -> &str {
+        let n = self.digits();
+        let mut v = self.value();
+        for i in (0..n).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        // Only ASCII digits were written.
+        std::str::from_utf8(&buf[..n]).expect("digits are ASCII")
+    }
+
+    /// The issuer network id: the card's first 4 digits (fewer if the id is shorter).
+    pub fn issuer_id(self, buf: &mut [u8; CARD_ID_DIGITS_MAX]) -> &str {
+        let s = self.write_to(buf);
+        &s[..s.len().min(4)]
+    }
+}
+
+impl fmt::Display for CardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; CARD_ID_DIGITS_MAX];
+        f.write_str(self.write_to(&mut buf))
+    }
+}
+
+impl fmt::Debug for CardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CardId({self})")
+    }
+}
+
+/// `mediaType`: how the vehicle paid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MediaType {
+    /// OBU with an ETC card: priced with the ETC discount and debited.
+    Etc = 1,
+    /// CPC card of a non-ETC vehicle: priced, never debited.
+    Cpc = 2,
+}
+
+/// Vehicle classes of JT/T 489-2019 in the order of the tariff's fee columns.
+pub const VEHICLE_TYPES: [u8; 16] = [1, 2, 3, 4, 11, 12, 13, 14, 15, 16, 21, 22, 23, 24, 25, 26];
+
+/// Column index of a vehicle class in a tariff row, `None` for a class the standard lacks.
+#[inline]
+pub fn vehicle_type_index(t: u8) -> Option<usize> {
+    match t {
+        1..=4 => Some(t as usize - 1),
+        11..=16 => Some(t as usize - 7),
+        21..=26 => Some(t as usize - 11),
+        _ => None,
+    }
+}
+
+/// A lane transaction (门架交易), contract §1.1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaneTx<'a> {
+    pub trade_id: Cow<'a, str>,
+    pub gantry_id: Cow<'a, str>,
+    /// One or more tolling units joined with `|`, each non-empty.
+    pub toll_interval_id: Cow<'a, str>,
+    /// `transTime` as epoch milliseconds.
+    pub trans_time_ms: i64,
+    pub media_type: MediaType,
+    /// Present whenever `media_type` is [`MediaType::Etc`].
+    pub card_id: Option<CardId>,
+    pub obu_id: Option<Cow<'a, str>>,
+    pub vehicle_plate: Option<Cow<'a, str>>,
+    pub vehicle_type: u8,
+    pub vehicle_class: u8,
+    pub axle_count: Option<u8>,
+    pub vehicle_seat: Option<u16>,
+    pub pass_id: Option<Cow<'a, str>>,
+    /// What the lane computed, in fen.
+    pub lane_fee: Option<i64>,
+}
+
+impl LaneTx<'_> {
+    pub fn intervals(&self) -> impl Iterator<Item = &str> {
+        self.toll_interval_id.split('|')
+    }
+}
+
+/// `cardType` of an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CardType {
+    /// 储值卡: prepaid, may go into arrears.
+    StoredValue = 22,
+    /// 记账卡: postpaid, with a credit limit.
+    Postpaid = 23,
+}
+
+/// A card's administrative status (contract §1.2 `status` event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CardStatus {
+    Active = 0,
+    Lost = 1,
+    Suspended = 2,
+    Cancelled = 3,
+}
+
+impl CardStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            CardStatus::Active => "active",
+            CardStatus::Lost => "lost",
+            CardStatus::Suspended => "suspended",
+            CardStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Option<CardStatus> {
+        Some(match v {
+            0 => CardStatus::Active,
+            1 => CardStatus::Lost,
+            2 => CardStatus::Suspended,
+            3 => CardStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// An account event, contract §1.2.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccountEvent<'a> {
+    pub card_id: CardId,
+    pub time_ms: i64,
+    pub kind: AccountEventKind<'a>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccountEventKind<'a> {
+    Open {
+        customer_id: Cow<'a, str>,
+        card_type: CardType,
+        vehicle_type: u8,
+        plate: Option<Cow<'a, str>>,
+        balance: i64,
+        /// Postpaid only; 0 for stored-value cards.
+        credit_limit: i64,
+    },
+    Topup { topup_id: Cow<'a, str>, amount: i64, channel: Option<Cow<'a, str>> },
+    Adjust { adjust_id: Cow<'a, str>, amount: i64, reason: Cow<'a, str>, trade_id: Option<Cow<'a, str>> },
+    Status { status: CardStatus },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_ids_round_trip() {
+        for s in ["0", "3201", "00012", "32011820220000123456", "99999999999999999999", "18446744073709551616"] {
+            let c = CardId::parse(s).unwrap();
+            assert_eq!(c.to_string(), s);
+        }
+        assert_ne!(CardId::parse("012"), CardId::parse("12"));
+        for s in ["", "123456789012345678901", "12a", "-1", "1 "] {
+            assert_eq!(CardId::parse(s), None, "{s:?}");
+        }
+        let mut buf = [0; CARD_ID_DIGITS_MAX];
+        assert_eq!(CardId::parse("32011820220000123456").unwrap().issuer_id(&mut buf), "3201");
+    }
+
+    #[test]
+    fn vehicle_type_columns() {
+        for (i, t) in VEHICLE_TYPES.iter().enumerate() {
+            assert_eq!(vehicle_type_index(*t), Some(i));
+        }
+        for t in [0, 5, 10, 17, 20, 27, 255] {
+            assert_eq!(vehicle_type_index(t), None);
+        }
+    }
+}

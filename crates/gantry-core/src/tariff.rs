@@ -1,0 +1,514 @@
+//! Tariff versions (contract §2): loading, validation, selection by `transTime`, and the
+//! lock-free snapshot readers price with.
+//!
+//! A version is a directory with `tariff.toml` and `intervals.csv`. Validation errors name
+//! the file, the line and the field. Several versions are held at once in a [`TariffSet`];
+//! a record is priced by the version whose `effective_from` is the latest at or before its
+//! `transTime`, so pricing depends only on the data. The set is an immutable value published
+//! through a [`TariffStore`] (`arc-swap`): adding a version builds a new set and swaps it in;
+//! readers take a snapshot without locking and never wait for the loader.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hashbrown::HashMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::record::vehicle_type_index;
+use crate::time::parse_timestamp_ms;
+
+/// Most `time_discount` rules in one version: each unit keeps a 64-bit mask of the rules
+/// that name it, so matching a unit is a few bit operations.
+pub const TIME_DISCOUNT_RULES_MAX: usize = 64;
+/// 100% in basis points.
+pub const BP_MAX: u32 = 10_000;
+
+/// A fee cell that is empty in `intervals.csv`: the class is not tolled there, and a record of
+/// that class on that unit is rejected.
+const FEE_MISSING: i32 = -1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TariffError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}:{line}: {message}", file.display())]
+    Syntax { file: PathBuf, line: usize, message: String },
+    #[error("{}:{line}: field `{field}`: {message}", file.display())]
+    Invalid { file: PathBuf, line: usize, field: String, message: String },
+    #[error("version {version}: {message}")]
+    Conflict { version: String, message: String },
+}
+
+/// One tolling unit (收费单元) of a version.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    pub id: Box<str>,
+    /// Index into [`TariffVersion::owners`].
+    pub owner: u32,
+    pub length_m: u32,
+    /// Fee in fen per class, in the order of [`crate::record::VEHICLE_TYPES`]; `FEE_MISSING` if not tolled.
+    fees: [i32; 16],
+    /// Bit r set: `time_discount` rule r names this unit (or `*`).
+    time_rules: u64,
+}
+
+impl Unit {
+    /// The unit's fee for a class, `None` where the version has none.
+    #[inline]
+    pub fn fee(&self, vehicle_type: u8) -> Option<i64> {
+        let f = self.fees[vehicle_type_index(vehicle_type)?];
+        (f != FEE_MISSING).then_some(f as i64)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HolidayFree {
+    pub start_ms: i64,
+    /// Exclusive.
+    pub end_ms: i64,
+    /// Bit per class index of [`crate::record::VEHICLE_TYPES`].
+    pub vehicle_types: u16,
+    /// Records without `vehicleSeat` qualify.
+    pub max_seats: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TimeDiscount {
+    pub vehicle_types: u16,
+    /// Local minute of day, `[from, to)`; `from > to` wraps past midnight.
+    pub from_min: u32,
+    pub to_min: u32,
+    pub discount_bp: u32,
+}
+
+impl TimeDiscount {
+    #[inline]
+    pub fn holds(&self, minute_of_day: u32) -> bool {
+        if self.from_min <= self.to_min {
+            self.from_min <= minute_of_day && minute_of_day < self.to_min
+        } else {
+            minute_of_day >= self.from_min || minute_of_day < self.to_min
+        }
+    }
+}
+
+/// One immutable tariff version.
+#[derive(Debug, Clone)]
+pub struct TariffVersion {
+    pub version: Box<str>,
+    pub effective_from_ms: i64,
+    pub etc_discount_bp: u32,
+    /// Bit per `vehicleClass` value 0..=255.
+    exempt_classes: [u64; 4],
+    pub holiday_free: Vec<HolidayFree>,
+    pub time_discounts: Vec<TimeDiscount>,
+    pub per_extra_axle_bp: u32,
+    pub units: Vec<Unit>,
+    pub owners: Vec<Box<str>>,
+    index: HashMap<Box<str>, u32>,
+}
+
+impl TariffVersion {
+    #[inline]
+    pub fn unit_index(&self, id: &str) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+
+    #[inline]
+    pub fn unit(&self, idx: u32) -> &Unit {
+        &self.units[idx as usize]
+    }
+
+    #[inline]
+    pub fn owner_of(&self, idx: u32) -> &str {
+        &self.owners[self.units[idx as usize].owner as usize]
+    }
+
+    #[inline]
+    pub fn is_exempt_class(&self, vehicle_class: u8) -> bool {
+        self.exempt_classes[(vehicle_class >> 6) as usize] & (1 << (vehicle_class & 63)) != 0
+    }
+
+    /// Loads and validates a version directory (`tariff.toml` + `intervals.csv`).
+    pub fn load_dir(dir: &Path, network_utc_offset_min: i32) -> Result<TariffVersion, TariffError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| TariffError::Io { path, source })
+        };
+        let toml_text = read("tariff.toml")?;
+        let csv_text = read("intervals.csv")?;
+        Self::from_sources(&dir.join("tariff.toml"), &toml_text, &dir.join("intervals.csv"), &csv_text, network_utc_offset_min)
+    }
+
+    /// Builds a version from the two files' text; the paths are for error messages only.
+    pub fn from_sources(
+        toml_path: &Path,
+        toml_text: &str,
+        csv_path: &Path,
+        csv_text: &str,
+        network_utc_offset_min: i32,
+    ) -> Result<TariffVersion, TariffError> {
+        let line_of = |span: std::ops::Range<usize>| toml_text[..span.start.min(toml_text.len())].matches('\n').count() + 1;
+        let spec: TariffToml = toml::from_str(toml_text).map_err(|e| TariffError::Syntax {
+            file: toml_path.to_path_buf(),
+            line: e.span().map_or(0, line_of),
+            message: e.message().to_string(),
+        })?;
+        let invalid = |span: std::ops::Range<usize>, field: &str, message: String| TariffError::Invalid {
+            file: toml_path.to_path_buf(),
+            line: line_of(span),
+            field: field.to_string(),
+            message,
+        };
+        let time = |v: &Spanned<String>, field: &str| {
+            parse_timestamp_ms(v.get_ref(), network_utc_offset_min)
+                .ok_or_else(|| invalid(v.span(), field, format!("`{}` is not a time like 2026-11-01T00:00:00+08:00", v.get_ref())))
+        };
+        let bp = |v: &Spanned<u32>, field: &str| {
+            if *v.get_ref() > BP_MAX {
+                Err(invalid(v.span(), field, format!("{} basis points is more than 100%", v.get_ref())))
+            } else {
+                Ok(*v.get_ref())
+            }
+        };
+        let classes = |v: &Spanned<Vec<u8>>, field: &str| -> Result<u16, TariffError> {
+            let mut mask = 0u16;
+            for t in v.get_ref() {
+                let i = vehicle_type_index(*t).ok_or_else(|| invalid(v.span(), field, format!("{t} is not a vehicle class of JT/T 489")))?;
+                mask |= 1 << i;
+            }
+            Ok(mask)
+        };
+        let hhmm = |v: &Spanned<String>, field: &str, allow_24: bool| -> Result<u32, TariffError> {
+            let s = v.get_ref();
+            let bad = || invalid(v.span(), field, format!("`{s}` is not a local time HH:MM"));
+            let b = s.as_bytes();
+            if b.len() != 5 || b[2] != b':' || !b[..2].iter().chain(&b[3..]).all(u8::is_ascii_digit) {
+                return Err(bad());
+            }
+            let h = (b[0] - b'0') as u32 * 10 + (b[1] - b'0') as u32;
+            let m = (b[3] - b'0') as u32 * 10 + (b[4] - b'0') as u32;
+            if m > 59 || h > 24 || (h == 24 && (m != 0 || !allow_24)) {
+                return Err(bad());
+            }
+            Ok(h * 60 + m)
+        };
+
+        let version = spec.version.get_ref().trim().to_string();
+        if version.is_empty() {
+            return Err(invalid(spec.version.span(), "version", "empty".into()));
+        }
+        let effective_from_ms = time(&spec.effective_from, "effective_from")?;
+        let etc_discount_bp = bp(&spec.etc_discount_bp, "etc_discount_bp")?;
+        let mut exempt_classes = [0u64; 4];
+        for c in spec.exempt_vehicle_classes.get_ref() {
+            exempt_classes[(*c >> 6) as usize] |= 1 << (*c & 63);
+        }
+        let mut holiday_free = Vec::new();
+        for h in &spec.holiday_free {
+            let start_ms = time(&h.start, "holiday_free.start")?;
+            let end_ms = time(&h.end, "holiday_free.end")?;
+            if end_ms <= start_ms {
+                return Err(invalid(h.end.span(), "holiday_free.end", "must be after start".into()));
+            }
+            holiday_free.push(HolidayFree { start_ms, end_ms, vehicle_types: classes(&h.vehicle_types, "holiday_free.vehicle_types")?, max_seats: h.max_seats });
+        }
+        if spec.time_discount.len() > TIME_DISCOUNT_RULES_MAX {
+            return Err(invalid(spec.time_discount[TIME_DISCOUNT_RULES_MAX].from.span(), "time_discount", format!("more than {TIME_DISCOUNT_RULES_MAX} rules")));
+        }
+        let mut time_discounts = Vec::new();
+        for r in &spec.time_discount {
+            let from_min = hhmm(&r.from, "time_discount.from", false)?;
+            let to_min = hhmm(&r.to, "time_discount.to", true)?;
+            if from_min == to_min {
+                return Err(invalid(r.to.span(), "time_discount.to", "equals `from`: the window is empty (use 00:00 to 24:00 for the whole day)".into()));
+            }
+            time_discounts.push(TimeDiscount {
+                vehicle_types: classes(&r.vehicle_types, "time_discount.vehicle_types")?,
+                from_min,
+                to_min,
+                discount_bp: bp(&r.discount_bp, "time_discount.discount_bp")?,
+            });
+        }
+        let per_extra_axle_bp = match &spec.axle_surcharge {
+            Some(a) => bp(&a.per_extra_axle_bp, "axle_surcharge.per_extra_axle_bp")?,
+            None => 0,
+        };
+
+        let (units, owners, index) = parse_intervals(csv_path, csv_text)?;
+        let mut units = units;
+        for (r, rule) in spec.time_discount.iter().enumerate() {
+            for id in rule.intervals.get_ref() {
+                if id == "*" {
+                    units.iter_mut().for_each(|u| u.time_rules |= 1 << r);
+                } else {
+                    let i = *index.get(id.as_str()).ok_or_else(|| {
+                        invalid(rule.intervals.span(), "time_discount.intervals", format!("unit `{id}` is not in {}", csv_path.display()))
+                    })?;
+                    units[i as usize].time_rules |= 1 << r;
+                }
+            }
+        }
+        Ok(TariffVersion {
+            version: version.into(),
+            effective_from_ms,
+            etc_discount_bp,
+            exempt_classes,
+            holiday_free,
+            time_discounts,
+            per_extra_axle_bp,
+            units,
+            owners,
+            index,
+        })
+    }
+
+    /// The first time-discount rule matching a unit, class and local minute of day.
+    #[inline]
+    pub fn time_discount_for(&self, unit: &Unit, class_bit: u16, minute_of_day: u32) -> Option<&TimeDiscount> {
+        let mut rules = unit.time_rules;
+        while rules != 0 {
+            let r = rules.trailing_zeros() as usize;
+            rules &= rules - 1;
+            let rule = &self.time_discounts[r];
+            if rule.vehicle_types & class_bit != 0 && rule.holds(minute_of_day) {
+                return Some(rule);
+            }
+        }
+        None
+    }
+}
+
+type Intervals = (Vec<Unit>, Vec<Box<str>>, HashMap<Box<str>, u32>);
+
+fn parse_intervals(path: &Path, text: &str) -> Result<Intervals, TariffError> {
+    let invalid = |line: usize, field: &str, message: String| TariffError::Invalid { file: path.to_path_buf(), line, field: field.to_string(), message };
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let headers = rdr
+        .headers()
+        .map_err(|e| TariffError::Syntax { file: path.to_path_buf(), line: 1, message: e.to_string() })?
+        .clone();
+    // Column positions: id, owner, length, then fee columns mapped to class indexes.
+    let (mut id_col, mut owner_col, mut length_col) = (None, None, None);
+    let mut fee_cols: Vec<(usize, usize)> = Vec::new();
+    for (i, h) in headers.iter().enumerate() {
+        match h {
+            "interval_id" => id_col = Some(i),
+            "owner_id" => owner_col = Some(i),
+            "length_m" => length_col = Some(i),
+            _ => {
+                let class = h
+                    .strip_prefix("fee_")
+                    .and_then(|c| c.parse::<u8>().ok())
+                    .and_then(vehicle_type_index)
+                    .ok_or_else(|| invalid(1, h, "unknown column (expected interval_id, owner_id, length_m, fee_<class>)".into()))?;
+                if fee_cols.iter().any(|&(_, c)| c == class) {
+                    return Err(invalid(1, h, "column appears twice".into()));
+                }
+                fee_cols.push((i, class));
+            }
+        }
+    }
+    let id_col = id_col.ok_or_else(|| invalid(1, "interval_id", "missing column".into()))?;
+    let owner_col = owner_col.ok_or_else(|| invalid(1, "owner_id", "missing column".into()))?;
+    let mut units = Vec::new();
+    let mut owners: Vec<Box<str>> = Vec::new();
+    let mut owner_index: HashMap<Box<str>, u32> = HashMap::new();
+    let mut index: HashMap<Box<str>, u32> = HashMap::new();
+    for row in rdr.records() {
+        let row = row.map_err(|e| TariffError::Syntax {
+            file: path.to_path_buf(),
+            line: e.position().map_or(0, |p| p.line() as usize),
+            message: e.to_string(),
+        })?;
+        let line = row.position().map_or(0, |p| p.line() as usize);
+        let id = row.get(id_col).unwrap_or("");
+        if id.is_empty() || id.contains('|') {
+            return Err(invalid(line, "interval_id", format!("`{id}` is not a unit id")));
+        }
+        if index.contains_key(id) {
+            return Err(invalid(line, "interval_id", format!("unit `{id}` appears twice")));
+        }
+        let owner = row.get(owner_col).unwrap_or("");
+        if owner.is_empty() {
+            return Err(invalid(line, "owner_id", "empty".into()));
+        }
+        let owner = match owner_index.get(owner) {
+            Some(&o) => o,
+            None => {
+                owners.push(owner.into());
+                owner_index.insert(owner.into(), owners.len() as u32 - 1);
+                owners.len() as u32 - 1
+            }
+        };
+        let length_m = match length_col.and_then(|c| row.get(c)) {
+            None | Some("") => 0,
+            Some(v) => v.parse::<u32>().map_err(|_| invalid(line, "length_m", format!("`{v}` is not a length in metres")))?,
+        };
+        let mut fees = [FEE_MISSING; 16];
+        for &(col, class) in &fee_cols {
+            let v = row.get(col).unwrap_or("");
+            if v.is_empty() {
+                continue;
+            }
+            let field = &headers[col];
+            let fee = v.parse::<i32>().map_err(|_| invalid(line, field, format!("`{v}` is not a fee in whole fen")))?;
+            if fee < 0 {
+                return Err(invalid(line, field, format!("negative fee {fee}")));
+            }
+            fees[class] = fee;
+        }
+        index.insert(id.into(), units.len() as u32);
+        units.push(Unit { id: id.into(), owner, length_m, fees, time_rules: 0 });
+    }
+    if units.is_empty() {
+        return Err(invalid(2, "interval_id", "no tolling units".into()));
+    }
+    Ok((units, owners, index))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TariffToml {
+    version: Spanned<String>,
+    effective_from: Spanned<String>,
+    etc_discount_bp: Spanned<u32>,
+    #[serde(default = "empty_spanned")]
+    exempt_vehicle_classes: Spanned<Vec<u8>>,
+    #[serde(default)]
+    holiday_free: Vec<HolidayToml>,
+    #[serde(default)]
+    time_discount: Vec<TimeDiscountToml>,
+    axle_surcharge: Option<AxleToml>,
+}
+
+fn empty_spanned() -> Spanned<Vec<u8>> {
+    Spanned::new(0..0, Vec::new())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HolidayToml {
+    start: Spanned<String>,
+    end: Spanned<String>,
+    vehicle_types: Spanned<Vec<u8>>,
+    max_seats: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeDiscountToml {
+    intervals: Spanned<Vec<String>>,
+    vehicle_types: Spanned<Vec<u8>>,
+    from: Spanned<String>,
+    to: Spanned<String>,
+    discount_bp: Spanned<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AxleToml {
+    per_extra_axle_bp: Spanned<u32>,
+}
+
+/// All loaded versions, ordered by `effective_from`. Immutable once published.
+#[derive(Clone, Default)]
+pub struct TariffSet {
+    versions: Vec<Arc<TariffVersion>>,
+}
+
+impl fmt::Debug for TariffSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.versions.iter().map(|v| (&v.version, v.effective_from_ms))).finish()
+    }
+}
+
+impl TariffSet {
+    /// The version in force at `time_ms`: the latest `effective_from` at or before it.
+    #[inline]
+    pub fn version_at(&self, time_ms: i64) -> Option<&Arc<TariffVersion>> {
+        let n = self.versions.partition_point(|v| v.effective_from_ms <= time_ms);
+        n.checked_sub(1).map(|i| &self.versions[i])
+    }
+
+    pub fn versions(&self) -> &[Arc<TariffVersion>] {
+        &self.versions
+    }
+
+    /// A new set with `v` added. A published version is immutable, so a second version with
+    /// the same name, or another with the same `effective_from`, is refused rather than
+    /// letting the same record price two ways.
+    pub fn with(&self, v: TariffVersion) -> Result<TariffSet, TariffError> {
+        if let Some(old) = self.versions.iter().find(|o| o.version == v.version || o.effective_from_ms == v.effective_from_ms) {
+            let message = if old.version == v.version {
+                "is already loaded; publish changes as a new version".to_string()
+            } else {
+                format!("has the same effective_from as version {}", old.version)
+            };
+            return Err(TariffError::Conflict { version: v.version.to_string(), message });
+        }
+        let mut versions = self.versions.clone();
+        let at = versions.partition_point(|o| o.effective_from_ms < v.effective_from_ms);
+        versions.insert(at, Arc::new(v));
+        Ok(TariffSet { versions })
+    }
+}
+
+/// The published tariff set: readers [`snapshot`](TariffStore::snapshot) without locks;
+/// [`add`](TariffStore::add) swaps in a new set atomically.
+#[derive(Default)]
+pub struct TariffStore {
+    current: ArcSwap<TariffSet>,
+}
+
+impl TariffStore {
+    pub fn new(set: TariffSet) -> TariffStore {
+        TariffStore { current: ArcSwap::from_pointee(set) }
+    }
+
+    /// The set in force now; hold it for a batch, not forever.
+    #[inline]
+    pub fn snapshot(&self) -> Arc<TariffSet> {
+        self.current.load_full()
+    }
+
+    /// Adds a version. Concurrent adders retry on the newest set (`rcu`); readers never wait.
+    pub fn add(&self, v: TariffVersion) -> Result<(), TariffError> {
+        let v = Arc::new(v);
+        let mut result = Ok(());
+        self.current.rcu(|cur| match cur.with((*v).clone()) {
+            Ok(next) => {
+                result = Ok(());
+                Arc::new(next)
+            }
+            Err(e) => {
+                result = Err(e);
+                Arc::clone(cur)
+            }
+        });
+        result
+    }
+
+    /// Loads every version directory under `root` (each a directory with `tariff.toml`).
+    pub fn load_root(root: &Path, network_utc_offset_min: i32) -> Result<TariffSet, TariffError> {
+        let mut set = TariffSet::default();
+        let entries = std::fs::read_dir(root).map_err(|source| TariffError::Io { path: root.to_path_buf(), source })?;
+        let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("tariff.toml").is_file()).collect();
+        dirs.sort();
+        if root.join("tariff.toml").is_file() {
+            dirs.push(root.to_path_buf());
+        }
+        for d in dirs {
+            set = set.with(TariffVersion::load_dir(&d, network_utc_offset_min)?)?;
+        }
+        Ok(set)
+    }
+}
+
+/// A class's bit in the `vehicle_types` masks.
+pub fn class_bit(vehicle_type: u8) -> u16 {
+    vehicle_type_index(vehicle_type).map_or(0, |i| 1 << i)
+}

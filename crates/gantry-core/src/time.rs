@@ -1,0 +1,199 @@
+//! Timestamps as the lanes write them.
+//!
+//! `transTime` and account-event `time` are `YYYY-MM-DDTHH:MM:SS`, optionally with `.mmm`
+//! milliseconds, optionally with an explicit offset (`Z`, `+08:00`, `-0500`). A time without
+//! an offset is in the network's time zone (`network_utc_offset_min`, default +08:00).
+//! Everything inside Gantry is epoch milliseconds (UTC); local dates and times of day are
+//! derived with the same fixed offset, so results never depend on the host's time zone.
+
+/// The network's time zone offset from UTC when no offset is written: China Standard Time.
+pub const DEFAULT_NETWORK_UTC_OFFSET_MIN: i32 = 8 * 60;
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Inverse of [`days_from_civil`]: (year, month, day).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if is_leap(y) => 29,
+        _ => 28,
+    }
+}
+
+#[inline]
+fn digits<const N: usize>(b: &[u8], at: usize) -> Option<u32> {
+    let mut v = 0u32;
+    for i in 0..N {
+        let c = *b.get(at + i)?;
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + (c - b'0') as u32;
+    }
+    Some(v)
+}
+
+/// Parses a lane timestamp into epoch milliseconds. `None` if it is not one of the accepted
+/// forms or names an impossible date or time.
+pub fn parse_timestamp_ms(s: &str, default_offset_min: i32) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let year = digits::<4>(b, 0)? as i64;
+    let month = digits::<2>(b, 5)?;
+    let day = digits::<2>(b, 8)?;
+    let hour = digits::<2>(b, 11)?;
+    let minute = digits::<2>(b, 14)?;
+    let second = digits::<2>(b, 17)?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut at = 19;
+    let mut millis = 0i64;
+    if b.get(at) == Some(&b'.') {
+        // `.m`, `.mm` or `.mmm`; more digits (micro/nanoseconds) are truncated to ms.
+        at += 1;
+        let start = at;
+        while at < b.len() && b[at].is_ascii_digit() {
+            if at - start < 3 {
+                millis = millis * 10 + (b[at] - b'0') as i64;
+            }
+            at += 1;
+        }
+        let n = at - start;
+        if n == 0 || n > 9 {
+            return None;
+        }
+        for _ in n..3 {
+            millis *= 10;
+        }
+    }
+    let offset_min: i32 = match b.get(at) {
+        None => default_offset_min,
+        Some(b'Z') if at + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) => {
+            let oh = digits::<2>(b, at + 1)?;
+            let om = match (b.get(at + 3), b.len() - at) {
+                (Some(b':'), 6) => digits::<2>(b, at + 4)?,
+                (Some(_), 5) => digits::<2>(b, at + 3)?,
+                (None, 3) => 0,
+                _ => return None,
+            };
+            if oh > 14 || om > 59 {
+                return None;
+            }
+            let o = (oh * 60 + om) as i32;
+            if sign == b'-' { -o } else { o }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let local_ms = days * MS_PER_DAY + ((hour * 3600 + minute * 60 + second) as i64) * 1000 + millis;
+    Some(local_ms - offset_min as i64 * 60_000)
+}
+
+/// Local calendar day number (days since 1970-01-01 in the network's zone).
+#[inline]
+pub fn local_day(epoch_ms: i64, offset_min: i32) -> i64 {
+    (epoch_ms + offset_min as i64 * 60_000).div_euclid(MS_PER_DAY)
+}
+
+/// Local minute of the day, 0..1440.
+#[inline]
+pub fn local_minute_of_day(epoch_ms: i64, offset_min: i32) -> u32 {
+    ((epoch_ms + offset_min as i64 * 60_000).rem_euclid(MS_PER_DAY) / 60_000) as u32
+}
+
+/// `YYYY-MM-DD` of a day number.
+pub fn format_date(day: i64) -> String {
+    let (y, m, d) = civil_from_days(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CST: i32 = DEFAULT_NETWORK_UTC_OFFSET_MIN;
+
+    #[test]
+    fn accepted_forms() {
+        let base = parse_timestamp_ms("2026-11-01T08:00:00", CST).unwrap();
+        assert_eq!(base, days_from_civil(2026, 11, 1) * MS_PER_DAY); // 08:00 CST = 00:00 UTC
+        let cases: &[(&str, i64)] = &[
+            ("2026-11-01T08:00:00+08:00", 0),
+            ("2026-11-01T00:00:00Z", 0),
+            ("2026-11-01T00:00:00+00:00", 0),
+            ("2026-10-31T19:00:00-0500", 0),
+            ("2026-11-01T08:00:00.123", 123),
+            ("2026-11-01T08:00:00.1", 100),
+            ("2026-11-01T08:00:00.123456+08:00", 123),
+            ("2026-11-01 08:00:00", 0),
+        ];
+        for (s, delta) in cases {
+            assert_eq!(parse_timestamp_ms(s, CST), Some(base + delta), "{s}");
+        }
+    }
+
+    #[test]
+    fn rejected_forms() {
+        for s in [
+            "", "2026-11-01", "2026-13-01T00:00:00", "2026-02-29T00:00:00", "2026-11-31T00:00:00",
+            "2026-11-01T24:00:00", "2026-11-01T00:60:00", "2026-11-01T00:00:60", "2026-11-01T00:00:00.",
+            "2026-11-01T00:00:00+8", "2026-11-01T00:00:00+15:00", "2026-11-01T00:00:00Zjunk", "2026/11/01T00:00:00",
+            "２０２６-11-01T00:00:00",
+        ] {
+            assert_eq!(parse_timestamp_ms(s, CST), None, "{s}");
+        }
+        assert!(parse_timestamp_ms("2024-02-29T00:00:00", CST).is_some());
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        for day in (-800_000..800_000).step_by(97) {
+            let (y, m, d) = civil_from_days(day);
+            assert_eq!(days_from_civil(y, m, d), day);
+        }
+        assert_eq!(format_date(days_from_civil(2026, 11, 22)), "2026-11-22");
+    }
+
+    #[test]
+    fn local_parts() {
+        let t = parse_timestamp_ms("2026-11-01T23:30:00", CST).unwrap();
+        assert_eq!(local_minute_of_day(t, CST), 23 * 60 + 30);
+        assert_eq!(format_date(local_day(t, CST)), "2026-11-01");
+        assert_eq!(format_date(local_day(t, 0)), "2026-11-01");
+        let t = parse_timestamp_ms("2026-11-01T01:30:00", CST).unwrap();
+        assert_eq!(format_date(local_day(t, 0)), "2026-10-31");
+    }
+}
