@@ -1,0 +1,163 @@
+//! The per-partition engine end to end on known records: exact rows, balances, status-list
+//! changes, duplicates and rejects, and determinism across a state checkpoint.
+
+use std::path::Path;
+
+use gantry_core::output::{Batch, EntryKind, Source, Topic};
+use gantry_core::tariff::{TariffSet, TariffStore};
+use gantry_core::{Engine, EngineConfig};
+
+fn tariffs() -> TariffSet {
+    TariffStore::load_root(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tariffs"), 480).unwrap()
+}
+
+const TS: i64 = 1_794_369_600_000; // 2026-11-11T12:00 +08:00, after every record but T7
+
+fn src(topic: Topic, offset: i64) -> Source {
+    Source { topic, partition: 0, offset, timestamp_ms: Some(TS) }
+}
+
+fn lane(id: &str, card: &str, units: &str, time: &str, vtype: u8) -> String {
+    format!(r#"{{"tradeId":"{id}","gantryId":"G1","tollIntervalId":"{units}","transTime":"{time}","mediaType":1,"cpuCardId":"{card}","vehicleType":{vtype},"vehiclePlate":"苏A1_0"}}"#)
+}
+
+const CARD: &str = "32011820220000123456";
+
+fn events() -> Vec<(Topic, String)> {
+    vec![
+        (Topic::AccountEvents, format!(r#"{{"type":"open","cardId":"{CARD}","time":"2026-11-01T08:00:00","customerId":"CU1","cardType":22,"vehicleType":1,"balance":1000}}"#)),
+        (Topic::LaneTx, lane("T1", CARD, "G0015320030010|G0015320030020", "2026-11-10T12:00:00", 1)), // 974 → 26
+        (Topic::LaneTx, lane("T1", CARD, "G0015320030010|G0015320030020", "2026-11-10T12:00:00", 1)), // duplicate
+        (Topic::LaneTx, lane("T2", CARD, "G0015320030010", "2026-11-10T12:05:00", 1)),                 // 589 → −563, listed
+        (Topic::LaneTx, lane("T3", "32019999999999999999", "G0015320030010", "2026-11-10T12:06:00", 1)), // unknown card
+        (Topic::LaneTx, lane("T4", CARD, "G9", "2026-11-10T12:07:00", 1)),                              // unknown unit
+        (Topic::LaneTx, "{\"tradeId\":\"T5\"".to_string()),                                                // not JSON
+        (Topic::AccountEvents, format!(r#"{{"type":"topup","cardId":"{CARD}","time":"2026-11-10T13:00:00","topupId":"TU1","amount":10000}}"#)),
+        (Topic::AccountEvents, format!(r#"{{"type":"topup","cardId":"{CARD}","time":"2026-11-10T13:00:00","topupId":"TU1","amount":10000}}"#)),
+        (Topic::AccountEvents, r#"{"type":"topup","cardId":"1","time":"2026-11-10T13:00:00","topupId":"TU2","amount":5}"#.to_string()),
+        (Topic::AccountEvents, format!(r#"{{"type":"status","cardId":"{CARD}","time":"2026-11-10T14:00:00","status":"lost"}}"#)),
+        (Topic::LaneTx, lane("T6", CARD, "G0015320030010", "2026-11-10T14:30:00", 1)), // lost card still debited
+        (Topic::AccountEvents, format!(r#"{{"type":"adjust","cardId":"{CARD}","time":"2026-11-10T15:00:00","adjustId":"AD1","amount":589,"reason":"dispute","tradeId":"T6"}}"#)),
+        (Topic::LaneTx, lane("T7", CARD, "G0015320030010", "2026-11-12T12:00:00", 1)), // in the future of TS by > 1 h
+    ]
+}
+
+fn run(engine: &mut Engine, set: &TariffSet, evs: &[(Topic, String)], out: &mut Batch) {
+    for (i, (topic, msg)) in evs.iter().enumerate() {
+        let s = src(*topic, i as i64);
+        match topic {
+            Topic::LaneTx => engine.lane_message(set, msg.as_bytes(), s, out),
+            Topic::AccountEvents => engine.account_message(msg.as_bytes(), s, out),
+        }
+    }
+}
+
+#[test]
+fn known_records_give_exact_rows() {
+    let set = tariffs();
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut out = Batch::new();
+    run(&mut engine, &set, &events(), &mut out);
+
+    let settled: Vec<_> = out.settlements.iter().map(|s| (out.text(s.trade_id), s.fee, s.balance_after, s.flags)).collect();
+    // T1: 974 (multi-unit). T2: 589, leaves −563 (arrears). T6: 589 on a lost, listed card.
+    use gantry_core::pricing::flags::*;
+    assert_eq!(settled, vec![("T1", 974, 26, MULTI_UNIT), ("T2", 589, -563, ARREARS), ("T6", 589, 10000 - 563 - 589, CARD_LISTED)]);
+    let s = &out.settlements[0];
+    assert_eq!((out.text(s.card_id), out.text(s.issuer_id), out.text(s.customer_id)), (CARD, "3201", "CU1"));
+    assert_eq!((s.pay_fee, s.discount_fee, out.text(s.tariff_version)), (1025, 51, "32-20261101-001"));
+    assert_eq!(gantry_core::time::format_date(s.trade_day as i64), "2026-11-10");
+
+    let splits: Vec<_> = out.splits.iter().map(|s| (out.text(s.trade_id), out.text(s.owner_id), s.fee)).collect();
+    assert_eq!(splits, vec![("T1", "OP-3201-01", 589), ("T1", "OP-3201-02", 385), ("T2", "OP-3201-01", 589), ("T6", "OP-3201-01", 589)]);
+
+    let ledger: Vec<_> = out.ledger.iter().map(|l| (l.kind, out.text(l.entry_id), l.amount, l.balance_after)).collect();
+    assert_eq!(
+        ledger,
+        vec![
+            (EntryKind::Open, CARD, 1000, 1000),
+            (EntryKind::Debit, "T1", -974, 26),
+            (EntryKind::Debit, "T2", -589, -563),
+            (EntryKind::Topup, "TU1", 10000, 9437),
+            (EntryKind::Debit, "T6", -589, 8848),
+            (EntryKind::Adjust, "AD1", 589, 9437),
+        ]
+    );
+
+    let status: Vec<_> = out.status.iter().map(|s| (s.listed, s.reason.code(), s.source.offset)).collect();
+    assert_eq!(status, vec![(true, "insufficient_balance", 3), (false, "insufficient_balance", 7), (true, "lost", 10)]);
+
+    let dups: Vec<_> = out.duplicates.iter().map(|d| (out.text(d.id), d.kind)).collect();
+    assert_eq!(dups, vec![("T1", "trade"), ("TU1", "topup")]);
+
+    let rejects: Vec<_> = out.rejects.iter().map(|r| (r.reason, out.text(r.detail).to_string(), r.source.offset)).collect();
+    assert_eq!(rejects[0].0, "unknown_card");
+    assert!(rejects[0].1.contains(r#""fee":589"#) && rejects[0].1.contains("32019999999999999999"), "priced for recovery: {}", rejects[0].1);
+    assert_eq!(&rejects[1..], &[
+        ("unknown_interval", "G9".to_string(), 5),
+        ("not_json", "at byte 15".to_string(), 6),
+        ("unknown_card", String::new(), 9),
+        ("time_in_future", String::new(), 13),
+    ]);
+    assert_eq!(out.raw(out.rejects[2].raw), b"{\"tradeId\":\"T5\"");
+
+    let c = out.counts;
+    assert_eq!((c.lane_records, c.settled, c.lane_rejected, c.lane_duplicates), (8, 3, 4, 1));
+    assert_eq!(c.lane_records, c.settled + c.lane_rejected + c.lane_duplicates);
+    assert_eq!((c.account_events, c.events_applied, c.events_rejected, c.events_duplicates), (6, 4, 1, 1));
+    let acc = engine.card(gantry_core::record::CardId::parse(CARD).unwrap()).unwrap();
+    assert_eq!(acc.balance, 9437);
+}
+
+#[test]
+fn a_checkpoint_and_replay_decide_the_same() {
+    let set = tariffs();
+    let evs = events();
+    let (head, tail) = evs.split_at(5);
+
+    let mut straight = Engine::new(EngineConfig::default());
+    let mut all = Batch::new();
+    run(&mut straight, &set, &evs, &mut all);
+
+    let mut first = Engine::new(EngineConfig::default());
+    let mut out = Batch::new();
+    run(&mut first, &set, head, &mut out);
+    let mut state = Vec::new();
+    first.write_state(&mut state);
+    let mut resumed = Engine::read_state(EngineConfig::default(), &state).unwrap();
+    let mut rest = Batch::new();
+    // Offsets continue where the head stopped.
+    for (i, (topic, msg)) in tail.iter().enumerate() {
+        let s = src(*topic, (i + head.len()) as i64);
+        match topic {
+            Topic::LaneTx => resumed.lane_message(&set, msg.as_bytes(), s, &mut rest),
+            Topic::AccountEvents => resumed.account_message(msg.as_bytes(), s, &mut rest),
+        }
+    }
+    let fees = |b: &Batch| b.settlements.iter().map(|s| (b.text(s.trade_id).to_string(), s.fee, s.balance_after)).collect::<Vec<_>>();
+    let mut joined = fees(&out);
+    joined.extend(fees(&rest));
+    assert_eq!(joined, fees(&all));
+    assert_eq!(out.ledger.len() + rest.ledger.len(), all.ledger.len());
+    assert_eq!(out.status.len() + rest.status.len(), all.status.len());
+    let mut s2 = Vec::new();
+    resumed.write_state(&mut s2);
+    let mut s1 = Vec::new();
+    straight.write_state(&mut s1);
+    assert_eq!(s1.len(), s2.len());
+    assert!(Engine::read_state(EngineConfig::default(), &state[..state.len() - 1]).is_err());
+}
+
+#[test]
+fn cpc_records_are_settled_never_debited() {
+    let set = tariffs();
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut out = Batch::new();
+    let msg = r#"{"tradeId":"C1","gantryId":"G1","tollIntervalId":"G0015320030010","transTime":"2026-11-10T12:00:00","mediaType":2,"obuId":"CPC-1","vehicleType":2}
+{"tradeId":"C2","gantryId":"G1","tollIntervalId":"G0015320030010","transTime":"2026-11-10T12:00:00","mediaType":2,"obuId":"CPC-2","vehicleType":1,"vehicleClass":21}"#;
+    engine.lane_message(&set, msg.as_bytes(), src(Topic::LaneTx, 0), &mut out);
+    let rows: Vec<_> = out.settlements.iter().map(|s| (out.text(s.trade_id), s.fee, out.text(s.card_id), s.media_type)).collect();
+    assert_eq!(rows, vec![("C1", 930, "", 2), ("C2", 0, "", 2)]);
+    assert!(out.ledger.is_empty());
+    assert_eq!(out.counts.messages, 1);
+}
