@@ -76,46 +76,16 @@ fn for_each_object<'a, T>(
     parse: &mut dyn FnMut(&mut Cursor<'a>) -> ObjResult<T>,
     f: &mut dyn FnMut(&'a [u8], Result<T, RejectReason>),
 ) {
-    match std::str::from_utf8(msg) {
-        Ok(s) => {
-            if objects_in(s, parse, f) == 0 {
-                f(msg, Err(RejectReason::NotJson { at: 0 }));
-            }
-        }
-        Err(_) => {
-            // Keep the valid lines of a batch; reject the lines that are not UTF-8.
-            let mut any = false;
-            for line in msg.split(|&b| b == b'\n') {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                any = true;
-                match std::str::from_utf8(line) {
-                    Ok(s) => {
-                        objects_in(s, parse, f);
-                    }
-                    Err(_) => f(line, Err(RejectReason::NotUtf8)),
-                }
-            }
-            if !any {
-                f(msg, Err(RejectReason::NotUtf8));
-            }
-        }
-    }
-}
-
-fn objects_in<'a, T>(
-    s: &'a str,
-    parse: &mut dyn FnMut(&mut Cursor<'a>) -> ObjResult<T>,
-    f: &mut dyn FnMut(&'a [u8], Result<T, RejectReason>),
-) -> usize {
-    let b = s.as_bytes();
-    let mut c = Cursor { s, b, i: 0 };
+    // No up-front UTF-8 pass over the message: structure outside strings must be ASCII for
+    // the scanner to accept it, and each string is validated as it is scanned (a no-op for
+    // the ASCII strings that make up most of a record).
+    let b = msg;
+    let mut c = Cursor { b, i: 0 };
     let mut n = 0;
     loop {
         c.ws();
         if c.i >= b.len() {
-            return n;
+            break;
         }
         n += 1;
         let start = c.i;
@@ -126,6 +96,7 @@ fn objects_in<'a, T>(
                 let from = c.i.max(start + 1).min(b.len());
                 let end = memchr::memchr(b'\n', &b[from..]).map_or(b.len(), |k| from + k);
                 let e = match e {
+                    _ if std::str::from_utf8(&b[start..end]).is_err() => RejectReason::NotUtf8,
                     RejectReason::NotJson { at } => RejectReason::NotJson { at: at.saturating_sub(start as u32) },
                     e => e,
                 };
@@ -134,10 +105,12 @@ fn objects_in<'a, T>(
             }
         }
     }
+    if n == 0 {
+        f(msg, Err(RejectReason::NotJson { at: 0 }));
+    }
 }
 
 struct Cursor<'a> {
-    s: &'a str,
     b: &'a [u8],
     i: usize,
 }
@@ -193,17 +166,23 @@ impl<'a> Cursor<'a> {
         self.i += 1;
         let start = self.i;
         let mut i = start;
+        // OR of every byte scanned: its high bits say whether the text is pure ASCII.
+        let mut high = 0u64;
         loop {
             if i + 8 <= self.b.len() {
                 let w = u64::from_le_bytes(self.b[i..i + 8].try_into().expect("8 bytes"));
                 let m = string_stop_mask(w);
                 if m == 0 {
+                    high |= w;
                     i += 8;
                     continue;
                 }
-                i += (m.trailing_zeros() / 8) as usize;
+                let k = m.trailing_zeros() / 8;
+                high |= w & ((1u64 << (k * 8)) - 1);
+                i += k as usize;
             } else {
                 while i < self.b.len() && !matches!(self.b[i], b'"' | b'\\' | 0..=0x1f) {
+                    high |= self.b[i] as u64;
                     i += 1;
                 }
                 if i >= self.b.len() {
@@ -214,7 +193,7 @@ impl<'a> Cursor<'a> {
             match self.b[i] {
                 b'"' => {
                     self.i = i + 1;
-                    return Ok(Cow::Borrowed(&self.s[start..i]));
+                    return self.text(start, i, high).map(Cow::Borrowed);
                 }
                 b'\\' => {
                     self.i = i;
@@ -228,11 +207,25 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// The bytes `start..end` as text; `high` has a high bit set if any byte is not ASCII.
+    #[inline]
+    fn text(&self, start: usize, end: usize, high: u64) -> ObjResult<&'a str> {
+        let bytes = &self.b[start..end];
+        if high & HI == 0 {
+            debug_assert!(bytes.is_ascii());
+            // SAFETY: every byte of `bytes` was seen by the scanner with its high bit clear,
+            // so it is ASCII and therefore valid UTF-8.
+            Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
+        } else {
+            std::str::from_utf8(bytes).map_err(|_| ObjError::Syntax(RejectReason::NotUtf8))
+        }
+    }
+
     /// Slow path: the string from `start` has escapes; the cursor is on the first `\`.
     #[cold]
     fn string_with_escapes(&mut self, start: usize) -> ObjResult<Cow<'a, str>> {
         let mut out = String::with_capacity(self.i - start + 16);
-        out.push_str(&self.s[start..self.i]);
+        out.push_str(self.text(start, self.i, HI)?);
         loop {
             let Some(c) = self.peek() else { return Err(self.syntax()) };
             match c {
@@ -283,12 +276,11 @@ impl<'a> Cursor<'a> {
                 _ => {
                     // Copy the plain run up to the next quote or backslash in one go.
                     let run = memchr::memchr2(b'"', b'\\', &self.b[self.i..]).map_or(self.b.len(), |k| self.i + k);
-                    let text = &self.s[self.i..run];
-                    if text.bytes().any(|b| b < 0x20) {
-                        self.i += text.bytes().position(|b| b < 0x20).unwrap_or(0);
+                    if let Some(k) = self.b[self.i..run].iter().position(|&b| b < 0x20) {
+                        self.i += k;
                         return Err(self.syntax());
                     }
-                    out.push_str(text);
+                    out.push_str(self.text(self.i, run, HI)?);
                     self.i = run;
                 }
             }
@@ -479,24 +471,40 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Walks an object's members, calling `member(key, cursor)` with the cursor on the value.
+    /// Walks an object's members, calling `member(k, cursor)` with the cursor on the value,
+    /// where `k` is the key's index in `keys` (`keys.len()` for an unknown key).
+    ///
+    /// Lanes write their fields in the same order every time, so the key after key `k` is
+    /// predicted to be `k + 1` and checked with one comparison; only a miss scans the key.
     #[inline]
-    fn object(&mut self, mut member: impl FnMut(&[u8], &mut Self) -> ObjResult<()>) -> ObjResult<()> {
+    fn object(&mut self, keys: &[Key], mut member: impl FnMut(usize, &mut Self) -> ObjResult<()>) -> ObjResult<()> {
         self.eat(b'{')?;
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
             return Ok(());
         }
+        let mut expect = 0;
         loop {
             self.ws();
             if self.peek() != Some(b'"') {
                 return Err(self.syntax());
             }
-            let key = self.string()?;
+            let guess = keys.get(expect).map(|k| k.name);
+            let idx = match guess {
+                Some(name) if self.b.get(self.i + 1..self.i + 2 + name.len()).is_some_and(|w| &w[..name.len()] == name && w[name.len()] == b'"') => {
+                    self.i += name.len() + 2;
+                    expect
+                }
+                _ => {
+                    let key = self.string()?;
+                    keys.iter().position(|k| k.name == key.as_bytes()).unwrap_or(keys.len())
+                }
+            };
+            expect = idx + 1;
             self.eat(b':')?;
             self.ws();
-            member(key.as_bytes(), self)?;
+            member(idx, self)?;
             self.ws();
             match self.peek() {
                 Some(b',') => self.i += 1,
@@ -508,6 +516,79 @@ impl<'a> Cursor<'a> {
             }
         }
     }
+}
+
+/// A known field: its JSON name, and which slot of the string or integer fields it fills.
+struct Key {
+    name: &'static [u8],
+    field: Field,
+    slot: Slot,
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Str(usize),
+    Int(usize),
+}
+
+const fn key(name: &'static [u8], field: Field, slot: Slot) -> Key {
+    Key { name, field, slot }
+}
+
+/// Lane record fields in the contract's (and the lanes') order.
+const LANE_KEYS: [Key; 14] = [
+    key(b"tradeId", Field::TradeId, Slot::Str(0)),
+    key(b"gantryId", Field::GantryId, Slot::Str(1)),
+    key(b"tollIntervalId", Field::TollIntervalId, Slot::Str(2)),
+    key(b"transTime", Field::TransTime, Slot::Str(3)),
+    key(b"mediaType", Field::MediaType, Slot::Int(0)),
+    key(b"cpuCardId", Field::CpuCardId, Slot::Str(4)),
+    key(b"obuId", Field::ObuId, Slot::Str(5)),
+    key(b"vehiclePlate", Field::VehiclePlate, Slot::Str(6)),
+    key(b"vehicleType", Field::VehicleType, Slot::Int(1)),
+    key(b"vehicleClass", Field::VehicleClass, Slot::Int(2)),
+    key(b"axleCount", Field::AxleCount, Slot::Int(3)),
+    key(b"vehicleSeat", Field::VehicleSeat, Slot::Int(4)),
+    key(b"passId", Field::PassId, Slot::Str(7)),
+    key(b"fee", Field::Fee, Slot::Int(5)),
+];
+
+/// Account event fields.
+const EVENT_KEYS: [Key; 16] = [
+    key(b"type", Field::Type, Slot::Str(0)),
+    key(b"cardId", Field::CardId, Slot::Str(1)),
+    key(b"time", Field::Time, Slot::Str(2)),
+    key(b"customerId", Field::CustomerId, Slot::Str(3)),
+    key(b"cardType", Field::CardType, Slot::Int(0)),
+    key(b"vehicleType", Field::VehicleType, Slot::Int(1)),
+    key(b"plate", Field::Plate, Slot::Str(4)),
+    key(b"balance", Field::Balance, Slot::Int(2)),
+    key(b"creditLimit", Field::CreditLimit, Slot::Int(3)),
+    key(b"topupId", Field::TopupId, Slot::Str(5)),
+    key(b"amount", Field::Amount, Slot::Int(4)),
+    key(b"channel", Field::Channel, Slot::Str(6)),
+    key(b"adjustId", Field::AdjustId, Slot::Str(7)),
+    key(b"reason", Field::Reason, Slot::Str(8)),
+    key(b"tradeId", Field::TradeId, Slot::Str(9)),
+    key(b"status", Field::Status, Slot::Str(10)),
+];
+
+/// Scans an object's members into string and integer slots per `keys`.
+#[inline]
+fn scan_fields<'a, const S: usize, const I: usize>(c: &mut Cursor<'a>, keys: &[Key]) -> ObjResult<([Option<Cow<'a, str>>; S], [Option<i64>; I])> {
+    let mut seen = 0u64;
+    let mut strs: [Option<Cow<'a, str>>; S] = std::array::from_fn(|_| None);
+    let mut ints = [None; I];
+    c.object(keys, |idx, c| {
+        let Some(k) = keys.get(idx) else { return c.skip_value(0) };
+        first_sighting(&mut seen, k.field)?;
+        match k.slot {
+            Slot::Str(s) => strs[s] = c.opt_string(k.field)?,
+            Slot::Int(s) => ints[s] = c.opt_integer(k.field)?,
+        }
+        Ok(())
+    })?;
+    Ok((strs, ints))
 }
 
 /// Marks a field as seen; a second sighting is [`RejectReason::DuplicateField`].
@@ -528,8 +609,11 @@ fn record_err(r: RejectReason) -> ObjError {
 /// Checks a text field's length in characters.
 #[inline]
 fn check_chars(s: &str, field: Field, min: usize, max: usize) -> ObjResult<()> {
-    // Byte length bounds the char count from above (and equals it for ASCII).
-    let n = if s.len() <= max { s.len().min(s.chars().count()) } else { s.chars().count() };
+    // Byte length bounds the char count from above, so short text needs no counting.
+    if s.len() >= min && s.len() <= max {
+        return Ok(());
+    }
+    let n = s.chars().count();
     if s.is_empty() || n < min || n > max {
         return Err(record_err(RejectReason::OutOfRange(field)));
     }
@@ -559,37 +643,9 @@ fn required<T>(v: Option<T>, field: Field) -> ObjResult<T> {
 }
 
 fn parse_lane_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<LaneTx<'a>> {
-    let mut seen = 0u64;
-    let (mut trade_id, mut gantry_id, mut interval, mut trans_time) = (None, None, None, None);
-    let (mut card, mut obu, mut plate, mut pass) = (None, None, None, None);
-    let (mut media, mut vtype, mut vclass, mut axles, mut seats, mut fee) = (None, None, None, None, None, None);
-    c.object(|key, c| {
-        use Field::*;
-        let (field, slot_s, slot_i) = match key {
-            b"tradeId" => (TradeId, Some(&mut trade_id), None),
-            b"gantryId" => (GantryId, Some(&mut gantry_id), None),
-            b"tollIntervalId" => (TollIntervalId, Some(&mut interval), None),
-            b"transTime" => (TransTime, Some(&mut trans_time), None),
-            b"cpuCardId" => (CpuCardId, Some(&mut card), None),
-            b"obuId" => (ObuId, Some(&mut obu), None),
-            b"vehiclePlate" => (VehiclePlate, Some(&mut plate), None),
-            b"passId" => (PassId, Some(&mut pass), None),
-            b"mediaType" => (MediaType, None, Some(&mut media)),
-            b"vehicleType" => (VehicleType, None, Some(&mut vtype)),
-            b"vehicleClass" => (VehicleClass, None, Some(&mut vclass)),
-            b"axleCount" => (AxleCount, None, Some(&mut axles)),
-            b"vehicleSeat" => (VehicleSeat, None, Some(&mut seats)),
-            b"fee" => (Fee, None, Some(&mut fee)),
-            _ => return c.skip_value(0),
-        };
-        first_sighting(&mut seen, field)?;
-        if let Some(slot) = slot_s {
-            *slot = c.opt_string(field)?;
-        } else if let Some(slot) = slot_i {
-            *slot = c.opt_integer(field)?;
-        }
-        Ok(())
-    })?;
+    let (strs, ints) = scan_fields::<8, 6>(c, &LANE_KEYS)?;
+    let [trade_id, gantry_id, interval, trans_time, card, obu, plate, pass] = strs;
+    let [media, vtype, vclass, axles, seats, fee] = ints;
 
     use Field::*;
     let trade_id = required(trade_id, TradeId)?;
@@ -657,39 +713,9 @@ fn parse_lane_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<Lan
 }
 
 fn parse_account_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<AccountEvent<'a>> {
-    let mut seen = 0u64;
-    let (mut typ, mut card, mut time, mut customer, mut plate) = (None, None, None, None, None);
-    let (mut topup_id, mut channel, mut adjust_id, mut reason, mut trade_id, mut status) = (None, None, None, None, None, None);
-    let (mut card_type, mut vtype, mut balance, mut credit, mut amount) = (None, None, None, None, None);
-    c.object(|key, c| {
-        use Field::*;
-        let (field, slot_s, slot_i) = match key {
-            b"type" => (Type, Some(&mut typ), None),
-            b"cardId" => (CardId, Some(&mut card), None),
-            b"time" => (Time, Some(&mut time), None),
-            b"customerId" => (CustomerId, Some(&mut customer), None),
-            b"plate" => (Plate, Some(&mut plate), None),
-            b"topupId" => (TopupId, Some(&mut topup_id), None),
-            b"channel" => (Channel, Some(&mut channel), None),
-            b"adjustId" => (AdjustId, Some(&mut adjust_id), None),
-            b"reason" => (Reason, Some(&mut reason), None),
-            b"tradeId" => (TradeId, Some(&mut trade_id), None),
-            b"status" => (Status, Some(&mut status), None),
-            b"cardType" => (CardType, None, Some(&mut card_type)),
-            b"vehicleType" => (VehicleType, None, Some(&mut vtype)),
-            b"balance" => (Balance, None, Some(&mut balance)),
-            b"creditLimit" => (CreditLimit, None, Some(&mut credit)),
-            b"amount" => (Amount, None, Some(&mut amount)),
-            _ => return c.skip_value(0),
-        };
-        first_sighting(&mut seen, field)?;
-        if let Some(slot) = slot_s {
-            *slot = c.opt_string(field)?;
-        } else if let Some(slot) = slot_i {
-            *slot = c.opt_integer(field)?;
-        }
-        Ok(())
-    })?;
+    let (strs, ints) = scan_fields::<11, 5>(c, &EVENT_KEYS)?;
+    let [typ, card, time, customer, plate, topup_id, channel, adjust_id, reason, trade_id, status] = strs;
+    let [card_type, vtype, balance, credit, amount] = ints;
 
     use Field::*;
     let typ = required(typ, Type)?;

@@ -1,0 +1,97 @@
+//! Shared fixtures for the benchmarks: a generated network and traffic, and the naive
+//! baseline parser the real one is measured against.
+
+use std::path::Path;
+
+use gantry_core::parse::ParseConfig;
+use gantry_core::tariff::{TariffSet, TariffVersion};
+use gantry_core::{Batch, Engine, EngineConfig, Source, Topic};
+use gantry_gen::{Network, Traffic, TrafficConfig, OFFSET_MIN};
+use serde::Deserialize;
+
+pub struct Fixture {
+    pub tariffs: TariffSet,
+    /// Lane messages (one record each), in production order.
+    pub lanes: Vec<(Vec<u8>, i64)>,
+    /// Engine state after every card was opened.
+    pub opened_state: Vec<u8>,
+    /// The accounts alone, after every card was opened.
+    pub accounts_state: Vec<u8>,
+    pub cfg: EngineConfig,
+}
+
+/// A realistic mixed workload: 2,000 units of 24 owners; `cards` cards with Zipf activity;
+/// ~70% class 1, 8% multi-unit, 8% CPC, 2% duplicates, 0.2% bad, 0.1% unknown cards.
+pub fn fixture(cards: usize, records: u64) -> Fixture {
+    let net = Network::new(11, 2_000, 24);
+    let v = TariffVersion::from_sources(Path::new("tariff.toml"), &net.tariff_toml(), Path::new("intervals.csv"), &net.intervals_csv(), OFFSET_MIN)
+        .expect("generated tariff is valid");
+    let tariffs = TariffSet::default().with(v).expect("one version");
+    let cfg = EngineConfig { max_future_skew_ms: i64::MAX / 4, ..EngineConfig::default() };
+    let mut engine = Engine::new(cfg);
+    let mut out = Batch::new();
+    let mut traffic = Traffic::new(TrafficConfig { cards, records, topup_rate: 0.0, ..TrafficConfig::default() }, &net);
+    let mut lanes = Vec::new();
+    let mut offset = 0;
+    while let Some(m) = traffic.next() {
+        offset += 1;
+        match m.topic {
+            gantry_gen::Topic::AccountEvents => {
+                engine.account_message(m.value, Source { topic: Topic::AccountEvents, partition: 0, offset, timestamp_ms: Some(m.timestamp_ms) }, &mut out);
+                out.clear();
+            }
+            gantry_gen::Topic::LaneTx => lanes.push((m.value.to_vec(), m.timestamp_ms)),
+        }
+    }
+    let mut opened_state = Vec::new();
+    engine.write_state(&mut opened_state);
+    let mut accounts_state = Vec::new();
+    engine.accounts().write_to(&mut accounts_state);
+    Fixture { tariffs, lanes, opened_state, accounts_state, cfg }
+}
+
+pub fn parse_config() -> ParseConfig {
+    ParseConfig { network_utc_offset_min: OFFSET_MIN }
+}
+
+/// The naive baseline: `serde_json::from_slice` into an owned struct.
+#[allow(non_snake_case, dead_code)]
+#[derive(Deserialize)]
+pub struct NaiveLaneTx {
+    tradeId: String,
+    gantryId: String,
+    tollIntervalId: String,
+    transTime: String,
+    mediaType: u8,
+    cpuCardId: Option<String>,
+    obuId: Option<String>,
+    vehiclePlate: Option<String>,
+    vehicleType: u8,
+    #[serde(default)]
+    vehicleClass: u8,
+    axleCount: Option<u8>,
+    vehicleSeat: Option<u16>,
+    passId: Option<String>,
+    fee: Option<i64>,
+}
+
+/// Serde with borrowed `&str` fields: the best a generic deserializer does.
+#[allow(non_snake_case, dead_code)]
+#[derive(Deserialize)]
+pub struct BorrowedLaneTx<'a> {
+    tradeId: &'a str,
+    gantryId: &'a str,
+    tollIntervalId: &'a str,
+    transTime: &'a str,
+    mediaType: u8,
+    cpuCardId: Option<&'a str>,
+    obuId: Option<&'a str>,
+    vehiclePlate: Option<&'a str>,
+    vehicleType: u8,
+    #[serde(default)]
+    vehicleClass: u8,
+    axleCount: Option<u8>,
+    vehicleSeat: Option<u16>,
+    passId: Option<&'a str>,
+    fee: Option<i64>,
+}
