@@ -60,6 +60,7 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("stages");
     g.throughput(Throughput::Elements(n));
+    g.sample_size(20);
     g.bench_function("price", |b| {
         let mut splits = Vec::with_capacity(8);
         b.iter(|| {
@@ -75,10 +76,10 @@ fn benches(c: &mut Criterion) {
             black_box(total)
         })
     });
-    // Dedup against a window already holding 2M ids (a busy partition's week).
+    // Dedup against a window already holding 1M ids (a partition's busy days).
     let mut prefilled = DedupSet::new(DEFAULT_WINDOW_MS);
     let t0 = parsed[0].trans_time_ms;
-    for i in 0..2_000_000u64 {
+    for i in 0..1_000_000u64 {
         prefilled.check_and_insert(IdKind::Trade, &format!("G00150000000000{i:020}"), t0);
     }
     let mut state = Vec::new();
@@ -116,7 +117,7 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("core_path");
     g.throughput(Throughput::Elements(fx.lanes.len() as u64));
-    g.sample_size(30);
+    g.sample_size(20);
     g.bench_function("mixed_batch", |b| {
         b.iter_batched(
             || (Engine::read_state(fx.cfg, &fx.opened_state).expect("state"), Batch::new()),
