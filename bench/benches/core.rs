@@ -120,7 +120,7 @@ fn benches(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("mixed_batch", |b| {
         b.iter_batched(
-            || (Engine::read_state(fx.cfg, &fx.opened_state).expect("state"), Batch::new()),
+            || (Engine::read_state(fx.cfg, &fx.opened_state).expect("state"), Batch::with_capacity(10_000)),
             |(mut engine, mut out)| {
                 for (i, (m, ts)) in fx.lanes.iter().enumerate() {
                     let src = Source { topic: Topic::LaneTx, partition: 0, offset: i as i64, timestamp_ms: Some(*ts) };

@@ -182,6 +182,21 @@ impl Batch {
         Batch::default()
     }
 
+    /// A batch with room for about `records` lane records, so filling it does not grow it.
+    pub fn with_capacity(records: usize) -> Batch {
+        Batch {
+            text: String::with_capacity(records * 160),
+            raw: Vec::with_capacity(records / 100 * 512),
+            settlements: Vec::with_capacity(records),
+            splits: Vec::with_capacity(records * 5 / 4),
+            ledger: Vec::with_capacity(records),
+            rejects: Vec::with_capacity(records / 50 + 16),
+            duplicates: Vec::with_capacity(records / 20 + 16),
+            status: Vec::with_capacity(records / 20 + 16),
+            counts: Counts::default(),
+        }
+    }
+
     pub fn clear(&mut self) {
         self.text.clear();
         self.raw.clear();

@@ -52,10 +52,14 @@ impl CardId {
     /// Writes the id's digits into `buf` and returns them as text.
     pub fn write_to(self, buf: &mut [u8; CARD_ID_DIGITS_MAX]) -> &str {
         let n = self.digits();
-        let mut v = self.value();
-        for i in (0..n).rev() {
-            buf[i] = b'0' + (v % 10) as u8;
-            v /= 10;
+        // 128-bit division is a library call; only the top digit or two of a 20-digit id
+        // need it, the rest is 64-bit arithmetic.
+        const TEN19: u128 = 10_000_000_000_000_000_000;
+        let v = self.value();
+        let (top, mut low) = if v >= TEN19 { ((v / TEN19) as u64, (v % TEN19) as u64) } else { (0, v as u64) };
+        for (k, i) in (0..n).rev().enumerate() {
+            buf[i] = b'0' + if k < 19 { (low % 10) as u8 } else { top as u8 };
+            low /= 10;
         }
         // Only ASCII digits were written.
         std::str::from_utf8(&buf[..n]).expect("digits are ASCII")
