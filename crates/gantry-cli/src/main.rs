@@ -2,6 +2,7 @@
 //! arguments, builds the pieces from the library crates and runs them.
 
 mod price;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -17,10 +18,37 @@ enum Command {
     /// Price lane records (JSON lines) with a tariff, without touching any account:
     /// "what would this tariff have charged?"
     Price(price::PriceArgs),
+    /// Consume the input topics and settle into ClickHouse.
+    Run(run::RunArgs),
+    /// ClickHouse schema.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Create the database, tables and materialized views (idempotent).
+    Apply(run::SchemaArgs),
+    /// Print the DDL.
+    Print,
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Price(args) => price::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Schema { command: SchemaCommand::Apply(args) } => run::schema_apply(args),
+        Command::Schema { command: SchemaCommand::Print } => {
+            for s in gantry_clickhouse::schema::statements() {
+                println!("{s};\n");
+            }
+            Ok(())
+        }
     }
 }

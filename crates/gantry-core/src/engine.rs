@@ -212,6 +212,7 @@ impl Engine {
                     amount: -priced.fee,
                     balance_after,
                     time_ms: tx.trans_time_ms,
+                    entry_day: trade_day,
                     source: src,
                 });
             }
@@ -262,6 +263,7 @@ impl Engine {
                     amount: *balance,
                     balance_after: m.balance_after,
                     time_ms: t,
+                    entry_day: local_day(t, self.cfg.parse.network_utc_offset_min) as i32,
                     source: src,
                 });
                 push_status(out, m, card_text, t, src);
@@ -297,7 +299,8 @@ impl Engine {
         let card_text = out.push_text(card.write_to(&mut card_buf));
         let customer_id = out.push_text(self.accounts.customer(m.customer));
         let entry_id = out.push_text(entry);
-        out.ledger.push(LedgerRow { card_id: card_text, customer_id, entry_id, kind: entry_kind, amount, balance_after: m.balance_after, time_ms: t, source: src });
+        let entry_day = local_day(t, self.cfg.parse.network_utc_offset_min) as i32;
+        out.ledger.push(LedgerRow { card_id: card_text, customer_id, entry_id, kind: entry_kind, amount, balance_after: m.balance_after, time_ms: t, entry_day, source: src });
         push_status(out, m, card_text, t, src);
         Ok(true)
     }

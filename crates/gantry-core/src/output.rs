@@ -23,7 +23,7 @@ impl Text {
 }
 
 /// Which input topic a record came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
     LaneTx,
     AccountEvents,
@@ -115,6 +115,8 @@ pub struct LedgerRow {
     pub amount: i64,
     pub balance_after: i64,
     pub time_ms: i64,
+    /// Local day of `time_ms` in the network's zone.
+    pub entry_day: i32,
     pub source: Source,
 }
 

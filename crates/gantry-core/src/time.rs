@@ -140,6 +140,15 @@ pub fn format_date(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// `YYYY-MM-DDTHH:MM:SS±hh:mm` of an instant in a zone (the contract's time format).
+pub fn format_timestamp(epoch_ms: i64, offset_min: i32) -> String {
+    let local = epoch_ms + offset_min as i64 * 60_000;
+    let s = local.rem_euclid(MS_PER_DAY) / 1000;
+    let sign = if offset_min < 0 { '-' } else { '+' };
+    let o = offset_min.abs();
+    format!("{}T{:02}:{:02}:{:02}{sign}{:02}:{:02}", format_date(local.div_euclid(MS_PER_DAY)), s / 3600, s / 60 % 60, s % 60, o / 60, o % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +204,7 @@ mod tests {
         assert_eq!(format_date(local_day(t, 0)), "2026-11-01");
         let t = parse_timestamp_ms("2026-11-01T01:30:00", CST).unwrap();
         assert_eq!(format_date(local_day(t, 0)), "2026-10-31");
+        assert_eq!(format_timestamp(t, CST), "2026-11-01T01:30:00+08:00");
+        assert_eq!(parse_timestamp_ms(&format_timestamp(t, -330), CST), Some(t));
     }
 }

@@ -1,0 +1,101 @@
+//! `gantry run` and `gantry schema apply`.
+//!
+//! Configuration: an optional TOML file (every key of `PipelineConfig`; unknown keys are an
+//! error), then the flags given on the command line; validated before anything starts.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use gantry_core::TariffStore;
+use gantry_pipeline::PipelineConfig;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// TOML configuration file (keys as in `PipelineConfig`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Tariff version directory, or a directory of versions.
+    #[arg(long)]
+    tariff: PathBuf,
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    brokers: Option<String>,
+    #[arg(long)]
+    clickhouse_url: Option<String>,
+    #[arg(long)]
+    database: Option<String>,
+    #[arg(long)]
+    group_id: Option<String>,
+    /// Stop once all partitions are drained and idle this long (0: run until stopped).
+    #[arg(long)]
+    exit_when_idle_ms: Option<u64>,
+}
+
+#[derive(clap::Args)]
+pub struct SchemaArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8123")]
+    clickhouse_url: String,
+    #[arg(long, default_value = "gantry")]
+    database: String,
+}
+
+pub fn schema_apply(args: SchemaArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let store = gantry_clickhouse::Store::new(&args.clickhouse_url, &args.database);
+    rt.block_on(store.apply_schema()).with_context(|| format!("applying the schema to {} ({})", args.clickhouse_url, args.database))?;
+    eprintln!("schema applied to database `{}`", args.database);
+    Ok(())
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut cfg: PipelineConfig = match &args.config {
+        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+            .with_context(|| format!("in {}", p.display()))?,
+        None => PipelineConfig::default(),
+    };
+    if let Some(v) = args.brokers {
+        cfg.brokers = v;
+    }
+    if let Some(v) = args.clickhouse_url {
+        cfg.clickhouse_url = v;
+    }
+    if let Some(v) = args.database {
+        cfg.database = v;
+    }
+    if let Some(v) = args.group_id {
+        cfg.group_id = v;
+    }
+    if let Some(v) = args.exit_when_idle_ms {
+        cfg.exit_when_idle_ms = v;
+    }
+    cfg.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let set = TariffStore::load_root(&args.tariff, cfg.network_utc_offset_min).with_context(|| format!("loading tariffs from {}", args.tariff.display()))?;
+    anyhow::ensure!(!set.versions().is_empty(), "no tariff version under {}", args.tariff.display());
+    let tariffs = Arc::new(TariffStore::new(set));
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // SIGINT/SIGTERM: stop polling, land the open batches, exit.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("signal runtime");
+            rt.block_on(async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            });
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+    let summary = gantry_pipeline::run(cfg, tariffs, stop)?;
+    eprintln!(
+        "gantry: {} messages in {:.1} s ({:.0} msg/s)",
+        summary.messages,
+        summary.elapsed.as_secs_f64(),
+        summary.messages as f64 / summary.elapsed.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}

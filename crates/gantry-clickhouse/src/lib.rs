@@ -1,0 +1,311 @@
+//! Gantry's ClickHouse side: the schema (contract §4), RowBinary encodings of the core's
+//! output rows, and the batch journal that makes writes exactly once.
+//!
+//! Contract with the pipeline (see ARCHITECTURE.md): for batch *k* of partition *p*, call
+//! [`Store::plan_batch`], then [`Store::write_batch`], then [`Store::commit_batch`]. Each
+//! table gets one INSERT per batch, every row tagged `(gantry_partition, batch_seq)`; with
+//! `only_missing` set (recovery), a table that already holds rows of the batch is skipped.
+//!
+//! ClickHouse 18.16 notes: queries run uncompressed (18.16 answers compressed SELECTs with an
+//! empty body), inserts use LZ4; RowBinary without schema validation (18.16 lacks
+//! `RowBinaryWithNamesAndTypes`); `DateTime` is seconds (u32), `Date` is days (u16).
+
+mod rows;
+pub mod schema;
+
+use clickhouse::{Client, Compression, Row};
+use gantry_core::output::{Batch, Counts, Topic};
+use serde::{Deserialize, Serialize};
+
+pub use rows::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("clickhouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("batch {batch_seq} of partition {partition} is in `{table}` only in part ({found} of {expected} rows)")]
+    PartialBatch { table: &'static str, partition: u16, batch_seq: u64, found: u64, expected: u64 },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Input topic names, for the `source` column of rejects and duplicates.
+#[derive(Clone, Debug)]
+pub struct TopicNames {
+    pub lane_tx: String,
+    pub account_events: String,
+}
+
+impl TopicNames {
+    pub fn name(&self, t: Topic) -> &str {
+        match t {
+            Topic::LaneTx => &self.lane_tx,
+            Topic::AccountEvents => &self.account_events,
+        }
+    }
+}
+
+/// The offset ranges one batch covers: `[lane_from, lane_to)` and `[acct_from, acct_to)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ranges {
+    pub lane_from: i64,
+    pub lane_to: i64,
+    pub acct_from: i64,
+    pub acct_to: i64,
+}
+
+/// A row of `gantry_batches`.
+#[derive(Clone, Debug, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BatchRecord {
+    pub gantry_partition: u16,
+    pub batch_seq: u64,
+    pub phase: String,
+    pub lane_from: i64,
+    pub lane_to: i64,
+    pub acct_from: i64,
+    pub acct_to: i64,
+    pub messages: u64,
+    pub lane_records: u64,
+    pub settled: u64,
+    pub lane_rejected: u64,
+    pub lane_duplicates: u64,
+    pub account_events: u64,
+    pub events_applied: u64,
+    pub events_rejected: u64,
+    pub events_duplicates: u64,
+    pub written_at: u32,
+    pub instance: String,
+}
+
+impl BatchRecord {
+    pub fn ranges(&self) -> Ranges {
+        Ranges { lane_from: self.lane_from, lane_to: self.lane_to, acct_from: self.acct_from, acct_to: self.acct_to }
+    }
+    pub fn is_committed(&self) -> bool {
+        self.phase == PHASE_COMMITTED
+    }
+}
+
+pub const PHASE_PLANNED: &str = "planned";
+pub const PHASE_COMMITTED: &str = "committed";
+
+/// A row of `gantry_checkpoints`: the engine state after `batch_seq`.
+#[derive(Clone, Debug, Row, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    pub gantry_partition: u16,
+    pub batch_seq: u64,
+    pub lane_next: i64,
+    pub acct_next: i64,
+    #[serde(with = "serde_bytes_compat")]
+    pub state: Vec<u8>,
+    pub written_at: u32,
+}
+
+/// `String` columns hold bytes; serde's `Vec<u8>` would be an Array(UInt8).
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Vec<u8>, E> {
+                Ok(v.as_bytes().to_vec())
+            }
+            fn visit_string<E>(self, v: String) -> Result<Vec<u8>, E> {
+                Ok(v.into_bytes())
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// A connection to Gantry's database.
+#[derive(Clone)]
+pub struct Store {
+    inserts: Client,
+    queries: Client,
+    database: String,
+    url: String,
+}
+
+fn now_secs() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
+}
+
+impl Store {
+    pub fn new(url: &str, database: &str) -> Store {
+        let base = Client::default().with_url(url).with_database(database).with_validation(false);
+        Store {
+            inserts: base.clone().with_compression(Compression::Lz4),
+            queries: base.with_compression(Compression::None),
+            database: database.to_string(),
+            url: url.to_string(),
+        }
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// A client for ad-hoc queries (uncompressed, as 18.16 needs).
+    pub fn query_client(&self) -> &Client {
+        &self.queries
+    }
+
+    /// Creates the database and every table and view; safe to run again.
+    pub async fn apply_schema(&self) -> Result<()> {
+        let root = Client::default().with_url(&self.url).with_validation(false).with_compression(Compression::None);
+        root.query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database)).execute().await?;
+        for stmt in schema::statements() {
+            self.queries.query(&stmt).execute().await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the database (tests).
+    pub async fn drop_database(&self) -> Result<()> {
+        let root = Client::default().with_url(&self.url).with_validation(false).with_compression(Compression::None);
+        root.query(&format!("DROP DATABASE IF EXISTS `{}`", self.database)).execute().await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.queries.query("SELECT 1").execute().await?;
+        Ok(())
+    }
+
+    fn batch_record(partition: u16, seq: u64, phase: &str, r: Ranges, c: &Counts, instance: &str) -> BatchRecord {
+        BatchRecord {
+            gantry_partition: partition,
+            batch_seq: seq,
+            phase: phase.to_string(),
+            lane_from: r.lane_from,
+            lane_to: r.lane_to,
+            acct_from: r.acct_from,
+            acct_to: r.acct_to,
+            messages: c.messages,
+            lane_records: c.lane_records,
+            settled: c.settled,
+            lane_rejected: c.lane_rejected,
+            lane_duplicates: c.lane_duplicates,
+            account_events: c.account_events,
+            events_applied: c.events_applied,
+            events_rejected: c.events_rejected,
+            events_duplicates: c.events_duplicates,
+            written_at: now_secs(),
+            instance: instance.to_string(),
+        }
+    }
+
+    async fn insert_one<T: Row + Serialize + for<'a> clickhouse::RowWrite<Value<'a> = T>>(&self, table: &str, row: &T) -> Result<()> {
+        let mut ins = self.inserts.insert::<T>(table).await?;
+        ins.write(row).await?;
+        ins.end().await?;
+        Ok(())
+    }
+
+    /// Records the inputs of batch `seq` before any of its rows is written.
+    pub async fn plan_batch(&self, partition: u16, seq: u64, r: Ranges, instance: &str) -> Result<()> {
+        self.insert_one("gantry_batches", &Self::batch_record(partition, seq, PHASE_PLANNED, r, &Counts::default(), instance)).await
+    }
+
+    /// Marks batch `seq` as fully written.
+    pub async fn commit_batch(&self, partition: u16, seq: u64, r: Ranges, counts: &Counts, instance: &str) -> Result<()> {
+        self.insert_one("gantry_batches", &Self::batch_record(partition, seq, PHASE_COMMITTED, r, counts, instance)).await
+    }
+
+    /// Every batch record of `partition` after `seq`, in order; the committed record of a batch
+    /// wins over its planned one.
+    pub async fn batches_after(&self, partition: u16, seq: u64) -> Result<Vec<BatchRecord>> {
+        let mut rows: Vec<BatchRecord> = self
+            .queries
+            .query("SELECT ?fields FROM gantry_batches WHERE gantry_partition = ? AND batch_seq > ? ORDER BY batch_seq, phase = 'committed'")
+            .bind(partition)
+            .bind(seq)
+            .fetch_all()
+            .await?;
+        // Keep the last record per batch (committed sorts after planned).
+        let mut out: Vec<BatchRecord> = Vec::with_capacity(rows.len());
+        for r in rows.drain(..) {
+            match out.last_mut() {
+                Some(last) if last.batch_seq == r.batch_seq => *last = r,
+                _ => out.push(r),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn write_checkpoint(&self, c: &CheckpointRecord) -> Result<()> {
+        self.insert_one("gantry_checkpoints", c).await
+    }
+
+    /// The newest checkpoint of `partition`, if any.
+    pub async fn latest_checkpoint(&self, partition: u16) -> Result<Option<CheckpointRecord>> {
+        Ok(self
+            .queries
+            .query("SELECT ?fields FROM gantry_checkpoints WHERE gantry_partition = ? ORDER BY batch_seq DESC LIMIT 1")
+            .bind(partition)
+            .fetch_optional()
+            .await?)
+    }
+
+    /// Rows of batch `seq` in `table`.
+    async fn rows_of_batch(&self, table: &str, partition: u16, seq: u64) -> Result<u64> {
+        Ok(self
+            .queries
+            .query(&format!("SELECT count() FROM {table} WHERE gantry_partition = ? AND batch_seq = ?"))
+            .bind(partition)
+            .bind(seq)
+            .fetch_one::<u64>()
+            .await?)
+    }
+
+    /// Writes every table's rows of `batch` as batch `seq` of `partition`: one INSERT per
+    /// table. With `only_missing`, tables that already hold the batch are skipped (recovery
+    /// of a batch that was planned but not committed).
+    pub async fn write_batch(&self, partition: u16, seq: u64, batch: &Batch, topics: &TopicNames, only_missing: bool) -> Result<()> {
+        let tag = Tag { gantry_partition: partition, batch_seq: seq };
+        macro_rules! table {
+            ($name:literal, $ty:ty, $rows:expr, $conv:expr) => {
+                let rows = &$rows;
+                let write = if only_missing && !rows.is_empty() {
+                    let found = self.rows_of_batch($name, partition, seq).await?;
+                    if found != 0 && found != rows.len() as u64 {
+                        return Err(StoreError::PartialBatch { table: $name, partition, batch_seq: seq, found, expected: rows.len() as u64 });
+                    }
+                    found == 0
+                } else {
+                    !rows.is_empty()
+                };
+                if write {
+                    let mut ins = self.inserts.insert::<$ty>($name).await?;
+                    for r in rows.iter() {
+                        ins.write(&$conv(r)).await?;
+                    }
+                    ins.end().await?;
+                }
+            };
+        }
+        table!("settlements", SettlementRowCh<'_>, batch.settlements, |r| settlement_row(batch, r, tag));
+        table!("settlement_splits", SplitRowCh<'_>, batch.splits, |r| split_row(batch, r, tag));
+        table!("ledger", LedgerRowCh<'_>, batch.ledger, |r| ledger_row(batch, r, tag));
+        table!("rejects", RejectRowCh<'_>, batch.rejects, |r| reject_row(batch, r, topics, tag));
+        table!("duplicates", DuplicateRowCh<'_>, batch.duplicates, |r| duplicate_row(batch, r, topics, tag));
+        table!("status_list", StatusRowCh<'_>, batch.status, |r| status_row(batch, r, tag));
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! Gantry's Kafka side, through librdkafka only (no broker-specific features): consumer and
+//! producer configuration, the co-partitioning check, exact offset-range reads for replay,
+//! and the status-list producer.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Metadata and watermark calls: long enough for a broker under load, short enough that a
+/// dead broker is reported rather than waited on forever.
+pub const METADATA_TIMEOUT_MS: u64 = 10_000;
+/// A range read that sees no message for this long while short of its end has failed.
+pub const RANGE_READ_STALL_MS: u64 = 30_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaIoError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("topic `{0}` does not exist")]
+    NoTopic(String),
+    #[error("topics are not co-partitioned: `{lane}` has {lane_n} partitions, `{acct}` has {acct_n}; Gantry needs both input topics to have the same partition count and partitioner")]
+    NotCopartitioned { lane: String, lane_n: usize, acct: String, acct_n: usize },
+    #[error("reading {topic}/{partition} [{from}, {to}): no message for {RANGE_READ_STALL_MS} ms at offset {at}")]
+    RangeStalled { topic: String, partition: i32, from: i64, to: i64, at: i64 },
+}
+
+pub type Result<T> = std::result::Result<T, KafkaIoError>;
+
+/// Consumer settings, each chosen for this workload:
+pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        // Offsets are committed by Gantry after ClickHouse has the batch, never automatically.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // A new group starts at the beginning: every retained message is settled.
+        .set("auto.offset.reset", "earliest")
+        // Range assignment gives partition p of both co-partitioned topics to one member.
+        .set("partition.assignment.strategy", "range")
+        // End-of-partition events let the merge stop waiting for an idle topic at once.
+        .set("enable.partition.eof", "true")
+        // Low fetch wait and large fetches: the broker answers as soon as data is there and
+        // a fetch carries many lane records (Tansu crawls at ~70k/s with the defaults).
+        .set("fetch.wait.max.ms", "10")
+        .set("fetch.min.bytes", "1")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "8388608")
+        // Pre-fetch at most 64 MiB per partition: bounded memory, and the bound is what makes
+        // a slow ClickHouse throttle fetching.
+        .set("queued.max.messages.kbytes", "65536")
+        .set("queued.min.messages", "100000")
+        // Recovery of a partition (replaying batches since the checkpoint) happens on assignment.
+        .set("max.poll.interval.ms", "600000")
+        .set("session.timeout.ms", "30000");
+    c
+}
+
+/// Producer settings for Gantry's own producers (status list, load generator, tests).
+pub fn producer_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        // The Java client's default partitioner, as the contract requires.
+        .set("partitioner", "murmur2_random")
+        .set("acks", "all")
+        // Batch up to 5 ms or 1 MiB per partition: throughput without visible latency.
+        .set("linger.ms", "5")
+        .set("batch.size", "1048576")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("message.timeout.ms", "120000");
+    c
+}
+
+/// Partition count of a topic.
+pub fn partition_count<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Result<usize> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_millis(METADATA_TIMEOUT_MS))?;
+    let t = md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| KafkaIoError::NoTopic(topic.into()))?;
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Err(KafkaIoError::NoTopic(topic.into()));
+    }
+    Ok(t.partitions().len())
+}
+
+/// Refuses to run unless both input topics have the same partition count; returns it.
+pub fn check_copartitioned<C: ConsumerContext>(consumer: &BaseConsumer<C>, lane: &str, acct: &str) -> Result<usize> {
+    let lane_n = partition_count(consumer, lane)?;
+    let acct_n = partition_count(consumer, acct)?;
+    if lane_n != acct_n {
+        return Err(KafkaIoError::NotCopartitioned { lane: lane.into(), lane_n, acct: acct.into(), acct_n });
+    }
+    Ok(lane_n)
+}
+
+/// One message read back: offset, timestamp (ms, if any) and value.
+pub struct RangeMessage<'a> {
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub payload: &'a [u8],
+}
+
+/// Reads exactly the offsets `[from, to)` of one partition (used to replay batches). Offsets
+/// without a message (compaction, transaction markers) are skipped.
+pub struct RangeReader {
+    consumer: BaseConsumer,
+}
+
+impl RangeReader {
+    pub fn new(brokers: &str) -> Result<RangeReader> {
+        let mut c = consumer_config(brokers, "gantry-replay");
+        c.set("enable.partition.eof", "true");
+        Ok(RangeReader { consumer: c.create()? })
+    }
+
+    /// The first offset still retained.
+    pub fn low_watermark(&self, topic: &str, partition: i32) -> Result<i64> {
+        Ok(self.consumer.fetch_watermarks(topic, partition, Duration::from_millis(METADATA_TIMEOUT_MS))?.0)
+    }
+
+    pub fn read(&self, topic: &str, partition: i32, from: i64, to: i64, mut f: impl FnMut(RangeMessage<'_>)) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
+        self.consumer.assign(&tpl)?;
+        let mut at = from;
+        let mut last_progress = Instant::now();
+        while at < to {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    if m.offset() >= to {
+                        break;
+                    }
+                    if m.offset() >= at {
+                        at = m.offset() + 1;
+                        last_progress = Instant::now();
+                        f(RangeMessage { offset: m.offset(), timestamp_ms: m.timestamp().to_millis(), payload: m.payload().unwrap_or(&[]) });
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    // The end of the partition below `to` can only mean the offsets in between
+                    // hold no message; but a lagging replica may still deliver, so wait a bit.
+                    if last_progress.elapsed() > Duration::from_millis(RANGE_READ_STALL_MS) {
+                        return Err(KafkaIoError::RangeStalled { topic: topic.into(), partition, from, to, at });
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    if last_progress.elapsed() > Duration::from_millis(RANGE_READ_STALL_MS) {
+                        return Err(KafkaIoError::RangeStalled { topic: topic.into(), partition, from, to, at });
+                    }
+                }
+            }
+        }
+        self.consumer.unassign()?;
+        Ok(())
+    }
+}
+
+/// Publishes status-list changes to `gantry.status-list` (key `cardId`).
+#[derive(Clone)]
+pub struct StatusProducer {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl StatusProducer {
+    pub fn new(brokers: &str, topic: &str) -> Result<StatusProducer> {
+        Ok(StatusProducer { producer: producer_config(brokers).create()?, topic: topic.into() })
+    }
+
+    /// Sends all `(key, value, timestamp)` and waits until the broker has each one.
+    pub async fn send_all(&self, msgs: &[(String, String, i64)]) -> Result<()> {
+        // Enqueue everything first (librdkafka batches them), then wait for the deliveries.
+        let mut pending = Vec::with_capacity(msgs.len());
+        for (k, v, ts) in msgs {
+            let record = FutureRecord::to(&self.topic).key(k.as_bytes()).payload(v.as_bytes()).timestamp(*ts);
+            match self.producer.send_result(record) {
+                Ok(f) => pending.push(f),
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        for f in pending {
+            match f.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(e.into()),
+                Err(_) => return Err(KafkaError::Canceled.into()),
+            }
+        }
+        Ok(())
+    }
+}

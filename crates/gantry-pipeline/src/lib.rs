@@ -1,0 +1,163 @@
+//! The running engine: one consumer group over the two co-partitioned input topics, one
+//! worker per partition owning that partition's [`Engine`], batches written to ClickHouse
+//! exactly once (see ARCHITECTURE.md, "The pipeline and exactly once").
+//!
+//! Threads: the caller's thread polls Kafka and routes message chunks into each worker's
+//! bounded channel (a full channel blocks polling: backpressure); workers are tokio tasks on
+//! a small runtime and do the CPU work and the ClickHouse and status-list I/O of their own
+//! partition only. Offsets are committed to the group by the polling thread, on a worker's
+//! request, after that worker's batch is committed in ClickHouse.
+
+mod merge;
+mod poller;
+mod worker;
+
+use std::sync::Arc;
+
+use gantry_clickhouse::TopicNames;
+use gantry_core::{EngineConfig, TariffStore};
+use serde::Deserialize;
+
+pub use poller::{run, RunSummary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Kafka(#[from] gantry_kafka::KafkaIoError),
+    #[error(transparent)]
+    RdKafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Store(#[from] gantry_clickhouse::StoreError),
+    #[error("state of partition {partition}: {source}")]
+    State { partition: i32, source: gantry_core::codec::StateError },
+    #[error("replay of batch {seq} of partition {partition} did not reproduce it ({detail}): refusing to continue")]
+    ReplayMismatch { partition: i32, seq: u64, detail: String },
+    #[error("worker of partition {0} failed: {1}")]
+    Worker(i32, String),
+    #[error("runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, PipelineError>;
+
+/// Everything `gantry run` needs. Limits carry their unit in the name.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    pub brokers: String,
+    pub group_id: String,
+    pub lane_topic: String,
+    pub account_topic: String,
+    pub status_topic: String,
+    pub clickhouse_url: String,
+    pub database: String,
+    /// A batch closes at this many output rows: large INSERTs are what ClickHouse likes,
+    /// and far below the 1,048,576-row block that would split an INSERT in two parts.
+    pub batch_rows_max: usize,
+    /// ... or this many bytes of text in its arenas (bounds a worker's memory).
+    pub batch_bytes_max: usize,
+    /// ... or when its first message is this old: the latency bound from lane to ClickHouse.
+    pub flush_interval_ms: u64,
+    /// How long a record waits for the other topic's partition before it is merged anyway.
+    pub merge_idle_ms: u64,
+    /// Engine state is checkpointed to ClickHouse every this many batches: replay after a
+    /// crash covers at most this many batches.
+    pub checkpoint_every_batches: u64,
+    /// Message chunks buffered per worker before polling blocks (each chunk ≤ `chunk_messages_max`).
+    pub channel_chunks_max: usize,
+    /// Messages per chunk handed from the poller to a worker.
+    pub chunk_messages_max: usize,
+    /// Stop once every assigned partition is at its end and nothing arrived for this long
+    /// (the demo and tests); `0` runs until stopped.
+    pub exit_when_idle_ms: u64,
+    /// Network time zone, minutes east of UTC.
+    pub network_utc_offset_min: i32,
+    pub dedup_window_ms: i64,
+    pub min_balance_fen: i64,
+    pub max_future_skew_ms: i64,
+    /// Name of this instance in the batch journal.
+    pub instance: String,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        let e = EngineConfig::default();
+        PipelineConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "gantry".into(),
+            lane_topic: "gantry.lane-tx".into(),
+            account_topic: "gantry.account-events".into(),
+            status_topic: "gantry.status-list".into(),
+            clickhouse_url: "http://127.0.0.1:8123".into(),
+            database: "gantry".into(),
+            batch_rows_max: 200_000,
+            batch_bytes_max: 64 << 20,
+            flush_interval_ms: 1_000,
+            merge_idle_ms: 200,
+            checkpoint_every_batches: 20,
+            channel_chunks_max: 16,
+            chunk_messages_max: 4_096,
+            exit_when_idle_ms: 0,
+            network_utc_offset_min: e.parse.network_utc_offset_min,
+            dedup_window_ms: e.dedup_window_ms,
+            min_balance_fen: e.min_balance_fen,
+            max_future_skew_ms: e.max_future_skew_ms,
+            instance: std::env::var("HOSTNAME").unwrap_or_else(|_| "gantry".into()),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Checks every value before anything starts.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let mut errs = Vec::new();
+        if self.lane_topic == self.account_topic {
+            errs.push("lane_topic and account_topic must differ".to_string());
+        }
+        if self.batch_rows_max == 0 || self.batch_rows_max > 1_000_000 {
+            errs.push(format!("batch_rows_max {} must be in 1..=1000000 (one INSERT block)", self.batch_rows_max));
+        }
+        if self.flush_interval_ms == 0 {
+            errs.push("flush_interval_ms must be > 0".into());
+        }
+        if self.checkpoint_every_batches == 0 {
+            errs.push("checkpoint_every_batches must be > 0".into());
+        }
+        if self.channel_chunks_max == 0 || self.chunk_messages_max == 0 {
+            errs.push("channel_chunks_max and chunk_messages_max must be > 0".into());
+        }
+        if self.dedup_window_ms < 60_000 {
+            errs.push("dedup_window_ms must be at least a minute".into());
+        }
+        if !(-14 * 60..=14 * 60).contains(&self.network_utc_offset_min) {
+            errs.push("network_utc_offset_min must be within ±14 h".into());
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("; "))
+        }
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            parse: gantry_core::parse::ParseConfig { network_utc_offset_min: self.network_utc_offset_min },
+            dedup_window_ms: self.dedup_window_ms,
+            min_balance_fen: self.min_balance_fen,
+            max_future_skew_ms: self.max_future_skew_ms,
+        }
+    }
+
+    pub fn topics(&self) -> TopicNames {
+        TopicNames { lane_tx: self.lane_topic.clone(), account_events: self.account_topic.clone() }
+    }
+}
+
+/// What every worker shares (read-only).
+pub(crate) struct Shared {
+    pub cfg: PipelineConfig,
+    pub tariffs: Arc<TariffStore>,
+    pub store: gantry_clickhouse::Store,
+    pub status: gantry_kafka::StatusProducer,
+    pub topics: TopicNames,
+}

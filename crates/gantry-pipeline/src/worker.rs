@@ -1,0 +1,379 @@
+//! One partition's worker: recovery, then merge → process → batch → exactly-once write.
+//!
+//! Invariants:
+//! * `lane.next` / `acct.next` are the offsets after the last message the engine processed;
+//!   a batch covers `[batch_from, next)` of both topics.
+//! * Within a batch the engine sees messages in head-merge order of those two ranges. When
+//!   the live merge proceeds with one side empty (that side is at its end, or the wait passed
+//!   `merge_idle_ms`), that side is *closed* for the rest of the batch, so its range ends
+//!   there and a replay of the recorded ranges merges exactly the same way.
+//! * A batch is planned, written, announced and committed in that order; on any error the
+//!   same batch is retried with `only_missing` until it lands (a ClickHouse outage stalls the
+//!   worker, whose full channel then stalls polling: nothing is lost, nothing doubles).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gantry_clickhouse::{CheckpointRecord, Ranges};
+use gantry_core::output::{Batch, Source, Topic};
+use gantry_core::{Engine, TariffSet};
+use gantry_kafka::RangeReader;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::merge::{head_merge, lane_first};
+use crate::{PipelineError, Result, Shared};
+
+/// Messages of one topic-partition, copied out of librdkafka in one allocation.
+pub(crate) struct Chunk {
+    pub topic: Topic,
+    pub data: Vec<u8>,
+    pub msgs: Vec<Msg>,
+    /// The partition was at its end after these messages.
+    pub at_end: bool,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Msg {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub start: u32,
+    pub len: u32,
+}
+
+/// A request to the poller: commit these next offsets of partition `partition`.
+pub(crate) struct CommitRequest {
+    pub partition: i32,
+    pub lane_next: i64,
+    pub acct_next: i64,
+}
+
+#[derive(Default)]
+struct Side {
+    chunks: VecDeque<Chunk>,
+    /// Index of the head message in the front chunk.
+    pos: usize,
+    /// Offset after the last processed message.
+    next: i64,
+    at_end: bool,
+    /// No more messages of this side in the current batch.
+    closed: bool,
+}
+
+impl Side {
+    fn push(&mut self, mut c: Chunk) {
+        // Redelivered messages (Kafka's committed offset may lag ClickHouse's) are dropped.
+        let skip = c.msgs.iter().take_while(|m| m.offset < self.next).count();
+        c.msgs.drain(..skip);
+        self.at_end = c.at_end;
+        if !c.msgs.is_empty() {
+            self.chunks.push_back(c);
+        }
+    }
+
+    fn head(&self) -> Option<(Msg, &[u8])> {
+        if self.closed {
+            return None;
+        }
+        let c = self.chunks.front()?;
+        let m = c.msgs[self.pos];
+        Some((m, &c.data[m.start as usize..(m.start + m.len) as usize]))
+    }
+
+    fn buffered(&self) -> bool {
+        !self.chunks.is_empty()
+    }
+
+    fn pop(&mut self) {
+        let c = self.chunks.front().expect("pop after head");
+        self.next = c.msgs[self.pos].offset + 1;
+        self.pos += 1;
+        if self.pos == c.msgs.len() {
+            self.chunks.pop_front();
+            self.pos = 0;
+        }
+    }
+}
+
+pub(crate) struct Worker {
+    shared: Arc<Shared>,
+    partition: i32,
+    engine: Engine,
+    seq: u64,
+    lane: Side,
+    acct: Side,
+    batch: Batch,
+    batch_from: (i64, i64),
+    batch_opened: Option<Instant>,
+    blocked_since: Option<Instant>,
+    tariffs: Arc<TariffSet>,
+    commits: std::sync::mpsc::Sender<CommitRequest>,
+}
+
+impl Worker {
+    /// Restores the partition's state (checkpoint + replay of later batches + completion of
+    /// a batch that was planned but not committed).
+    pub(crate) fn recover(shared: Arc<Shared>, partition: i32, commits: std::sync::mpsc::Sender<CommitRequest>) -> Result<Worker> {
+        let rt = tokio::runtime::Handle::current();
+        let p16 = partition as u16;
+        let cfg = shared.cfg.engine();
+        let checkpoint = rt.block_on(shared.store.latest_checkpoint(p16))?;
+        let reader = RangeReader::new(&shared.cfg.brokers)?;
+        let (engine, seq, lane_next, acct_next) = match checkpoint {
+            Some(c) => {
+                let engine = Engine::read_state(cfg, &c.state).map_err(|source| PipelineError::State { partition, source })?;
+                (engine, c.batch_seq, c.lane_next, c.acct_next)
+            }
+            None => {
+                let lane_low = reader.low_watermark(&shared.cfg.lane_topic, partition)?.max(0);
+                let acct_low = reader.low_watermark(&shared.cfg.account_topic, partition)?.max(0);
+                (Engine::new(cfg), 0, lane_low, acct_low)
+            }
+        };
+        let mut w = Worker {
+            tariffs: shared.tariffs.snapshot(),
+            shared,
+            partition,
+            engine,
+            seq,
+            lane: Side { next: lane_next, ..Side::default() },
+            acct: Side { next: acct_next, ..Side::default() },
+            batch: Batch::with_capacity(16_384),
+            batch_from: (lane_next, acct_next),
+            batch_opened: None,
+            blocked_since: None,
+            commits,
+        };
+        let journal = rt.block_on(w.shared.store.batches_after(p16, seq))?;
+        let (mut replayed, mut completed) = (0, 0);
+        for b in &journal {
+            if b.batch_seq != w.seq + 1 {
+                return Err(PipelineError::ReplayMismatch { partition, seq: b.batch_seq, detail: format!("journal jumps from batch {} to {}", w.seq, b.batch_seq) });
+            }
+            let r = b.ranges();
+            if r.lane_from != w.lane.next || r.acct_from != w.acct.next {
+                return Err(PipelineError::ReplayMismatch { partition, seq: b.batch_seq, detail: "ranges do not continue the previous batch".into() });
+            }
+            w.replay(&reader, r)?;
+            w.seq = b.batch_seq;
+            if b.is_committed() {
+                let c = w.batch.counts;
+                if (c.lane_records, c.settled, c.account_events) != (b.lane_records, b.settled, b.account_events) {
+                    return Err(PipelineError::ReplayMismatch {
+                        partition,
+                        seq: b.batch_seq,
+                        detail: format!("replayed {} records / {} settled, journal says {} / {}", c.lane_records, c.settled, b.lane_records, b.settled),
+                    });
+                }
+                replayed += 1;
+                w.batch.clear();
+            } else {
+                // Planned, not committed: finish it, writing only what is missing.
+                rt.block_on(w.land(r, true));
+                completed += 1;
+            }
+            w.batch_from = (w.lane.next, w.acct.next);
+        }
+        info!(partition, seq = w.seq, lane_next = w.lane.next, acct_next = w.acct.next, replayed, completed, "partition recovered");
+        Ok(w)
+    }
+
+    /// Re-processes the messages of `r` in head-merge order into `self.batch`.
+    fn replay(&mut self, reader: &RangeReader, r: Ranges) -> Result<()> {
+        let mut lane = (Vec::new(), Vec::new(), Vec::new()); // data, (offset, start, len), ts
+        let mut acct = (Vec::new(), Vec::new(), Vec::new());
+        for (topic, (from, to), buf) in [
+            (&self.shared.cfg.lane_topic, (r.lane_from, r.lane_to), &mut lane),
+            (&self.shared.cfg.account_topic, (r.acct_from, r.acct_to), &mut acct),
+        ] {
+            reader.read(topic, self.partition, from, to, |m| {
+                buf.1.push((m.offset, buf.0.len(), m.payload.len()));
+                buf.0.extend_from_slice(m.payload);
+                buf.2.push(m.timestamp_ms.unwrap_or(-1));
+            })?;
+        }
+        let (engine, batch, tariffs, p) = (&mut self.engine, &mut self.batch, &self.tariffs, self.partition);
+        head_merge(&lane.2, &acct.2, |is_lane, i| {
+            let (buf, topic) = if is_lane { (&lane, Topic::LaneTx) } else { (&acct, Topic::AccountEvents) };
+            let (offset, start, len) = buf.1[i];
+            let src = Source { topic, partition: p, offset, timestamp_ms: Some(buf.2[i]).filter(|t| *t >= 0) };
+            let payload = &buf.0[start..start + len];
+            match topic {
+                Topic::LaneTx => engine.lane_message(tariffs, payload, src, batch),
+                Topic::AccountEvents => engine.account_message(payload, src, batch),
+            }
+        });
+        self.lane.next = r.lane_to;
+        self.acct.next = r.acct_to;
+        Ok(())
+    }
+
+    /// Live loop: until the channel closes (partition revoked or shutdown).
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Chunk>) -> Result<()> {
+        let flush_every = Duration::from_millis(self.shared.cfg.flush_interval_ms);
+        let idle = Duration::from_millis(self.shared.cfg.merge_idle_ms);
+        loop {
+            let wait = match (self.batch_opened, self.blocked_since) {
+                (Some(t), _) => flush_every.saturating_sub(t.elapsed()),
+                (None, Some(b)) => idle.saturating_sub(b.elapsed()),
+                (None, None) => Duration::from_secs(3600),
+            };
+            let wait = match self.blocked_since {
+                Some(b) => wait.min(idle.saturating_sub(b.elapsed())),
+                None => wait,
+            };
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some(chunk)) => {
+                    match chunk.topic {
+                        Topic::LaneTx => self.lane.push(chunk),
+                        Topic::AccountEvents => self.acct.push(chunk),
+                    }
+                    // Take what else is already queued before processing.
+                    while let Ok(chunk) = rx.try_recv() {
+                        match chunk.topic {
+                            Topic::LaneTx => self.lane.push(chunk),
+                            Topic::AccountEvents => self.acct.push(chunk),
+                        }
+                    }
+                }
+                Ok(None) => {
+                    // Revoked or stopping: what was processed is landed; the rest is re-read
+                    // by whoever owns the partition next.
+                    self.process(true);
+                    if self.batch.counts.messages > 0 {
+                        self.flush().await;
+                    }
+                    return Ok(());
+                }
+                Err(_) => {}
+            }
+            let full = self.process(false);
+            let due = self.batch_opened.is_some_and(|t| t.elapsed() >= flush_every);
+            if self.batch.counts.messages > 0 && (full || due || (self.lane.closed && self.acct.closed)) {
+                self.flush().await;
+            }
+        }
+    }
+
+    /// Processes every message the merge rule allows; `true` when the batch is full.
+    /// `draining`: the channel is closed, so nothing else will arrive.
+    fn process(&mut self, draining: bool) -> bool {
+        let idle = Duration::from_millis(self.shared.cfg.merge_idle_ms);
+        loop {
+            if self.batch.rows() >= self.shared.cfg.batch_rows_max || self.batch.arena_bytes() >= self.shared.cfg.batch_bytes_max {
+                return true;
+            }
+            let waited = self.blocked_since.is_some_and(|b| b.elapsed() >= idle) || draining;
+            let take_lane = match (self.lane.head(), self.acct.head()) {
+                (Some((l, _)), Some((a, _))) => lane_first(l.timestamp_ms, a.timestamp_ms),
+                (Some(_), None) if self.acct.closed => true,
+                (None, Some(_)) if self.lane.closed => false,
+                (Some(_), None) if (self.acct.at_end && !self.acct.buffered()) || waited => {
+                    self.acct.closed = true;
+                    true
+                }
+                (None, Some(_)) if (self.lane.at_end && !self.lane.buffered()) || waited => {
+                    self.lane.closed = true;
+                    false
+                }
+                (None, None) => {
+                    self.blocked_since = None;
+                    return false;
+                }
+                _ => {
+                    self.blocked_since.get_or_insert_with(Instant::now);
+                    return false;
+                }
+            };
+            self.blocked_since = None;
+            self.batch_opened.get_or_insert_with(Instant::now);
+            let side = if take_lane { &mut self.lane } else { &mut self.acct };
+            let (m, payload) = side.head().expect("head checked");
+            let src = Source { topic: if take_lane { Topic::LaneTx } else { Topic::AccountEvents }, partition: self.partition, offset: m.offset, timestamp_ms: Some(m.timestamp_ms).filter(|t| *t >= 0) };
+            if take_lane {
+                self.engine.lane_message(&self.tariffs, payload, src, &mut self.batch);
+            } else {
+                self.engine.account_message(payload, src, &mut self.batch);
+            }
+            side.pop();
+        }
+    }
+
+    fn ranges(&self) -> Ranges {
+        Ranges { lane_from: self.batch_from.0, lane_to: self.lane.next, acct_from: self.batch_from.1, acct_to: self.acct.next }
+    }
+
+    /// Lands the current batch (retrying until it does), then starts the next one.
+    async fn flush(&mut self) {
+        let r = self.ranges();
+        self.seq += 1;
+        self.land(r, false).await;
+        self.batch.clear();
+        self.batch_from = (self.lane.next, self.acct.next);
+        self.batch_opened = None;
+        self.lane.closed = false;
+        self.acct.closed = false;
+        // A new batch prices with the newest tariff set.
+        self.tariffs = self.shared.tariffs.snapshot();
+    }
+
+    /// Plans, writes, announces and commits batch `self.seq` covering `r`; retries with
+    /// `only_missing` after a failure until it succeeds.
+    async fn land(&mut self, r: Ranges, mut only_missing: bool) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.try_land(r, only_missing).await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(partition = self.partition, seq = self.seq, error = %e, "batch not landed; retrying");
+                    only_missing = true;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let _ = self.commits.send(CommitRequest { partition: self.partition, lane_next: r.lane_to, acct_next: r.acct_to });
+        if self.seq % self.shared.cfg.checkpoint_every_batches == 0 {
+            self.checkpoint(r).await;
+        }
+    }
+
+    async fn try_land(&self, r: Ranges, only_missing: bool) -> Result<()> {
+        let s = &self.shared;
+        let p = self.partition as u16;
+        s.store.plan_batch(p, self.seq, r, &s.cfg.instance).await?;
+        s.store.write_batch(p, self.seq, &self.batch, &s.topics, only_missing).await?;
+        let status: Vec<(String, String, i64)> = self
+            .batch
+            .status
+            .iter()
+            .map(|st| {
+                let card = self.batch.text(st.card_id).to_string();
+                let time = gantry_core::time::format_timestamp(st.time_ms, s.cfg.network_utc_offset_min);
+                let v = format!(r#"{{"cardId":"{card}","listed":{},"reason":"{}","time":"{time}"}}"#, st.listed, st.reason.code());
+                (card, v, st.time_ms)
+            })
+            .collect();
+        s.status.send_all(&status).await?;
+        s.store.commit_batch(p, self.seq, r, &self.batch.counts, &s.cfg.instance).await?;
+        Ok(())
+    }
+
+    async fn checkpoint(&self, r: Ranges) {
+        let mut state = Vec::new();
+        self.engine.write_state(&mut state);
+        let rec = CheckpointRecord {
+            gantry_partition: self.partition as u16,
+            batch_seq: self.seq,
+            lane_next: r.lane_to,
+            acct_next: r.acct_to,
+            state,
+            written_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32),
+        };
+        // A failed checkpoint only lengthens the next replay.
+        if let Err(e) = self.shared.store.write_checkpoint(&rec).await {
+            warn!(partition = self.partition, seq = self.seq, error = %e, "checkpoint not written");
+        }
+    }
+}
