@@ -104,17 +104,40 @@ pub struct RangeMessage<'a> {
     pub payload: &'a [u8],
 }
 
-/// Reads exactly the offsets `[from, to)` of one partition (used to replay batches). Offsets
-/// without a message (compaction, transaction markers) are skipped.
-pub struct RangeReader {
-    consumer: BaseConsumer,
+/// End-of-partition, however librdkafka reports it (as an event or as a "global error").
+pub fn is_eof(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::PartitionEOF(_)) || e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
 }
+
+/// Reads exactly the offsets `[from, to)` of one partition (used to replay batches). Offsets
+/// without a message (compaction, transaction markers) are skipped. Each read uses a fresh
+/// consumer: re-assigning a partition on a used consumer does not reliably restart fetching
+/// at the new offset (seen with librdkafka 2.12), and replay is rare enough not to care.
+pub struct RangeReader {
+    brokers: String,
+    consumer: BaseConsumer<QuietEof>,
+}
+
+/// A context that does not log the end-of-partition events range reads run into.
+pub struct QuietEof;
+
+impl rdkafka::ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !is_eof(&error) {
+            tracing::error!(error = %error, reason, "librdkafka");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
 
 impl RangeReader {
     pub fn new(brokers: &str) -> Result<RangeReader> {
-        let mut c = consumer_config(brokers, "gantry-replay");
-        c.set("enable.partition.eof", "true");
-        Ok(RangeReader { consumer: c.create()? })
+        Ok(RangeReader { brokers: brokers.into(), consumer: Self::consumer(brokers)? })
+    }
+
+    fn consumer(brokers: &str) -> Result<BaseConsumer<QuietEof>> {
+        Ok(consumer_config(brokers, "gantry-replay").create_with_context(QuietEof)?)
     }
 
     /// The first offset still retained.
@@ -126,40 +149,56 @@ impl RangeReader {
         if from >= to {
             return Ok(());
         }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
-        self.consumer.assign(&tpl)?;
-        let mut at = from;
-        let mut last_progress = Instant::now();
-        while at < to {
-            match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    if m.offset() >= to {
-                        break;
+        // A broker must answer a fetch at an offset inside a record batch with that whole batch
+        // (the client skips the records before the offset). Some Kafka-compatible brokers
+        // (Tansu 0.6 here) answer with the *next* batch instead, which would silently skip
+        // records. So if the first record delivered is past `from`, start further back (the
+        // skipped records are filtered out below) until the answer covers `from`, or the
+        // start is the oldest retained offset and the gap is real.
+        let low = self.low_watermark(topic, partition)?.max(0);
+        let mut start = from.max(low);
+        let mut step = 256;
+        'attempt: loop {
+            let consumer = Self::consumer(&self.brokers)?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
+            consumer.assign(&tpl)?;
+            let mut at = from;
+            let mut first = true;
+            let mut last_progress = Instant::now();
+            while at < to {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => {
+                        if m.topic() != topic || m.partition() != partition {
+                            continue;
+                        }
+                        if first && m.offset() > from && start > low {
+                            start = (from - step).max(low);
+                            step *= 4;
+                            continue 'attempt;
+                        }
+                        first = false;
+                        if m.offset() >= to {
+                            break;
+                        }
+                        if m.offset() >= at {
+                            at = m.offset() + 1;
+                            last_progress = Instant::now();
+                            f(RangeMessage { offset: m.offset(), timestamp_ms: m.timestamp().to_millis(), payload: m.payload().unwrap_or(&[]) });
+                        }
                     }
-                    if m.offset() >= at {
-                        at = m.offset() + 1;
-                        last_progress = Instant::now();
-                        f(RangeMessage { offset: m.offset(), timestamp_ms: m.timestamp().to_millis(), payload: m.payload().unwrap_or(&[]) });
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) => {
-                    // The end of the partition below `to` can only mean the offsets in between
-                    // hold no message; but a lagging replica may still deliver, so wait a bit.
-                    if last_progress.elapsed() > Duration::from_millis(RANGE_READ_STALL_MS) {
-                        return Err(KafkaIoError::RangeStalled { topic: topic.into(), partition, from, to, at });
-                    }
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None => {
-                    if last_progress.elapsed() > Duration::from_millis(RANGE_READ_STALL_MS) {
-                        return Err(KafkaIoError::RangeStalled { topic: topic.into(), partition, from, to, at });
+                    Some(Err(e)) if !is_eof(&e) => return Err(e.into()),
+                    // End of partition, or nothing yet: the offsets up to `to` were recorded
+                    // by Gantry, so they exist; wait for a slow broker, but not forever.
+                    _ => {
+                        if last_progress.elapsed() > Duration::from_millis(RANGE_READ_STALL_MS) {
+                            return Err(KafkaIoError::RangeStalled { topic: topic.into(), partition, from, to, at });
+                        }
                     }
                 }
             }
+            return Ok(());
         }
-        self.consumer.unassign()?;
-        Ok(())
     }
 }
 

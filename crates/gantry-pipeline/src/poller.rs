@@ -43,7 +43,14 @@ struct Ctx {
     failed: AtomicBool,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // End-of-partition is an event Gantry asked for, not an error.
+        if !gantry_kafka::is_eof(&error) {
+            error!(error = %error, reason, "librdkafka");
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {

@@ -57,16 +57,22 @@ struct Side {
     /// Offset after the last processed message.
     next: i64,
     at_end: bool,
+    /// Anything (a message or an end-of-partition) arrived from this side since the start:
+    /// until then the other side waits without limit, so a slow first fetch cannot reorder.
+    heard: bool,
     /// No more messages of this side in the current batch.
     closed: bool,
 }
 
 impl Side {
     fn push(&mut self, mut c: Chunk) {
-        // Redelivered messages (Kafka's committed offset may lag ClickHouse's) are dropped.
-        let skip = c.msgs.iter().take_while(|m| m.offset < self.next).count();
+        // Offsets only grow: anything at or below what is already processed or buffered is a
+        // redelivery (Kafka's committed offset may lag ClickHouse's) and is dropped.
+        let expected = self.expected();
+        let skip = c.msgs.iter().take_while(|m| m.offset < expected).count();
         c.msgs.drain(..skip);
         self.at_end = c.at_end;
+        self.heard = true;
         if !c.msgs.is_empty() {
             self.chunks.push_back(c);
         }
@@ -79,6 +85,11 @@ impl Side {
         let c = self.chunks.front()?;
         let m = c.msgs[self.pos];
         Some((m, &c.data[m.start as usize..(m.start + m.len) as usize]))
+    }
+
+    /// The offset the next arriving message should have.
+    fn expected(&self) -> i64 {
+        self.chunks.back().and_then(|c| c.msgs.last()).map_or(self.next, |m| m.offset + 1)
     }
 
     fn buffered(&self) -> bool {
@@ -109,6 +120,8 @@ pub(crate) struct Worker {
     blocked_since: Option<Instant>,
     tariffs: Arc<TariffSet>,
     commits: std::sync::mpsc::Sender<CommitRequest>,
+    /// For filling gaps in what the group consumer delivers.
+    reader: Option<RangeReader>,
 }
 
 impl Worker {
@@ -144,6 +157,7 @@ impl Worker {
             batch_opened: None,
             blocked_since: None,
             commits,
+            reader: None,
         };
         let journal = rt.block_on(w.shared.store.batches_after(p16, seq))?;
         let (mut replayed, mut completed) = (0, 0);
@@ -176,6 +190,7 @@ impl Worker {
             w.batch_from = (w.lane.next, w.acct.next);
         }
         info!(partition, seq = w.seq, lane_next = w.lane.next, acct_next = w.acct.next, replayed, completed, "partition recovered");
+        w.reader = Some(reader);
         Ok(w)
     }
 
@@ -225,16 +240,10 @@ impl Worker {
             };
             match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(Some(chunk)) => {
-                    match chunk.topic {
-                        Topic::LaneTx => self.lane.push(chunk),
-                        Topic::AccountEvents => self.acct.push(chunk),
-                    }
+                    self.accept(chunk)?;
                     // Take what else is already queued before processing.
                     while let Ok(chunk) = rx.try_recv() {
-                        match chunk.topic {
-                            Topic::LaneTx => self.lane.push(chunk),
-                            Topic::AccountEvents => self.acct.push(chunk),
-                        }
+                        self.accept(chunk)?;
                     }
                 }
                 Ok(None) => {
@@ -256,6 +265,38 @@ impl Worker {
         }
     }
 
+    /// Buffers a chunk. If it starts past the offset expected next (the group resumed inside a
+    /// producer batch on a broker that skips to the next batch, or a real gap such as a
+    /// transaction marker), the missing offsets are read explicitly first, so no message is
+    /// ever skipped.
+    fn accept(&mut self, chunk: Chunk) -> Result<()> {
+        let side = match chunk.topic {
+            Topic::LaneTx => &mut self.lane,
+            Topic::AccountEvents => &mut self.acct,
+        };
+        let expected = side.expected();
+        if let Some(first) = chunk.msgs.iter().map(|m| m.offset).find(|&o| o >= expected) {
+            if first > expected {
+                let topic = match chunk.topic {
+                    Topic::LaneTx => &self.shared.cfg.lane_topic,
+                    Topic::AccountEvents => &self.shared.cfg.account_topic,
+                };
+                let reader = self.reader.as_ref().expect("reader set by recovery");
+                let mut fill = Chunk { topic: chunk.topic, data: Vec::new(), msgs: Vec::new(), at_end: false };
+                tokio::task::block_in_place(|| {
+                    reader.read(topic, self.partition, expected, first, |m| {
+                        fill.msgs.push(Msg { offset: m.offset, timestamp_ms: m.timestamp_ms.unwrap_or(-1), start: fill.data.len() as u32, len: m.payload.len() as u32 });
+                        fill.data.extend_from_slice(m.payload);
+                    })
+                })?;
+                info!(partition = self.partition, ?topic, from = expected, to = first, filled = fill.msgs.len(), "filled a gap in the fetched offsets");
+                side.push(fill);
+            }
+        }
+        side.push(chunk);
+        Ok(())
+    }
+
     /// Processes every message the merge rule allows; `true` when the batch is full.
     /// `draining`: the channel is closed, so nothing else will arrive.
     fn process(&mut self, draining: bool) -> bool {
@@ -265,15 +306,16 @@ impl Worker {
                 return true;
             }
             let waited = self.blocked_since.is_some_and(|b| b.elapsed() >= idle) || draining;
+            let (lane_waited, acct_waited) = (waited && (self.lane.heard || draining), waited && (self.acct.heard || draining));
             let take_lane = match (self.lane.head(), self.acct.head()) {
                 (Some((l, _)), Some((a, _))) => lane_first(l.timestamp_ms, a.timestamp_ms),
                 (Some(_), None) if self.acct.closed => true,
                 (None, Some(_)) if self.lane.closed => false,
-                (Some(_), None) if (self.acct.at_end && !self.acct.buffered()) || waited => {
+                (Some(_), None) if (self.acct.at_end && !self.acct.buffered()) || acct_waited => {
                     self.acct.closed = true;
                     true
                 }
-                (None, Some(_)) if (self.lane.at_end && !self.lane.buffered()) || waited => {
+                (None, Some(_)) if (self.lane.at_end && !self.lane.buffered()) || lane_waited => {
                     self.lane.closed = true;
                     false
                 }
