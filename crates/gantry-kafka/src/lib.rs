@@ -68,6 +68,8 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
         // The Java client's default partitioner, as the contract requires.
         .set("partitioner", "murmur2_random")
         .set("acks", "all")
+        // Retries must not write a record twice: the idempotent producer numbers batches.
+        .set("enable.idempotence", "true")
         // Batch up to 5 ms or 1 MiB per partition: throughput without visible latency.
         .set("linger.ms", "5")
         .set("batch.size", "1048576")

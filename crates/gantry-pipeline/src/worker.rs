@@ -68,9 +68,16 @@ impl Side {
     fn push(&mut self, mut c: Chunk) {
         // Offsets only grow: anything at or below what is already processed or buffered is a
         // redelivery (Kafka's committed offset may lag ClickHouse's) and is dropped.
-        let expected = self.expected();
-        let skip = c.msgs.iter().take_while(|m| m.offset < expected).count();
-        c.msgs.drain(..skip);
+        // A chunk can itself hold a re-fetched stretch (seen when the broker answers a fetch
+        // from inside a record batch with a later batch), so every offset must be new.
+        let mut expected = self.expected();
+        c.msgs.retain(|m| {
+            let fresh = m.offset >= expected;
+            if fresh {
+                expected = m.offset + 1;
+            }
+            fresh
+        });
         self.at_end = c.at_end;
         self.heard = true;
         if !c.msgs.is_empty() {
@@ -275,6 +282,7 @@ impl Worker {
             Topic::AccountEvents => &mut self.acct,
         };
         let expected = side.expected();
+        tracing::debug!(partition = self.partition, topic = ?chunk.topic, expected, first = chunk.msgs.first().map(|m| m.offset), last = chunk.msgs.last().map(|m| m.offset), at_end = chunk.at_end, "chunk");
         if let Some(first) = chunk.msgs.iter().map(|m| m.offset).find(|&o| o >= expected) {
             if first > expected {
                 let topic = match chunk.topic {
