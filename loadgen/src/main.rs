@@ -36,6 +36,14 @@ struct NetworkArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create topics through the Kafka admin API (existing ones are left as they are).
+    Topics {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        names: Vec<String>,
+    },
     /// Write the network's tariff version directory.
     Tariff {
         #[command(flatten)]
@@ -120,6 +128,20 @@ fn tally_json(t: &Tally, elapsed: Duration) -> serde_json::Value {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Topics { brokers, partitions, names } => {
+            use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+            use rdkafka::client::DefaultClientContext;
+            let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+            let topics: Vec<NewTopic> = names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            for r in rt.block_on(admin.create_topics(&topics, &AdminOptions::new()))? {
+                match r {
+                    Ok(t) => eprintln!("created {t} ({partitions} partitions)"),
+                    Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => eprintln!("{t} exists"),
+                    Err((t, e)) => anyhow::bail!("creating {t}: {e}"),
+                }
+            }
+        }
         Command::Tariff { net, out } => {
             Network::new(net.seed, net.units, net.owners).write_tariff_dir(&out).with_context(|| format!("writing {}", out.display()))?;
             eprintln!("tariff written to {}", out.display());

@@ -53,7 +53,12 @@ impl Default for EngineConfig {
 
 pub struct Engine {
     cfg: EngineConfig,
+    /// `tradeId`s; its window follows lane `transTime` only.
     dedup: DedupSet,
+    /// `topupId`s and `adjustId`s; a window of their own, following account-event time, so
+    /// a burst of account events merged ahead of lane records cannot push lane records out
+    /// of the trade window (and the other way round).
+    event_dedup: DedupSet,
     accounts: Accounts,
     /// Reused per record: the splits of the record being priced.
     splits: Vec<Split>,
@@ -61,7 +66,13 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
-        Engine { cfg, dedup: DedupSet::new(cfg.dedup_window_ms), accounts: Accounts::new(cfg.min_balance_fen), splits: Vec::with_capacity(8) }
+        Engine {
+            cfg,
+            dedup: DedupSet::new(cfg.dedup_window_ms),
+            event_dedup: DedupSet::new(cfg.dedup_window_ms),
+            accounts: Accounts::new(cfg.min_balance_fen),
+            splits: Vec::with_capacity(8),
+        }
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -285,7 +296,7 @@ impl Engine {
         if self.accounts.get(card).is_none() {
             return Err(err(RejectReason::UnknownCard));
         }
-        match self.dedup.check_and_insert(kind, entry, t) {
+        match self.event_dedup.check_and_insert(kind, entry, t) {
             Verdict::New => {}
             Verdict::Duplicate => {
                 let id = out.push_text(entry);
@@ -313,6 +324,7 @@ impl Engine {
     /// Appends the whole state (dedup set and accounts) to `out`.
     pub fn write_state(&self, out: &mut Vec<u8>) {
         self.dedup.write_to(out);
+        self.event_dedup.write_to(out);
         self.accounts.write_to(out);
     }
 
@@ -320,11 +332,12 @@ impl Engine {
     pub fn read_state(cfg: EngineConfig, bytes: &[u8]) -> Result<Engine, StateError> {
         let mut r = Reader::new(bytes);
         let dedup = DedupSet::read_from(&mut r)?;
+        let event_dedup = DedupSet::read_from(&mut r)?;
         let accounts = Accounts::read_from(&mut r)?;
         if r.remaining() != 0 {
             return Err(StateError::Corrupt("trailing bytes after the state"));
         }
-        Ok(Engine { cfg, dedup, accounts, splits: Vec::with_capacity(8) })
+        Ok(Engine { cfg, dedup, event_dedup, accounts, splits: Vec::with_capacity(8) })
     }
 }
 

@@ -86,6 +86,11 @@ fn loading_does_not_block_or_disturb_readers() {
         let t = toml("").replace("\"V1\"", &format!("\"V{}\"", i + 2)).replace("2026-11-01", &format!("{}-11-01", 2030 + i));
         store.add(load(&t, CSV).unwrap()).unwrap();
     }
+    // Let the reader see the final set at least once before it stops.
+    let seen = reads.load(Ordering::Relaxed);
+    while reads.load(Ordering::Relaxed) <= seen {
+        std::thread::yield_now();
+    }
     stop.store(true, Ordering::Relaxed);
     reader.join().unwrap();
     assert_eq!(store.snapshot().versions().len(), 51);

@@ -58,7 +58,9 @@ pub struct PipelineConfig {
     pub batch_bytes_max: usize,
     /// ... or when its first message is this old: the latency bound from lane to ClickHouse.
     pub flush_interval_ms: u64,
-    /// How long a record waits for the other topic's partition before it is merged anyway.
+    /// How long a record waits for the other topic's partition (not at its end, but nothing
+    /// arriving) before it is merged anyway. Long enough to ride out a busy poller on a
+    /// loaded machine; an idle partition is recognised at once by its end-of-partition event.
     pub merge_idle_ms: u64,
     /// Engine state is checkpointed to ClickHouse every this many batches: replay after a
     /// crash covers at most this many batches.
@@ -93,7 +95,7 @@ impl Default for PipelineConfig {
             batch_rows_max: 200_000,
             batch_bytes_max: 64 << 20,
             flush_interval_ms: 1_000,
-            merge_idle_ms: 200,
+            merge_idle_ms: 2_000,
             checkpoint_every_batches: 20,
             channel_chunks_max: 16,
             chunk_messages_max: 4_096,
