@@ -162,4 +162,6 @@ pub(crate) struct Shared {
     pub store: gantry_clickhouse::Store,
     pub status: gantry_kafka::StatusProducer,
     pub topics: TopicNames,
+    /// Kafka timestamp → landed in ClickHouse, per settled record, in ms (merged per batch).
+    pub latency_ms: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
 }

@@ -24,10 +24,17 @@ const POLL_TIMEOUT_MS: u64 = 20;
 const CHUNK_FLUSH_MS: u64 = 20;
 
 /// What a run did, for the demo's closing lines.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct RunSummary {
+    /// Messages polled from both input topics.
     pub messages: u64,
+    /// From start to stop (including any idle wait before stopping).
     pub elapsed: Duration,
+    /// From start to the last batch landed in ClickHouse.
+    pub until_last_landed: Duration,
+    /// Kafka message timestamp → batch committed in ClickHouse, per settled record (ms).
+    /// Meaningful when producers stamp messages with the wall clock.
+    pub latency_ms: hdrhistogram::Histogram<u64>,
 }
 
 struct WorkerHandle {
@@ -131,7 +138,8 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("gantry-worker").build()?;
     let store = gantry_clickhouse::Store::new(&cfg.clickhouse_url, &cfg.database);
     let status = gantry_kafka::StatusProducer::new(&cfg.brokers, &cfg.status_topic)?;
-    let shared = Arc::new(Shared { topics: cfg.topics(), cfg: cfg.clone(), tariffs, store, status });
+    let latency_ms = std::sync::Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).expect("histogram bounds"));
+    let shared = Arc::new(Shared { topics: cfg.topics(), cfg: cfg.clone(), tariffs, store, status, latency_ms });
     let (commit_tx, commit_rx) = std_mpsc::channel();
     let ctx = Ctx { shared, rt: rt.handle().clone(), workers: Mutex::new(HashMap::new()), commits: Mutex::new(commit_tx), failed: AtomicBool::new(false) };
     let consumer: BaseConsumer<Ctx> = gantry_kafka::consumer_config(&cfg.brokers, &cfg.group_id).create_with_context(ctx)?;
@@ -140,7 +148,8 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
     consumer.subscribe(&[&cfg.lane_topic, &cfg.account_topic])?;
 
     let started = Instant::now();
-    let mut summary = RunSummary::default();
+    let mut messages = 0u64;
+    let mut last_landed = started;
     let mut pending: HashMap<(Topic, i32), Chunk> = HashMap::new();
     let mut last_offset: HashMap<(Topic, i32), i64> = HashMap::new();
     let mut last_flush = Instant::now();
@@ -166,7 +175,7 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
         match consumer.poll(Duration::from_millis(POLL_TIMEOUT_MS)) {
             Some(Ok(m)) => {
                 last_message = Instant::now();
-                summary.messages += 1;
+                messages += 1;
                 let key = (topic_of(m.topic()), m.partition());
                 last_offset.insert(key, m.offset());
                 let chunk = pending.entry(key).or_insert_with(|| new_chunk(key.0));
@@ -210,6 +219,7 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
         // Commit what workers have landed.
         let mut tpl = TopicPartitionList::new();
         while let Ok(c) = commit_rx.try_recv() {
+            last_landed = Instant::now();
             let _ = tpl.add_partition_offset(&cfg.lane_topic, c.partition, Offset::Offset(c.lane_next));
             let _ = tpl.add_partition_offset(&cfg.account_topic, c.partition, Offset::Offset(c.acct_next));
         }
@@ -227,16 +237,17 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
     let parts: Vec<i32> = consumer.context().workers.lock().expect("workers lock").keys().copied().collect();
     consumer.context().stop_workers(&parts);
     while let Ok(c) = commit_rx.try_recv() {
+        last_landed = Instant::now();
         let mut tpl = TopicPartitionList::new();
         let _ = tpl.add_partition_offset(&cfg.lane_topic, c.partition, Offset::Offset(c.lane_next));
         let _ = tpl.add_partition_offset(&cfg.account_topic, c.partition, Offset::Offset(c.acct_next));
         let _ = consumer.commit(&tpl, CommitMode::Sync);
     }
-    summary.elapsed = started.elapsed();
     if consumer.context().failed.load(Ordering::SeqCst) {
         return Err(PipelineError::Worker(-1, "a partition worker failed; see the log".into()));
     }
-    Ok(summary)
+    let latency_ms = consumer.context().shared.latency_ms.lock().expect("latency lock").clone();
+    Ok(RunSummary { messages, elapsed: started.elapsed(), until_last_landed: last_landed.duration_since(started), latency_ms })
 }
 
 /// Every assigned partition of both topics has been consumed to its high watermark.

@@ -384,8 +384,19 @@ impl Worker {
             }
         }
         let _ = self.commits.send(CommitRequest { partition: self.partition, lane_next: r.lane_to, acct_next: r.acct_to });
+        self.record_latency();
         if self.seq % self.shared.cfg.checkpoint_every_batches == 0 {
             self.checkpoint(r).await;
+        }
+    }
+
+    fn record_latency(&self) {
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let mut h = self.shared.latency_ms.lock().expect("latency lock");
+        for s in &self.batch.settlements {
+            if let Some(ts) = s.source.timestamp_ms {
+                h.saturating_record((now_ms - ts).clamp(1, 3_600_000) as u64);
+            }
         }
     }
 

@@ -1,0 +1,198 @@
+//! End-to-end benchmark: load generator → Kafka → Gantry → ClickHouse on this machine.
+//!
+//! 1. Pre-loads fresh topics with accounts and `--records` lane records.
+//! 2. Baseline: a bare rdkafka consumer (same settings as Gantry's) reads both topics to the
+//!    end; its rate is the ceiling for anything that consumes them.
+//! 3. Gantry drains the same topics into ClickHouse; rate = messages / time to the last batch
+//!    landed. The ratio to the baseline is the headline figure.
+//! 4. Latency: on fresh topics, traffic is produced at `--latency-rate-fraction` of Gantry's
+//!    measured rate for `--latency-seconds`, stamped with the wall clock, while Gantry runs;
+//!    each settled record's Kafka timestamp → batch committed in ClickHouse goes into an
+//!    HDR histogram (p50/p99/p999), written to `--out` as CSV (and plotted by plot_latency.py).
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use gantry_core::TariffStore;
+use gantry_gen::{Network, Topic, Traffic, TrafficConfig};
+use gantry_pipeline::PipelineConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, default_value = "http://127.0.0.1:8123")]
+    clickhouse_url: String,
+    #[arg(long, default_value_t = 500_000)]
+    records: u64,
+    #[arg(long, default_value_t = 50_000)]
+    cards: usize,
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    #[arg(long, default_value_t = 0.5)]
+    latency_rate_fraction: f64,
+    #[arg(long, default_value_t = 15)]
+    latency_seconds: u64,
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+struct Run {
+    id: String,
+    lane: String,
+    acct: String,
+    status: String,
+}
+
+fn setup(args: &Args, id: &str, rt: &tokio::runtime::Runtime) -> anyhow::Result<Run> {
+    let run = Run { id: id.into(), lane: format!("{id}.lane-tx"), acct: format!("{id}.account-events"), status: format!("{id}.status-list") };
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", &args.brokers).create()?;
+    let topics: Vec<NewTopic> = [&run.lane, &run.acct, &run.status].iter().map(|t| NewTopic::new(t, args.partitions, TopicReplication::Fixed(1))).collect();
+    for r in rt.block_on(admin.create_topics(&topics, &AdminOptions::new()))? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    rt.block_on(gantry_clickhouse::Store::new(&args.clickhouse_url, &run.id).apply_schema())?;
+    Ok(run)
+}
+
+fn pipeline(args: &Args, run: &Run, exit_when_idle_ms: u64) -> PipelineConfig {
+    PipelineConfig {
+        brokers: args.brokers.clone(),
+        clickhouse_url: args.clickhouse_url.clone(),
+        lane_topic: run.lane.clone(),
+        account_topic: run.acct.clone(),
+        status_topic: run.status.clone(),
+        group_id: format!("{}-gantry", run.id),
+        database: run.id.clone(),
+        exit_when_idle_ms,
+        ..PipelineConfig::default()
+    }
+}
+
+/// Produces the traffic; `rate` messages/s (0: as fast as possible); `wall_clock`: stamp
+/// messages with the time of sending instead of the record's own time.
+fn produce(args: &Args, run: &Run, gen: &mut Traffic, rate: f64, wall_clock: bool, max: Duration) -> anyhow::Result<u64> {
+    let producer: ThreadedProducer<DefaultProducerContext> = gantry_kafka::producer_config(&args.brokers).create()?;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while let Some(m) = gen.next() {
+        let topic = if m.topic == Topic::LaneTx { &run.lane } else { &run.acct };
+        let ts = if wall_clock { std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64 } else { m.timestamp_ms };
+        let mut rec = BaseRecord::to(topic).key(m.key).payload(m.value).timestamp(ts);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        sent += 1;
+        if rate > 0.0 && sent % 64 == 0 {
+            if let Some(ahead) = Duration::from_secs_f64(sent as f64 / rate).checked_sub(started.elapsed()) {
+                std::thread::sleep(ahead);
+            }
+        }
+        if started.elapsed() > max {
+            break;
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(sent)
+}
+
+fn tariffs(dir: &std::path::Path) -> anyhow::Result<Arc<TariffStore>> {
+    Ok(Arc::new(TariffStore::new(TariffStore::load_root(dir, 480)?)))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let net = Network::new(1, 2_000, 24);
+    let tariff_dir = std::env::temp_dir().join(format!("gantry-e2e-{stamp}"));
+    net.write_tariff_dir(&tariff_dir)?;
+    let traffic = || TrafficConfig { records: args.records, cards: args.cards, ..TrafficConfig::default() };
+
+    // 1. Pre-load.
+    let run = setup(&args, &format!("e2e{stamp}"), &rt)?;
+    let t = Instant::now();
+    let total = produce(&args, &run, &mut Traffic::new(traffic(), &net), 0.0, false, Duration::from_secs(3600))?;
+    println!("produced {total} messages in {:.1} s", t.elapsed().as_secs_f64());
+
+    // 2. Baseline: a bare consumer, same librdkafka settings.
+    let consumer: BaseConsumer = gantry_kafka::consumer_config(&args.brokers, &format!("{}-raw", run.id)).create()?;
+    consumer.subscribe(&[&run.lane, &run.acct])?;
+    let (mut n, mut first) = (0u64, None);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while n < total && Instant::now() < deadline {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            first.get_or_insert_with(Instant::now);
+            n += 1;
+        }
+    }
+    let raw_secs = first.context("baseline read nothing")?.elapsed().as_secs_f64();
+    let raw_rate = n as f64 / raw_secs;
+    drop(consumer);
+    println!("baseline: bare consumer read {n} messages in {raw_secs:.2} s = {raw_rate:.0} msg/s");
+
+    // 3. Gantry drains the same topics into ClickHouse.
+    let summary = gantry_pipeline::run(pipeline(&args, &run, 2_000), tariffs(&tariff_dir)?, Arc::new(AtomicBool::new(false)))?;
+    let secs = summary.until_last_landed.as_secs_f64();
+    let rate = summary.messages as f64 / secs;
+    println!("gantry: {} messages into ClickHouse in {secs:.2} s = {rate:.0} msg/s ({:.2}x the bare consumer)", summary.messages, rate / raw_rate);
+
+    // 4. Latency at a sustained rate below saturation.
+    let lat = setup(&args, &format!("e2elat{stamp}"), &rt)?;
+    let target = rate * args.latency_rate_fraction;
+    let cfg = pipeline(&args, &lat, 3_000);
+    let store = tariffs(&tariff_dir)?;
+    let runner = std::thread::spawn(move || gantry_pipeline::run(cfg, store, Arc::new(AtomicBool::new(false))));
+    // Accounts first (not timed), then lane traffic at the target rate.
+    let mut gen = Traffic::new(TrafficConfig { records: (target * args.latency_seconds as f64) as u64, ..traffic() }, &net);
+    let sent = produce(&args, &lat, &mut gen, target, true, Duration::from_secs(args.latency_seconds + 60))?;
+    let lsum = runner.join().map_err(|_| anyhow::anyhow!("gantry thread panicked"))??;
+    let h = &lsum.latency_ms;
+    println!(
+        "latency at {target:.0} msg/s ({sent} messages): p50 {} ms, p99 {} ms, p999 {} ms, max {} ms ({} settled records)",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max(),
+        h.len()
+    );
+    std::fs::create_dir_all(&args.out)?;
+    let mut csv = String::from("quantile,latency_ms\n");
+    for q in [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999, 1.0] {
+        csv.push_str(&format!("{q},{}\n", h.value_at_quantile(q)));
+    }
+    std::fs::write(args.out.join("e2e-latency.csv"), csv)?;
+    std::fs::write(
+        args.out.join("e2e-summary.txt"),
+        format!(
+            "records={}\nmessages={}\nbaseline_msg_per_s={raw_rate:.0}\ngantry_msg_per_s={rate:.0}\nratio={:.2}\nlatency_rate_msg_per_s={target:.0}\np50_ms={}\np99_ms={}\np999_ms={}\n",
+            args.records,
+            summary.messages,
+            rate / raw_rate,
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999)
+        ),
+    )?;
+    for db in [&run.id, &lat.id] {
+        let _ = rt.block_on(gantry_clickhouse::Store::new(&args.clickhouse_url, db).drop_database());
+    }
+    let _ = std::fs::remove_dir_all(&tariff_dir);
+    Ok(())
+}
