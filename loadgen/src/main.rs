@@ -13,7 +13,6 @@ use clap::{Args, Parser, Subcommand};
 use gantry_gen::{Network, Tally, Topic, Traffic, TrafficConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
 
 #[derive(Parser)]
 #[command(name = "gantry-loadgen", about = "Realistic ETC traffic for Gantry")]
@@ -166,17 +165,7 @@ fn main() -> anyhow::Result<()> {
             let mut sent = 0u64;
             while let Some(m) = gen.next() {
                 let topic = if m.topic == Topic::LaneTx { &lane_topic } else { &account_topic };
-                let mut record = BaseRecord::to(topic).key(m.key).payload(m.value).timestamp(m.timestamp_ms);
-                loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                            record = r;
-                            std::thread::sleep(Duration::from_millis(2));
-                        }
-                        Err((e, _)) => return Err(e.into()),
-                    }
-                }
+                gantry_kafka::send_waiting(&producer, BaseRecord::to(topic).key(m.key).payload(m.value).timestamp(m.timestamp_ms))?;
                 sent += 1;
                 if sent % 1024 == 0 {
                     bar.set_position(sent);

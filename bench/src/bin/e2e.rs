@@ -24,7 +24,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
 
 #[derive(Parser)]
 struct Args {
@@ -87,17 +86,7 @@ fn produce(args: &Args, run: &Run, gen: &mut Traffic, rate: f64, wall_clock: boo
     while let Some(m) = gen.next() {
         let topic = if m.topic == Topic::LaneTx { &run.lane } else { &run.acct };
         let ts = if wall_clock { std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64 } else { m.timestamp_ms };
-        let mut rec = BaseRecord::to(topic).key(m.key).payload(m.value).timestamp(ts);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    rec = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        gantry_kafka::send_waiting(&producer, BaseRecord::to(topic).key(m.key).payload(m.value).timestamp(ts))?;
         sent += 1;
         if rate > 0.0 && sent % 64 == 0 {
             if let Some(ahead) = Duration::from_secs_f64(sent as f64 / rate).checked_sub(started.elapsed()) {

@@ -79,6 +79,24 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
     c
 }
 
+/// Sends one record, waiting while the producer's queue is full (the producer, not the
+/// caller's memory, absorbs a slow broker).
+pub fn send_waiting(
+    producer: &rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    mut record: rdkafka::producer::BaseRecord<'_, [u8], [u8]>,
+) -> Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
 /// Partition count of a topic.
 pub fn partition_count<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Result<usize> {
     let md = consumer.fetch_metadata(Some(topic), Duration::from_millis(METADATA_TIMEOUT_MS))?;
