@@ -1,10 +1,9 @@
 //! Shared fixtures for the benchmarks: a generated network and traffic, and the naive
 //! baseline parser the real one is measured against.
 
-use std::path::Path;
 
 use gantry_core::parse::ParseConfig;
-use gantry_core::tariff::{TariffSet, TariffVersion};
+use gantry_core::tariff::TariffSet;
 use gantry_core::{Batch, Engine, EngineConfig, Source, Topic};
 use gantry_gen::{Network, Traffic, TrafficConfig, OFFSET_MIN};
 use serde::Deserialize;
@@ -24,8 +23,7 @@ pub struct Fixture {
 /// ~70% class 1, 8% multi-unit, 8% CPC, 2% duplicates, 0.2% bad, 0.1% unknown cards.
 pub fn fixture(cards: usize, records: u64) -> Fixture {
     let net = Network::new(11, 2_000, 24);
-    let v = TariffVersion::from_sources(Path::new("tariff.toml"), &net.tariff_toml(), Path::new("intervals.csv"), &net.intervals_csv(), OFFSET_MIN)
-        .expect("generated tariff is valid");
+    let v = net.tariff_version().expect("generated tariff is valid");
     let tariffs = TariffSet::default().with(v).expect("one version");
     let cfg = EngineConfig { max_future_skew_ms: i64::MAX / 4, ..EngineConfig::default() };
     let mut engine = Engine::new(cfg);

@@ -165,14 +165,12 @@ fn json_str(buf: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gantry_core::tariff::TariffVersion;
     use gantry_gen::{lane_lines, Network, TrafficConfig, OFFSET_MIN};
-    use std::path::Path;
 
     #[test]
     fn prices_a_generated_file() {
         let net = Network::new(3, 100, 8);
-        let v = TariffVersion::from_sources(Path::new("t"), &net.tariff_toml(), Path::new("c"), &net.intervals_csv(), OFFSET_MIN).unwrap();
+        let v = net.tariff_version().unwrap();
         let set = TariffSet::default().with(v).unwrap();
         let (lines, tally) = lane_lines(TrafficConfig { records: 5_000, cards: 500, ..TrafficConfig::default() }, &net);
         let input = lines.join(&b'\n');

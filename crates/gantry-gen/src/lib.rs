@@ -114,6 +114,11 @@ per_extra_axle_bp = 1500
         )
     }
 
+    /// The network's tariff as a loaded version (no files involved).
+    pub fn tariff_version(&self) -> Result<gantry_core::tariff::TariffVersion, gantry_core::tariff::TariffError> {
+        gantry_core::tariff::TariffVersion::from_sources(Path::new("tariff.toml"), &self.tariff_toml(), Path::new("intervals.csv"), &self.intervals_csv(), OFFSET_MIN)
+    }
+
     /// Writes `tariff.toml` and `intervals.csv` into `dir`.
     pub fn write_tariff_dir(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
@@ -501,12 +506,11 @@ pub fn lane_lines(cfg: TrafficConfig, network: &Network) -> (Vec<Vec<u8>>, Tally
 mod tests {
     use super::*;
     use gantry_core::parse::{parse_lane_record, ParseConfig};
-    use gantry_core::tariff::TariffVersion;
 
     #[test]
     fn generated_data_is_valid_where_meant_and_deterministic() {
         let net = Network::new(7, 200, 12);
-        let v = TariffVersion::from_sources(Path::new("t.toml"), &net.tariff_toml(), Path::new("i.csv"), &net.intervals_csv(), OFFSET_MIN).unwrap();
+        let v = net.tariff_version().unwrap();
         assert_eq!(v.units.len(), 200);
         let cfg = TrafficConfig { records: 20_000, cards: 2_000, ..TrafficConfig::default() };
         let (a, tally) = lane_lines(cfg.clone(), &net);
