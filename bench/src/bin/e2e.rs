@@ -41,6 +41,13 @@ struct Args {
     latency_rate_fraction: f64,
     #[arg(long, default_value_t = 15)]
     latency_seconds: u64,
+    /// Gantry's `flush_interval_ms` (default: Gantry's own default).
+    #[arg(long)]
+    flush_interval_ms: Option<u64>,
+    /// Directory holding the local stack's pid files (`clickhouse.pid`, `tansu.pid`), to
+    /// account the services' CPU time during the drain; skipped when absent.
+    #[arg(long, default_value = ".stack")]
+    stack_dir: PathBuf,
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
 }
@@ -73,6 +80,7 @@ fn pipeline(args: &Args, run: &Run, exit_when_idle_ms: u64) -> PipelineConfig {
         group_id: format!("{}-gantry", run.id),
         database: run.id.clone(),
         exit_when_idle_ms,
+        flush_interval_ms: args.flush_interval_ms.unwrap_or(PipelineConfig::default().flush_interval_ms),
         ..PipelineConfig::default()
     }
 }
@@ -99,6 +107,22 @@ fn produce(args: &Args, run: &Run, gen: &mut Traffic, rate: f64, wall_clock: boo
     }
     producer.flush(Duration::from_secs(120))?;
     Ok(sent)
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// CPU seconds of this process (Gantry, during the drain), ClickHouse and Tansu.
+fn cpu_snapshot(stack_dir: &std::path::Path) -> [Option<f64>; 3] {
+    let pid = |name: &str| std::fs::read_to_string(stack_dir.join(name)).ok().map(|s| s.trim().to_string());
+    [cpu_seconds("self"), pid("clickhouse.pid").and_then(|p| cpu_seconds(&p)), pid("tansu.pid").and_then(|p| cpu_seconds(&p))]
 }
 
 fn tariffs(dir: &std::path::Path) -> anyhow::Result<Arc<TariffStore>> {
@@ -137,10 +161,22 @@ fn main() -> anyhow::Result<()> {
     println!("baseline: bare consumer read {n} messages in {raw_secs:.2} s = {raw_rate:.0} msg/s");
 
     // 3. Gantry drains the same topics into ClickHouse.
+    let cpu_before = cpu_snapshot(&args.stack_dir);
     let summary = gantry_pipeline::run(pipeline(&args, &run, 2_000), tariffs(&tariff_dir)?, Arc::new(AtomicBool::new(false)))?;
+    let cpu_after = cpu_snapshot(&args.stack_dir);
     let secs = summary.until_last_landed.as_secs_f64();
     let rate = summary.messages as f64 / secs;
     println!("gantry: {} messages into ClickHouse in {secs:.2} s = {rate:.0} msg/s ({:.2}x the bare consumer)", summary.messages, rate / raw_rate);
+    // Where the two cores went during the drain (including the idle wait before stopping,
+    // and ClickHouse's background merges of what was inserted).
+    let mut cpu_line = String::new();
+    for (i, name) in ["gantry", "clickhouse", "tansu"].iter().enumerate() {
+        if let (Some(b), Some(a)) = (cpu_before[i], cpu_after[i]) {
+            let used = a - b;
+            cpu_line.push_str(&format!("{name}_cpu_s={used:.1}\n{name}_cpu_us_per_msg={:.2}\n", used * 1e6 / summary.messages as f64));
+            println!("  cpu {name}: {used:.1} s = {:.2} µs per message", used * 1e6 / summary.messages as f64);
+        }
+    }
 
     // 4. Latency at a sustained rate below saturation.
     let lat = setup(&args, &format!("e2elat{stamp}"), &rt)?;
@@ -177,7 +213,7 @@ fn main() -> anyhow::Result<()> {
             h.value_at_quantile(0.5),
             h.value_at_quantile(0.99),
             h.value_at_quantile(0.999)
-        ),
+        ) + &cpu_line,
     )?;
     for db in [&run.id, &lat.id] {
         let _ = rt.block_on(gantry_clickhouse::Store::new(&args.clickhouse_url, db).drop_database());

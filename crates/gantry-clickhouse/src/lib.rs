@@ -14,7 +14,7 @@ mod rows;
 pub mod schema;
 
 use clickhouse::{Client, Compression, Row};
-use gantry_core::output::{Batch, Counts, Topic};
+use gantry_core::output::{Batch, Counts, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow, StatusRow, Topic};
 use serde::{Deserialize, Serialize};
 
 pub use rows::*;
@@ -277,10 +277,17 @@ impl Store {
     /// Writes every table's rows of `batch` as batch `seq` of `partition`: one INSERT per
     /// table. With `only_missing`, tables that already hold the batch are skipped (recovery
     /// of a batch that was planned but not committed).
+    ///
+    /// Rows go out sorted by their table's `ORDER BY` key (see schema.sql; the keys below must
+    /// match it). ClickHouse sorts every inserted block by that key anyway; handed rows in
+    /// order, it skips the shuffle of every column, and the insert costs it 2–3.5× less CPU
+    /// (measured on 18.16: settlements 90 → 46, splits 57 → 19, ledger 45 → 13 ticks for
+    /// 0.3M rows), which on a machine shared with ClickHouse is Gantry's throughput.
     pub async fn write_batch(&self, partition: u16, seq: u64, batch: &Batch, topics: &TopicNames, only_missing: bool) -> Result<()> {
         let tag = Tag { gantry_partition: partition, batch_seq: seq };
+        let t = |x| batch.text(x);
         macro_rules! table {
-            ($name:literal, $ty:ty, $rows:expr, $conv:expr) => {
+            ($name:literal, $ty:ty, $rows:expr, $key:expr, $conv:expr) => {
                 let rows = &$rows;
                 let write = if only_missing && !rows.is_empty() {
                     let found = self.rows_of_batch($name, partition, seq).await?;
@@ -292,20 +299,22 @@ impl Store {
                     !rows.is_empty()
                 };
                 if write {
+                    let mut order: Vec<u32> = (0..rows.len() as u32).collect();
+                    order.sort_by_cached_key(|&i| $key(&rows[i as usize]));
                     let mut ins = self.inserts.insert::<$ty>($name).await?;
-                    for r in rows.iter() {
-                        ins.write(&$conv(r)).await?;
+                    for i in order {
+                        ins.write(&$conv(&rows[i as usize])).await?;
                     }
                     ins.end().await?;
                 }
             };
         }
-        table!("settlements", SettlementRowCh<'_>, batch.settlements, |r| settlement_row(batch, r, tag));
-        table!("settlement_splits", SplitRowCh<'_>, batch.splits, |r| split_row(batch, r, tag));
-        table!("ledger", LedgerRowCh<'_>, batch.ledger, |r| ledger_row(batch, r, tag));
-        table!("rejects", RejectRowCh<'_>, batch.rejects, |r| reject_row(batch, r, topics, tag));
-        table!("duplicates", DuplicateRowCh<'_>, batch.duplicates, |r| duplicate_row(batch, r, topics, tag));
-        table!("status_list", StatusRowCh<'_>, batch.status, |r| status_row(batch, r, tag));
+        table!("settlements", SettlementRowCh<'_>, batch.settlements, |r: &Settlement| (r.trade_day, t(r.trade_id)), |r| settlement_row(batch, r, tag));
+        table!("settlement_splits", SplitRowCh<'_>, batch.splits, |r: &SplitRow| (r.trade_day, t(r.owner_id), t(r.interval_id)), |r| split_row(batch, r, tag));
+        table!("ledger", LedgerRowCh<'_>, batch.ledger, |r: &LedgerRow| (t(r.customer_id), t(r.card_id), r.time_ms.div_euclid(1000)), |r| ledger_row(batch, r, tag));
+        table!("rejects", RejectRowCh<'_>, batch.rejects, |r: &RejectRow| (r.reason, r.time_ms.div_euclid(1000)), |r| reject_row(batch, r, topics, tag));
+        table!("duplicates", DuplicateRowCh<'_>, batch.duplicates, |r: &DuplicateRow| (r.time_ms.div_euclid(1000), t(r.id)), |r| duplicate_row(batch, r, topics, tag));
+        table!("status_list", StatusRowCh<'_>, batch.status, |r: &StatusRow| (t(r.card_id), r.time_ms.div_euclid(1000)), |r| status_row(batch, r, tag));
         Ok(())
     }
 }

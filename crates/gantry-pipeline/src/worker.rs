@@ -129,6 +129,10 @@ pub(crate) struct Worker {
     commits: std::sync::mpsc::Sender<CommitRequest>,
     /// For filling gaps in what the group consumer delivers.
     reader: Option<RangeReader>,
+    /// The previous batch, while it is being landed.
+    landing: Option<tokio::task::JoinHandle<Batch>>,
+    /// A landed batch's buffers, kept for the next batch.
+    spare: Option<Batch>,
 }
 
 impl Worker {
@@ -165,6 +169,8 @@ impl Worker {
             blocked_since: None,
             commits,
             reader: None,
+            landing: None,
+            spare: None,
         };
         let journal = rt.block_on(w.shared.store.batches_after(p16, seq))?;
         let (mut replayed, mut completed) = (0, 0);
@@ -191,7 +197,10 @@ impl Worker {
                 w.batch.clear();
             } else {
                 // Planned, not committed: finish it, writing only what is missing.
-                rt.block_on(w.land(r, true));
+                let batch = std::mem::take(&mut w.batch);
+                let job = Landing { shared: w.shared.clone(), partition, seq: w.seq, ranges: r, batch, checkpoint: None, commits: w.commits.clone() };
+                w.batch = rt.block_on(job.land(true));
+                w.batch.clear();
                 completed += 1;
             }
             w.batch_from = (w.lane.next, w.acct.next);
@@ -258,16 +267,16 @@ impl Worker {
                     // by whoever owns the partition next.
                     self.process(true);
                     if self.batch.counts.messages > 0 {
-                        self.flush().await;
+                        self.flush().await?;
                     }
-                    return Ok(());
+                    return self.wait_landed().await;
                 }
                 Err(_) => {}
             }
             let full = self.process(false);
             let due = self.batch_opened.is_some_and(|t| t.elapsed() >= flush_every);
             if self.batch.counts.messages > 0 && (full || due || (self.lane.closed && self.acct.closed)) {
-                self.flush().await;
+                self.flush().await?;
             }
         }
     }
@@ -354,26 +363,65 @@ impl Worker {
         Ranges { lane_from: self.batch_from.0, lane_to: self.lane.next, acct_from: self.batch_from.1, acct_to: self.acct.next }
     }
 
-    /// Lands the current batch (retrying until it does), then starts the next one.
-    async fn flush(&mut self) {
+    /// Closes the current batch and hands it to a landing task, then starts the next batch.
+    /// At most one batch per partition is in flight: this waits for the previous one first,
+    /// so the journal stays in order and a stalled ClickHouse stalls this worker.
+    async fn flush(&mut self) -> Result<()> {
         let r = self.ranges();
         self.seq += 1;
-        self.land(r, false).await;
-        self.batch.clear();
+        // The checkpoint is the state right after this batch, taken now; it is written only
+        // once the batch is committed.
+        let checkpoint = (self.seq % self.shared.cfg.checkpoint_every_batches == 0).then(|| {
+            let mut state = Vec::new();
+            self.engine.write_state(&mut state);
+            state
+        });
+        self.wait_landed().await?;
+        let next = self.spare.take().unwrap_or_else(|| Batch::with_capacity(16_384));
+        let batch = std::mem::replace(&mut self.batch, next);
+        let job = Landing { shared: self.shared.clone(), partition: self.partition, seq: self.seq, ranges: r, batch, checkpoint, commits: self.commits.clone() };
+        self.landing = Some(tokio::spawn(job.land(false)));
         self.batch_from = (self.lane.next, self.acct.next);
         self.batch_opened = None;
         self.lane.closed = false;
         self.acct.closed = false;
         // A new batch prices with the newest tariff set.
         self.tariffs = self.shared.tariffs.snapshot();
+        Ok(())
     }
 
-    /// Plans, writes, announces and commits batch `self.seq` covering `r`; retries with
-    /// `only_missing` after a failure until it succeeds.
-    async fn land(&mut self, r: Ranges, mut only_missing: bool) {
+    /// Waits until the batch in flight (if any) is landed; keeps its buffers for reuse.
+    async fn wait_landed(&mut self) -> Result<()> {
+        if let Some(h) = self.landing.take() {
+            let mut b = h.await.map_err(|e| PipelineError::Worker(self.partition, format!("landing task: {e}")))?;
+            b.clear();
+            self.spare = Some(b);
+        }
+        Ok(())
+    }
+}
+
+/// One closed batch on its way into ClickHouse: it owns everything it writes, so the worker
+/// can process the next batch meanwhile.
+struct Landing {
+    shared: Arc<Shared>,
+    partition: i32,
+    seq: u64,
+    ranges: Ranges,
+    batch: Batch,
+    /// Engine state after this batch, to be written once it is committed.
+    checkpoint: Option<Vec<u8>>,
+    commits: std::sync::mpsc::Sender<CommitRequest>,
+}
+
+impl Landing {
+    /// Plans, writes, announces and commits the batch; retries with `only_missing` after a
+    /// failure until it succeeds; then asks for the Kafka offset commit and writes the
+    /// checkpoint. Returns the batch (for its buffers).
+    async fn land(self, mut only_missing: bool) -> Batch {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.try_land(r, only_missing).await {
+            match self.try_land(only_missing).await {
                 Ok(()) => break,
                 Err(e) => {
                     warn!(partition = self.partition, seq = self.seq, error = %e, "batch not landed; retrying");
@@ -383,11 +431,13 @@ impl Worker {
                 }
             }
         }
+        let r = self.ranges;
         let _ = self.commits.send(CommitRequest { partition: self.partition, lane_next: r.lane_to, acct_next: r.acct_to });
         self.record_latency();
-        if self.seq % self.shared.cfg.checkpoint_every_batches == 0 {
-            self.checkpoint(r).await;
+        if let Some(state) = &self.checkpoint {
+            self.write_checkpoint(state).await;
         }
+        self.batch
     }
 
     fn record_latency(&self) {
@@ -400,9 +450,9 @@ impl Worker {
         }
     }
 
-    async fn try_land(&self, r: Ranges, only_missing: bool) -> Result<()> {
+    async fn try_land(&self, only_missing: bool) -> Result<()> {
         let s = &self.shared;
-        let p = self.partition as u16;
+        let (p, r) = (self.partition as u16, self.ranges);
         s.store.plan_batch(p, self.seq, r, &s.cfg.instance).await?;
         s.store.write_batch(p, self.seq, &self.batch, &s.topics, only_missing).await?;
         let status: Vec<(String, String, i64)> = self
@@ -421,15 +471,13 @@ impl Worker {
         Ok(())
     }
 
-    async fn checkpoint(&self, r: Ranges) {
-        let mut state = Vec::new();
-        self.engine.write_state(&mut state);
+    async fn write_checkpoint(&self, state: &[u8]) {
         let rec = CheckpointRecord {
             gantry_partition: self.partition as u16,
             batch_seq: self.seq,
-            lane_next: r.lane_to,
-            acct_next: r.acct_to,
-            state,
+            lane_next: self.ranges.lane_to,
+            acct_next: self.ranges.acct_to,
+            state: state.to_vec(),
             written_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32),
         };
         // A failed checkpoint only lengthens the next replay.
