@@ -133,6 +133,37 @@ mod serde_bytes_compat {
     }
 }
 
+/// How INSERT bodies travel to ClickHouse.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InsertCompression {
+    /// LZ4: about 3.5× fewer bytes on the wire, for a ClickHouse across a network.
+    #[default]
+    Lz4,
+    /// Uncompressed: for a ClickHouse on the same host, where compressing only costs CPU on
+    /// both sides (measured: LZ4 was ~11% of Gantry's CPU during a drain on loopback).
+    None,
+}
+
+/// A string as a sort key: its first 32 bytes as big-endian integers (zero-padded), then the
+/// whole string. Orders exactly as the string does, but most comparisons are four integer
+/// compares instead of a `memcmp` call (which was 7% of Gantry's CPU while sorting rows).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct SortText<'a> {
+    prefix: [u64; 4],
+    text: &'a str,
+}
+
+impl<'a> SortText<'a> {
+    fn of(text: &'a str) -> SortText<'a> {
+        let mut padded = [0u8; 32];
+        let n = text.len().min(32);
+        padded[..n].copy_from_slice(&text.as_bytes()[..n]);
+        let word = |i: usize| u64::from_be_bytes(padded[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        SortText { prefix: [word(0), word(1), word(2), word(3)], text }
+    }
+}
+
 /// A connection to Gantry's database.
 #[derive(Clone)]
 pub struct Store {
@@ -155,6 +186,15 @@ impl Store {
             database: database.to_string(),
             url: url.to_string(),
         }
+    }
+
+    /// Sets how INSERT bodies are compressed (queries stay uncompressed, as 18.16 needs).
+    pub fn with_insert_compression(mut self, c: InsertCompression) -> Store {
+        self.inserts = self.inserts.with_compression(match c {
+            InsertCompression::Lz4 => Compression::Lz4,
+            InsertCompression::None => Compression::None,
+        });
+        self
     }
 
     pub fn database(&self) -> &str {
@@ -309,12 +349,27 @@ impl Store {
                 }
             };
         }
-        table!("settlements", SettlementRowCh<'_>, batch.settlements, |r: &Settlement| (r.trade_day, t(r.trade_id)), |r| settlement_row(batch, r, tag));
-        table!("settlement_splits", SplitRowCh<'_>, batch.splits, |r: &SplitRow| (r.trade_day, t(r.owner_id), t(r.interval_id)), |r| split_row(batch, r, tag));
-        table!("ledger", LedgerRowCh<'_>, batch.ledger, |r: &LedgerRow| (t(r.customer_id), t(r.card_id), r.time_ms.div_euclid(1000)), |r| ledger_row(batch, r, tag));
+        table!("settlements", SettlementRowCh<'_>, batch.settlements, |r: &Settlement| (r.trade_day, SortText::of(t(r.trade_id))), |r| settlement_row(batch, r, tag));
+        table!("settlement_splits", SplitRowCh<'_>, batch.splits, |r: &SplitRow| (r.trade_day, SortText::of(t(r.owner_id)), SortText::of(t(r.interval_id))), |r| split_row(batch, r, tag));
+        table!("ledger", LedgerRowCh<'_>, batch.ledger, |r: &LedgerRow| (SortText::of(t(r.customer_id)), SortText::of(t(r.card_id)), r.time_ms.div_euclid(1000)), |r| ledger_row(batch, r, tag));
         table!("rejects", RejectRowCh<'_>, batch.rejects, |r: &RejectRow| (r.reason, r.time_ms.div_euclid(1000)), |r| reject_row(batch, r, topics, tag));
         table!("duplicates", DuplicateRowCh<'_>, batch.duplicates, |r: &DuplicateRow| (r.time_ms.div_euclid(1000), t(r.id)), |r| duplicate_row(batch, r, topics, tag));
         table!("status_list", StatusRowCh<'_>, batch.status, |r: &StatusRow| (t(r.card_id), r.time_ms.div_euclid(1000)), |r| status_row(batch, r, tag));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SortText;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The sort key orders exactly as the strings do, including strings that share long
+        /// prefixes, hold NUL bytes or are prefixes of each other.
+        #[test]
+        fn sort_text_orders_as_the_string(a in "[a\\x00b]{0,40}", b in "[a\\x00b]{0,40}") {
+            prop_assert_eq!(SortText::of(&a).cmp(&SortText::of(&b)), a.cmp(&b));
+        }
     }
 }

@@ -490,10 +490,9 @@ impl<'a> Cursor<'a> {
             if self.peek() != Some(b'"') {
                 return Err(self.syntax());
             }
-            let guess = keys.get(expect).map(|k| k.name);
-            let idx = match guess {
-                Some(name) if self.b.get(self.i + 1..self.i + 2 + name.len()).is_some_and(|w| &w[..name.len()] == name && w[name.len()] == b'"') => {
-                    self.i += name.len() + 2;
+            let idx = match keys.get(expect) {
+                Some(k) if k.is_at(&self.b[self.i + 1..]) => {
+                    self.i += k.name.len() + 2;
                     expect
                 }
                 _ => {
@@ -523,6 +522,10 @@ struct Key {
     name: &'static [u8],
     field: Field,
     slot: Slot,
+    /// `name` followed by its closing quote, little-endian in two words, and the mask of
+    /// those bytes: the predicted key is checked with two loads and compares, no `memcmp`.
+    quoted: [u64; 2],
+    quoted_mask: [u64; 2],
 }
 
 #[derive(Clone, Copy)]
@@ -532,7 +535,31 @@ enum Slot {
 }
 
 const fn key(name: &'static [u8], field: Field, slot: Slot) -> Key {
-    Key { name, field, slot }
+    assert!(name.len() < 16, "a key and its quote must fit in 16 bytes");
+    let mut quoted = [0u64; 2];
+    let mut quoted_mask = [0u64; 2];
+    let mut i = 0;
+    while i <= name.len() {
+        let byte = if i < name.len() { name[i] } else { b'"' };
+        quoted[i / 8] |= (byte as u64) << (8 * (i % 8));
+        quoted_mask[i / 8] |= 0xFF << (8 * (i % 8));
+        i += 1;
+    }
+    Key { name, field, slot, quoted, quoted_mask }
+}
+
+impl Key {
+    /// Whether `b` (the bytes after the opening quote) starts with this key and its closing quote.
+    #[inline]
+    fn is_at(&self, b: &[u8]) -> bool {
+        if let Some(w) = b.get(..16) {
+            let lo = u64::from_le_bytes(w[..8].try_into().expect("8 bytes"));
+            let hi = u64::from_le_bytes(w[8..].try_into().expect("8 bytes"));
+            lo & self.quoted_mask[0] == self.quoted[0] && hi & self.quoted_mask[1] == self.quoted[1]
+        } else {
+            b.len() > self.name.len() && &b[..self.name.len()] == self.name && b[self.name.len()] == b'"'
+        }
+    }
 }
 
 /// Lane record fields in the contract's (and the lanes') order.

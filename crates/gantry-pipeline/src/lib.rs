@@ -51,6 +51,9 @@ pub struct PipelineConfig {
     pub status_topic: String,
     pub clickhouse_url: String,
     pub database: String,
+    /// `lz4` (default) or `none`: compress INSERT bodies only when ClickHouse is across a
+    /// network; on the same host compression costs CPU on both sides and saves nothing.
+    pub insert_compression: gantry_clickhouse::InsertCompression,
     /// A batch closes at this many output rows: large INSERTs are what ClickHouse likes,
     /// and far below the 1,048,576-row block that would split an INSERT in two parts.
     pub batch_rows_max: usize,
@@ -92,6 +95,7 @@ impl Default for PipelineConfig {
             status_topic: "gantry.status-list".into(),
             clickhouse_url: "http://127.0.0.1:8123".into(),
             database: "gantry".into(),
+            insert_compression: gantry_clickhouse::InsertCompression::Lz4,
             batch_rows_max: 200_000,
             batch_bytes_max: 64 << 20,
             flush_interval_ms: 1_000,
@@ -155,6 +159,44 @@ impl PipelineConfig {
     }
 }
 
+/// Message chunks' buffers, handed back by workers for the poller to fill again. Without it
+/// every chunk was fresh memory from the kernel (allocated on the polling thread, freed on a
+/// worker thread), and zeroing those pages cost more CPU than parsing the messages.
+pub(crate) struct ChunkPool {
+    free: std::sync::Mutex<Vec<worker::Chunk>>,
+}
+
+/// Buffers kept for reuse: enough for every worker's full channel on a typical host; beyond
+/// that a returned buffer is freed.
+const CHUNK_POOL_MAX: usize = 64;
+
+impl ChunkPool {
+    pub(crate) fn new() -> ChunkPool {
+        ChunkPool { free: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// An empty chunk for `topic`, reusing a returned buffer when there is one.
+    pub(crate) fn take(&self, topic: gantry_core::output::Topic) -> worker::Chunk {
+        match self.free.lock().expect("chunk pool lock").pop() {
+            Some(mut c) => {
+                c.topic = topic;
+                c
+            }
+            None => worker::Chunk { topic, data: Vec::with_capacity(256 << 10), msgs: Vec::with_capacity(1024), at_end: false },
+        }
+    }
+
+    pub(crate) fn give_back(&self, mut c: worker::Chunk) {
+        c.data.clear();
+        c.msgs.clear();
+        c.at_end = false;
+        let mut free = self.free.lock().expect("chunk pool lock");
+        if free.len() < CHUNK_POOL_MAX {
+            free.push(c);
+        }
+    }
+}
+
 /// What every worker shares (read-only).
 pub(crate) struct Shared {
     pub cfg: PipelineConfig,
@@ -164,4 +206,5 @@ pub(crate) struct Shared {
     pub topics: TopicNames,
     /// Kafka timestamp → landed in ClickHouse, per settled record, in ms (merged per batch).
     pub latency_ms: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+    pub chunk_pool: ChunkPool,
 }

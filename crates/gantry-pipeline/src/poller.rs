@@ -22,6 +22,10 @@ use crate::{PipelineConfig, PipelineError, Result, Shared};
 const POLL_TIMEOUT_MS: u64 = 20;
 /// Pending chunks are handed to workers at least this often (latency at low rates).
 const CHUNK_FLUSH_MS: u64 = 20;
+/// While messages keep arriving, timers, offset commits and worker health are looked at this
+/// often (and whenever a poll returns no message): per message they cost more than the
+/// message itself (a list allocation, a lock, several clock reads).
+const HOUSEKEEPING_INTERVAL_MS: u64 = 5;
 
 /// What a run did, for the demo's closing lines.
 #[derive(Debug, Clone)]
@@ -129,17 +133,13 @@ impl Ctx {
     }
 }
 
-fn new_chunk(topic: Topic) -> Chunk {
-    Chunk { topic, data: Vec::with_capacity(256 << 10), msgs: Vec::with_capacity(1024), at_end: false }
-}
-
 /// Runs the engine until stopped (`stop`), or until idle when `exit_when_idle_ms` is set.
 pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>) -> Result<RunSummary> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("gantry-worker").build()?;
-    let store = gantry_clickhouse::Store::new(&cfg.clickhouse_url, &cfg.database);
+    let store = gantry_clickhouse::Store::new(&cfg.clickhouse_url, &cfg.database).with_insert_compression(cfg.insert_compression);
     let status = gantry_kafka::StatusProducer::new(&cfg.brokers, &cfg.status_topic)?;
     let latency_ms = std::sync::Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).expect("histogram bounds"));
-    let shared = Arc::new(Shared { topics: cfg.topics(), cfg: cfg.clone(), tariffs, store, status, latency_ms });
+    let shared = Arc::new(Shared { topics: cfg.topics(), cfg: cfg.clone(), tariffs, store, status, latency_ms, chunk_pool: crate::ChunkPool::new() });
     let (commit_tx, commit_rx) = std_mpsc::channel();
     let ctx = Ctx { shared, rt: rt.handle().clone(), workers: Mutex::new(HashMap::new()), commits: Mutex::new(commit_tx), failed: AtomicBool::new(false) };
     let consumer: BaseConsumer<Ctx> = gantry_kafka::consumer_config(&cfg.brokers, &cfg.group_id).create_with_context(ctx)?;
@@ -168,17 +168,20 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
         }
     };
 
+    let mut last_housekeeping = Instant::now();
+    let mut unchecked = false;
     loop {
-        if stop.load(Ordering::SeqCst) || consumer.context().failed.load(Ordering::SeqCst) || consumer.context().any_worker_finished() {
+        if !unchecked && (stop.load(Ordering::SeqCst) || consumer.context().failed.load(Ordering::SeqCst) || consumer.context().any_worker_finished()) {
             break;
         }
-        match consumer.poll(Duration::from_millis(POLL_TIMEOUT_MS)) {
+        let polled = consumer.poll(Duration::from_millis(POLL_TIMEOUT_MS));
+        let got_message = matches!(polled, Some(Ok(_)));
+        match polled {
             Some(Ok(m)) => {
-                last_message = Instant::now();
                 messages += 1;
                 let key = (topic_of(m.topic()), m.partition());
                 last_offset.insert(key, m.offset());
-                let chunk = pending.entry(key).or_insert_with(|| new_chunk(key.0));
+                let chunk = pending.entry(key).or_insert_with(|| consumer.context().shared.chunk_pool.take(key.0));
                 let payload = m.payload().unwrap_or(&[]);
                 chunk.msgs.push(Msg { offset: m.offset(), timestamp_ms: m.timestamp().to_millis().unwrap_or(-1), start: chunk.data.len() as u32, len: payload.len() as u32 });
                 chunk.data.extend_from_slice(payload);
@@ -202,7 +205,7 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
                         .and_then(|tpl| tpl.find_partition(topic_name(t), p).and_then(|e| if let Offset::Offset(o) = e.offset() { Some(o) } else { None }));
                     if next >= high || position.is_some_and(|o| o >= high) {
                         if let Some(tx) = consumer.context().sender(p) {
-                            let mut c = new_chunk(t);
+                            let mut c = consumer.context().shared.chunk_pool.take(t);
                             c.at_end = true;
                             let _ = tx.blocking_send(c);
                         }
@@ -212,6 +215,16 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
             Some(Err(e)) => warn!(error = %e, "kafka"),
             None => {}
         }
+        if got_message {
+            let now = Instant::now();
+            last_message = now;
+            unchecked = now.duration_since(last_housekeeping) < Duration::from_millis(HOUSEKEEPING_INTERVAL_MS);
+            if unchecked {
+                continue;
+            }
+        }
+        unchecked = false;
+        last_housekeeping = Instant::now();
         if last_flush.elapsed() >= Duration::from_millis(CHUNK_FLUSH_MS) {
             hand_on(&mut pending, None);
             last_flush = Instant::now();

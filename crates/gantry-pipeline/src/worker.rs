@@ -65,7 +65,8 @@ struct Side {
 }
 
 impl Side {
-    fn push(&mut self, mut c: Chunk) {
+    /// Buffers `c`; returns it when nothing of it is kept (so its buffer can be reused).
+    fn push(&mut self, mut c: Chunk) -> Option<Chunk> {
         // Offsets only grow: anything at or below what is already processed or buffered is a
         // redelivery (Kafka's committed offset may lag ClickHouse's) and is dropped.
         // A chunk can itself hold a re-fetched stretch (seen when the broker answers a fetch
@@ -80,9 +81,11 @@ impl Side {
         });
         self.at_end = c.at_end;
         self.heard = true;
-        if !c.msgs.is_empty() {
-            self.chunks.push_back(c);
+        if c.msgs.is_empty() {
+            return Some(c);
         }
+        self.chunks.push_back(c);
+        None
     }
 
     fn head(&self) -> Option<(Msg, &[u8])> {
@@ -103,14 +106,16 @@ impl Side {
         !self.chunks.is_empty()
     }
 
-    fn pop(&mut self) {
+    /// Consumes the head message; returns its chunk once every message of it is consumed.
+    fn pop(&mut self) -> Option<Chunk> {
         let c = self.chunks.front().expect("pop after head");
         self.next = c.msgs[self.pos].offset + 1;
         self.pos += 1;
         if self.pos == c.msgs.len() {
-            self.chunks.pop_front();
             self.pos = 0;
+            return self.chunks.pop_front();
         }
+        None
     }
 }
 
@@ -307,10 +312,12 @@ impl Worker {
                     })
                 })?;
                 info!(partition = self.partition, ?topic, from = expected, to = first, filled = fill.msgs.len(), "filled a gap in the fetched offsets");
-                side.push(fill);
+                let _ = side.push(fill);
             }
         }
-        side.push(chunk);
+        if let Some(unused) = side.push(chunk) {
+            self.shared.chunk_pool.give_back(unused);
+        }
         Ok(())
     }
 
@@ -355,7 +362,9 @@ impl Worker {
             } else {
                 self.engine.account_message(payload, src, &mut self.batch);
             }
-            side.pop();
+            if let Some(used) = side.pop() {
+                self.shared.chunk_pool.give_back(used);
+            }
         }
     }
 
