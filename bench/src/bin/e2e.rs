@@ -37,7 +37,10 @@ struct Args {
     brokers: String,
     #[arg(long, default_value = "http://127.0.0.1:8123")]
     clickhouse_url: String,
-    #[arg(long, default_value_t = 500_000)]
+    /// Lane records to pre-load. Millions, so the rate is the sustained one: the first
+    /// batches of a run pay for growing buffers and tables, and ClickHouse's merges of what
+    /// was inserted only reach their steady share after a while.
+    #[arg(long, default_value_t = 3_000_000)]
     records: u64,
     #[arg(long, default_value_t = 50_000)]
     cards: usize,
