@@ -121,16 +121,28 @@ fn known_records_give_exact_rows_in_every_table() {
 
 #[test]
 fn a_second_run_replays_the_journal_and_continues_exactly_once() {
-    let env = Env::new("replay", 3);
+    // No checkpoint in the first run: the second run must rebuild every partition's state
+    // by replaying the whole journal before it goes on.
+    second_run_continues_exactly_once("replay", 1_000);
+}
+
+#[test]
+fn a_second_run_resumes_from_a_checkpoint_and_continues_exactly_once() {
+    // Checkpoints every 3 batches, taken while the next batch is already being processed:
+    // the second run restores the newest one and replays only the batches after it.
+    second_run_continues_exactly_once("checkpoint", 3);
+}
+
+fn second_run_continues_exactly_once(name: &str, checkpoint_every_batches: u64) {
+    let env = Env::new(name, 3);
     let net = Network::new(5, 200, 8);
     let tariff_dir = std::env::temp_dir().join(format!("gantry-test-tariff-{}", env.cfg.database));
     net.write_tariff_dir(&tariff_dir).unwrap();
     let mut traffic = Traffic::new(TrafficConfig { records: 6_000, cards: 800, seed: 9, ..TrafficConfig::default() }, &net);
     let mut sent = 0;
     let mut half_done = false;
-    // Many small batches and no checkpoint in the first run: the second run must rebuild
-    // every partition's state by replaying the journal before it goes on.
-    let first = gantry_pipeline::PipelineConfig { batch_rows_max: 500, checkpoint_every_batches: 1_000, ..env.cfg.clone() };
+    // Many small batches in the first run.
+    let first = gantry_pipeline::PipelineConfig { batch_rows_max: 500, checkpoint_every_batches, ..env.cfg.clone() };
     while let Some(m) = traffic.next() {
         let topic = if m.topic == Topic::LaneTx { env.cfg.lane_topic.clone() } else { env.cfg.account_topic.clone() };
         env.produce(&topic, std::str::from_utf8(m.key).unwrap(), m.value, m.timestamp_ms);
@@ -143,6 +155,12 @@ fn a_second_run_replays_the_journal_and_continues_exactly_once() {
     let tally = traffic.tally;
     let batches_before: Vec<u64> = env.query("SELECT count() FROM gantry_batches WHERE phase = 'committed'");
     assert!(batches_before[0] > 3, "the first run wrote several batches");
+    let checkpoints: Vec<u64> = env.query("SELECT count() FROM gantry_checkpoints");
+    if checkpoint_every_batches <= 3 {
+        assert!(checkpoints[0] > 0, "the first run wrote checkpoints");
+    } else {
+        assert_eq!(checkpoints[0], 0, "the first run wrote no checkpoint");
+    }
     env.run(&env.cfg, &tariff_dir);
 
     let totals: Vec<(u64, u64)> = env.query("SELECT count(), uniqExact(trade_id) FROM settlements");

@@ -74,6 +74,11 @@ impl DedupSet {
         DedupSet { table: HashTable::with_capacity(ids), ..DedupSet::new(window_ms) }
     }
 
+    /// Makes room for `ids` more ids without growing the table.
+    pub fn reserve(&mut self, ids: usize) {
+        self.table.reserve(ids, |o| o.hi);
+    }
+
     /// The oldest record time still inside the window.
     pub fn horizon_ms(&self) -> i64 {
         self.newest_ms.saturating_sub(self.window_ms)

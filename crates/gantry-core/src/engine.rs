@@ -38,6 +38,10 @@ pub struct EngineConfig {
     /// A stored-value card below this balance (fen) is listed `insufficient_balance`.
     pub min_balance_fen: i64,
     pub max_future_skew_ms: i64,
+    /// Trade ids the dedup table has room for from the start (a partition's lane records per
+    /// window in steady state). Growing a table of millions of ids copies all of them at once,
+    /// a pause of its own; 0 grows as needed.
+    pub dedup_expected_ids: usize,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +51,7 @@ impl Default for EngineConfig {
             dedup_window_ms: DEFAULT_WINDOW_MS,
             min_balance_fen: 0,
             max_future_skew_ms: DEFAULT_MAX_FUTURE_SKEW_MS,
+            dedup_expected_ids: 0,
         }
     }
 }
@@ -68,7 +73,7 @@ impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
         Engine {
             cfg,
-            dedup: DedupSet::new(cfg.dedup_window_ms),
+            dedup: DedupSet::with_capacity(cfg.dedup_window_ms, cfg.dedup_expected_ids),
             event_dedup: DedupSet::new(cfg.dedup_window_ms),
             accounts: Accounts::new(cfg.min_balance_fen),
             splits: Vec::with_capacity(8),
@@ -331,7 +336,8 @@ impl Engine {
     /// Restores a state written by [`write_state`](Self::write_state).
     pub fn read_state(cfg: EngineConfig, bytes: &[u8]) -> Result<Engine, StateError> {
         let mut r = Reader::new(bytes);
-        let dedup = DedupSet::read_from(&mut r)?;
+        let mut dedup = DedupSet::read_from(&mut r)?;
+        dedup.reserve(cfg.dedup_expected_ids.saturating_sub(dedup.len()));
         let event_dedup = DedupSet::read_from(&mut r)?;
         let accounts = Accounts::read_from(&mut r)?;
         if r.remaining() != 0 {

@@ -78,6 +78,10 @@ pub struct PipelineConfig {
     /// Network time zone, minutes east of UTC.
     pub network_utc_offset_min: i32,
     pub dedup_window_ms: i64,
+    /// Trade ids per partition the dedup table is sized for at start: about a partition's
+    /// lane records per `dedup_window_ms` (16–32 bytes each). Avoids the pause of doubling a
+    /// table of millions of ids mid-stream; 0 grows as needed.
+    pub dedup_expected_ids: usize,
     pub min_balance_fen: i64,
     pub max_future_skew_ms: i64,
     /// Name of this instance in the batch journal.
@@ -106,6 +110,7 @@ impl Default for PipelineConfig {
             exit_when_idle_ms: 0,
             network_utc_offset_min: e.parse.network_utc_offset_min,
             dedup_window_ms: e.dedup_window_ms,
+            dedup_expected_ids: e.dedup_expected_ids,
             min_balance_fen: e.min_balance_fen,
             max_future_skew_ms: e.max_future_skew_ms,
             instance: std::env::var("HOSTNAME").unwrap_or_else(|_| "gantry".into()),
@@ -151,6 +156,7 @@ impl PipelineConfig {
             dedup_window_ms: self.dedup_window_ms,
             min_balance_fen: self.min_balance_fen,
             max_future_skew_ms: self.max_future_skew_ms,
+            dedup_expected_ids: self.dedup_expected_ids,
         }
     }
 
