@@ -19,11 +19,6 @@ pub struct Fixture {
     pub cfg: EngineConfig,
 }
 
-/// One day of traffic: a partition sees millions of records a day, and the dedup window is
-/// swept every 21 hours of record time; spread over the generator's default 14 days, these
-/// records would make the benchmarks sweep a full table 16 times per 100k records, a
-/// thousand times more often than in production.
-///
 /// A realistic mixed workload: 2,000 units of 24 owners; `cards` cards with Zipf activity;
 /// ~70% class 1, 8% multi-unit, 8% CPC, 2% duplicates, 0.2% bad, 0.1% unknown cards.
 pub fn fixture(cards: usize, records: u64) -> Fixture {
@@ -35,6 +30,10 @@ pub fn fixture(cards: usize, records: u64) -> Fixture {
     let cfg = EngineConfig { max_future_skew_ms: i64::MAX / 4, dedup_expected_ids: records as usize, ..EngineConfig::default() };
     let mut engine = Engine::new(cfg);
     let mut out = Batch::new();
+    // One day of traffic: a partition sees millions of records a day and the dedup window is
+    // swept every 21 hours of record time; spread over the generator's default 14 days, these
+    // records would sweep a full table 16 times per 100k records, a thousand times more often
+    // than in production.
     let mut traffic = Traffic::new(TrafficConfig { cards, records, topup_rate: 0.0, days: 1, ..TrafficConfig::default() }, &net);
     let mut lanes = Vec::new();
     let mut offset = 0;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use gantry_clickhouse::InsertCompression;
 use gantry_core::TariffStore;
 use gantry_gen::{Network, Topic, Traffic, TrafficConfig};
 use gantry_pipeline::PipelineConfig;
@@ -54,8 +55,8 @@ struct Args {
     #[arg(long)]
     flush_interval_ms: Option<u64>,
     /// How Gantry compresses INSERT bodies: `none` suits ClickHouse on the same host (here).
-    #[arg(long, default_value = "none")]
-    insert_compression: String,
+    #[arg(long, default_value = "none", value_parser = parse_compression)]
+    insert_compression: InsertCompression,
     /// Directory holding the local stack's pid files (`clickhouse.pid`, `tansu.pid`), to
     /// account the services' CPU time during the drain; skipped when absent.
     #[arg(long, default_value = ".stack")]
@@ -92,7 +93,7 @@ fn pipeline(args: &Args, run: &Run, exit_when_idle_ms: u64) -> PipelineConfig {
         group_id: format!("{}-gantry", run.id),
         database: run.id.clone(),
         exit_when_idle_ms,
-        insert_compression: if args.insert_compression == "lz4" { gantry_clickhouse::InsertCompression::Lz4 } else { gantry_clickhouse::InsertCompression::None },
+        insert_compression: args.insert_compression,
         flush_interval_ms: args.flush_interval_ms.unwrap_or(PipelineConfig::default().flush_interval_ms),
         ..PipelineConfig::default()
     }
@@ -120,6 +121,14 @@ fn produce(args: &Args, run: &Run, gen: &mut Traffic, rate: f64, wall_clock: boo
     }
     producer.flush(Duration::from_secs(120))?;
     Ok(sent)
+}
+
+fn parse_compression(s: &str) -> Result<InsertCompression, String> {
+    match s {
+        "lz4" => Ok(InsertCompression::Lz4),
+        "none" => Ok(InsertCompression::None),
+        _ => Err(format!("`{s}`: expected lz4 or none")),
+    }
 }
 
 /// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
@@ -185,9 +194,9 @@ fn main() -> anyhow::Result<()> {
     let mut cpu_line = String::new();
     for (i, name) in ["gantry", "clickhouse", "tansu"].iter().enumerate() {
         if let (Some(b), Some(a)) = (cpu_before[i], cpu_after[i]) {
-            let used = a - b;
-            cpu_line.push_str(&format!("{name}_cpu_s={used:.1}\n{name}_cpu_us_per_msg={:.2}\n", used * 1e6 / summary.messages as f64));
-            println!("  cpu {name}: {used:.1} s = {:.2} µs per message", used * 1e6 / summary.messages as f64);
+            let (used, per_msg_us) = (a - b, (a - b) * 1e6 / summary.messages as f64);
+            cpu_line.push_str(&format!("{name}_cpu_s={used:.1}\n{name}_cpu_us_per_msg={per_msg_us:.2}\n"));
+            println!("  cpu {name}: {used:.1} s = {per_msg_us:.2} µs per message");
         }
     }
 

@@ -169,11 +169,7 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
     };
 
     let mut last_housekeeping = Instant::now();
-    let mut unchecked = false;
     loop {
-        if !unchecked && (stop.load(Ordering::SeqCst) || consumer.context().failed.load(Ordering::SeqCst) || consumer.context().any_worker_finished()) {
-            break;
-        }
         let polled = consumer.poll(Duration::from_millis(POLL_TIMEOUT_MS));
         let got_message = matches!(polled, Some(Ok(_)));
         match polled {
@@ -215,19 +211,20 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
             Some(Err(e)) => warn!(error = %e, "kafka"),
             None => {}
         }
+        let now = Instant::now();
         if got_message {
-            let now = Instant::now();
             last_message = now;
-            unchecked = now.duration_since(last_housekeeping) < Duration::from_millis(HOUSEKEEPING_INTERVAL_MS);
-            if unchecked {
+            if now.duration_since(last_housekeeping) < Duration::from_millis(HOUSEKEEPING_INTERVAL_MS) {
                 continue;
             }
         }
-        unchecked = false;
-        last_housekeeping = Instant::now();
-        if last_flush.elapsed() >= Duration::from_millis(CHUNK_FLUSH_MS) {
+        last_housekeeping = now;
+        if stop.load(Ordering::SeqCst) || consumer.context().failed.load(Ordering::SeqCst) || consumer.context().any_worker_finished() {
+            break;
+        }
+        if now.duration_since(last_flush) >= Duration::from_millis(CHUNK_FLUSH_MS) {
             hand_on(&mut pending, None);
-            last_flush = Instant::now();
+            last_flush = now;
         }
         // Commit what workers have landed.
         let mut tpl = TopicPartitionList::new();

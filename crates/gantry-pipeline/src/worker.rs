@@ -203,7 +203,7 @@ impl Worker {
             } else {
                 // Planned, not committed: finish it, writing only what is missing.
                 let batch = std::mem::take(&mut w.batch);
-                let job = Landing { shared: w.shared.clone(), partition, seq: w.seq, ranges: r, batch, checkpoint: None, commits: w.commits.clone() };
+                let job = w.landing_job(r, batch, None);
                 w.batch = rt.block_on(job.land(true));
                 w.batch.clear();
                 completed += 1;
@@ -312,7 +312,9 @@ impl Worker {
                     })
                 })?;
                 info!(partition = self.partition, ?topic, from = expected, to = first, filled = fill.msgs.len(), "filled a gap in the fetched offsets");
-                let _ = side.push(fill);
+                if let Some(unused) = side.push(fill) {
+                    self.shared.chunk_pool.give_back(unused);
+                }
             }
         }
         if let Some(unused) = side.push(chunk) {
@@ -388,8 +390,7 @@ impl Worker {
         self.wait_landed().await?;
         let next = self.spare.take().unwrap_or_else(|| Batch::with_capacity(16_384));
         let batch = std::mem::replace(&mut self.batch, next);
-        let job = Landing { shared: self.shared.clone(), partition: self.partition, seq: self.seq, ranges: r, batch, checkpoint, commits: self.commits.clone() };
-        self.landing = Some(tokio::spawn(job.land(false)));
+        self.landing = Some(tokio::spawn(self.landing_job(r, batch, checkpoint).land(false)));
         self.batch_from = (self.lane.next, self.acct.next);
         self.batch_opened = None;
         self.lane.closed = false;
@@ -397,6 +398,11 @@ impl Worker {
         // A new batch prices with the newest tariff set.
         self.tariffs = self.shared.tariffs.snapshot();
         Ok(())
+    }
+
+    /// Batch `self.seq`, covering `ranges`, ready to be landed.
+    fn landing_job(&self, ranges: Ranges, batch: Batch, checkpoint: Option<Vec<u8>>) -> Landing {
+        Landing { shared: self.shared.clone(), partition: self.partition, seq: self.seq, ranges, batch, checkpoint, commits: self.commits.clone() }
     }
 
     /// Waits until the batch in flight (if any) is landed; keeps its buffers for reuse.
@@ -427,7 +433,7 @@ impl Landing {
     /// Plans, writes, announces and commits the batch; retries with `only_missing` after a
     /// failure until it succeeds; then asks for the Kafka offset commit and writes the
     /// checkpoint. Returns the batch (for its buffers).
-    async fn land(self, mut only_missing: bool) -> Batch {
+    async fn land(mut self, mut only_missing: bool) -> Batch {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.try_land(only_missing).await {
@@ -443,7 +449,7 @@ impl Landing {
         let r = self.ranges;
         let _ = self.commits.send(CommitRequest { partition: self.partition, lane_next: r.lane_to, acct_next: r.acct_to });
         self.record_latency();
-        if let Some(state) = &self.checkpoint {
+        if let Some(state) = self.checkpoint.take() {
             self.write_checkpoint(state).await;
         }
         self.batch
@@ -480,13 +486,13 @@ impl Landing {
         Ok(())
     }
 
-    async fn write_checkpoint(&self, state: &[u8]) {
+    async fn write_checkpoint(&self, state: Vec<u8>) {
         let rec = CheckpointRecord {
             gantry_partition: self.partition as u16,
             batch_seq: self.seq,
             lane_next: self.ranges.lane_to,
             acct_next: self.ranges.acct_to,
-            state: state.to_vec(),
+            state,
             written_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32),
         };
         // A failed checkpoint only lengthens the next replay.
