@@ -140,10 +140,10 @@ impl Engine {
             Verdict::TooOld => return fail(out, RejectReason::OutsideDedupWindow, None),
         }
 
-        let mut card_buf = [0u8; CARD_ID_DIGITS_MAX];
         let (card_text, movement) = match (tx.media_type, tx.card_id) {
             (MediaType::Etc, Some(card)) => match self.accounts.apply(card, -priced.fee) {
-                Some(m) => (out.push_text(card.write_to(&mut card_buf)), Some(m)),
+                // The card's text as the lane wrote it is the id's canonical form (digits only).
+                Some(m) => (out.push_text(tx.card_text.as_deref().unwrap_or_default()), Some(m)),
                 None => {
                     let detail = format!(
                         "{{\"cardId\":\"{card}\",\"payFee\":{},\"discountFee\":{},\"fee\":{},\"tariffVersion\":\"{}\"}}",

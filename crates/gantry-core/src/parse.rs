@@ -130,6 +130,38 @@ fn string_stop_mask(w: u64) -> u64 {
     (has_q | has_bs | ctl) & HI
 }
 
+/// For 16 bytes: a bit per byte that ends a plain string run (`"`, `\`, control characters)
+/// and a bit per byte that is not ASCII. SSE2 is part of x86-64, so this needs no runtime
+/// detection; elsewhere two word scans do the same.
+#[inline]
+fn scan16(block: &[u8; 16]) -> (u32, u32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is always available on x86_64, and the unaligned load reads exactly
+        // the 16 bytes of `block`.
+        unsafe {
+            let v = _mm_loadu_si128(block.as_ptr() as *const __m128i);
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // Unsigned v <= 0x1f exactly when max(v, 0x1f) == 0x1f.
+            let ctl = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+            let stop = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), ctl)) as u32;
+            (stop, _mm_movemask_epi8(v) as u32)
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut stop = 0u32;
+        let mut high = 0u32;
+        for (j, &c) in block.iter().enumerate() {
+            stop |= (matches!(c, b'"' | b'\\' | 0..=0x1f) as u32) << j;
+            high |= ((c >> 7) as u32) << j;
+        }
+        (stop, high)
+    }
+}
+
 impl<'a> Cursor<'a> {
     #[inline]
     fn syntax(&self) -> ObjError {
@@ -169,7 +201,19 @@ impl<'a> Cursor<'a> {
         // OR of every byte scanned: its high bits say whether the text is pure ASCII.
         let mut high = 0u64;
         loop {
-            if i + 8 <= self.b.len() {
+            if let Some(block) = self.b.get(i..i + 16) {
+                let (stop, nonascii) = scan16(block.try_into().expect("16 bytes"));
+                // A non-ASCII byte before the stop marks the text as such (in `HI` terms).
+                let before = if stop == 0 { nonascii } else { nonascii & ((1u32 << stop.trailing_zeros()) - 1) };
+                if before != 0 {
+                    high |= HI;
+                }
+                if stop == 0 {
+                    i += 16;
+                    continue;
+                }
+                i += stop.trailing_zeros() as usize;
+            } else if i + 8 <= self.b.len() {
                 let w = u64::from_le_bytes(self.b[i..i + 8].try_into().expect("8 bytes"));
                 let m = string_stop_mask(w);
                 if m == 0 {
@@ -207,7 +251,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// The bytes `start..end` as text; `high` has a high bit set if any byte is not ASCII.
+    /// The bytes `start..end` as text; `high` has a bit in `HI` set if any byte is not ASCII.
     #[inline]
     fn text(&self, start: usize, end: usize, high: u64) -> ObjResult<&'a str> {
         let bytes = &self.b[start..end];
@@ -317,6 +361,32 @@ impl<'a> Cursor<'a> {
     /// type for an integer field; one beyond i64 is out of range.
     #[inline]
     fn integer(&mut self, field: Field) -> ObjResult<i64> {
+        // Fast path: up to 18 digits cannot overflow an i64, so no checked arithmetic.
+        let start = self.i;
+        let mut v: u64 = 0;
+        let mut i = start;
+        while let Some(&c) = self.b.get(i) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            v = v * 10 + d as u64;
+            i += 1;
+            if i - start > 18 {
+                return self.integer_slow(field);
+            }
+        }
+        let n = i - start;
+        if n == 0 || (n > 1 && self.b[start] == b'0') || matches!(self.b.get(i), Some(b'.' | b'e' | b'E')) {
+            return self.integer_slow(field);
+        }
+        self.i = i;
+        Ok(v as i64)
+    }
+
+    /// Every other integer: negative, long, malformed or not an integer at all.
+    #[cold]
+    fn integer_slow(&mut self, field: Field) -> ObjResult<i64> {
         let neg = self.peek() == Some(b'-');
         if neg {
             self.i += 1;
@@ -490,12 +560,16 @@ impl<'a> Cursor<'a> {
             if self.peek() != Some(b'"') {
                 return Err(self.syntax());
             }
-            let idx = match keys.get(expect) {
-                Some(k) if k.is_at(&self.b[self.i + 1..]) => {
-                    self.i += k.name.len() + 2;
-                    expect
+            // An optional field the lane left out makes the prediction miss; the keys after
+            // it are tried the same cheap way before the key is scanned as a string.
+            let at = &self.b[self.i + 1..];
+            let idx = match keys.iter().skip(expect).position(|k| k.is_at(at)) {
+                Some(k) => {
+                    let idx = expect + k;
+                    self.i += keys[idx].name.len() + 2;
+                    idx
                 }
-                _ => {
+                None => {
                     let key = self.string()?;
                     keys.iter().position(|k| k.name == key.as_bytes()).unwrap_or(keys.len())
                 }
@@ -680,7 +754,7 @@ fn parse_lane_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<Lan
     let gantry_id = required(gantry_id, GantryId)?;
     check_chars(&gantry_id, GantryId, 1, 32)?;
     let toll_interval_id = required(interval, TollIntervalId)?;
-    let units = toll_interval_id.split('|');
+    let units = crate::record::Intervals::new(&toll_interval_id);
     let mut n_units = 0;
     for u in units {
         n_units += 1;
@@ -696,8 +770,8 @@ fn parse_lane_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<Lan
         2 => crate::record::MediaType::Cpc,
         _ => return Err(record_err(RejectReason::OutOfRange(MediaType))),
     };
-    let card_id = match card {
-        Some(s) => Some(crate::record::CardId::parse(&s).ok_or(record_err(RejectReason::OutOfRange(CpuCardId)))?),
+    let card_id = match &card {
+        Some(s) => Some(crate::record::CardId::parse(s).ok_or(record_err(RejectReason::OutOfRange(CpuCardId)))?),
         None if media_type == crate::record::MediaType::Etc => return Err(record_err(RejectReason::MissingField(CpuCardId))),
         None => None,
     };
@@ -728,6 +802,7 @@ fn parse_lane_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<Lan
         trans_time_ms,
         media_type,
         card_id,
+        card_text: card,
         obu_id: obu,
         vehicle_plate: plate,
         vehicle_type: vehicle_type as u8,

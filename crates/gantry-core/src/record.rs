@@ -23,13 +23,20 @@ impl CardId {
         if b.is_empty() || b.len() > CARD_ID_DIGITS_MAX {
             return None;
         }
-        let mut v: u128 = 0;
-        for &c in b {
-            if !c.is_ascii_digit() {
+        // 19 digits fit in a u64; only a 20th needs the 128-bit step.
+        let mut v: u64 = 0;
+        for &c in &b[..b.len().min(19)] {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
                 return None;
             }
-            v = v * 10 + (c - b'0') as u128;
+            v = v * 10 + d as u64;
         }
+        let v = match b.get(19) {
+            Some(&c) if c.is_ascii_digit() => v as u128 * 10 + (c - b'0') as u128,
+            Some(_) => return None,
+            None => v as u128,
+        };
         Some(CardId { lo: v as u64, hi: ((v >> 64) as u8) | ((b.len() as u8) << 3) })
     }
 
@@ -121,6 +128,9 @@ pub struct LaneTx<'a> {
     pub media_type: MediaType,
     /// Present whenever `media_type` is [`MediaType::Etc`].
     pub card_id: Option<CardId>,
+    /// `cpuCardId` as written (ASCII digits: it parsed as `card_id`), so rows copy the text
+    /// instead of formatting the number back into digits.
+    pub card_text: Option<Cow<'a, str>>,
     pub obu_id: Option<Cow<'a, str>>,
     pub vehicle_plate: Option<Cow<'a, str>>,
     pub vehicle_type: u8,
@@ -133,8 +143,42 @@ pub struct LaneTx<'a> {
 }
 
 impl LaneTx<'_> {
-    pub fn intervals(&self) -> impl Iterator<Item = &str> {
-        self.toll_interval_id.split('|')
+    /// The tolling units of `tollIntervalId`, in order.
+    #[inline]
+    pub fn intervals(&self) -> Intervals<'_> {
+        Intervals { rest: Some(&self.toll_interval_id) }
+    }
+}
+
+/// The `|`-separated units of a `tollIntervalId`. Nearly every record has one short unit, so
+/// this is a plain byte loop (cheaper than `memchr`'s set-up on ~16 bytes) and a slice, not a
+/// general `split` state machine.
+pub struct Intervals<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Intervals<'a> {
+    pub fn new(toll_interval_id: &'a str) -> Self {
+        Intervals { rest: Some(toll_interval_id) }
+    }
+}
+
+impl<'a> Iterator for Intervals<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match rest.bytes().position(|b| b == b'|') {
+            Some(k) => {
+                self.rest = Some(&rest[k + 1..]);
+                Some(&rest[..k])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
     }
 }
 

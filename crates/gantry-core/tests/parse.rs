@@ -229,6 +229,35 @@ proptest! {
         for_each_lane_record(&two, &cfg(), |_, _| {});
     }
 
+    /// The string scanner agrees with serde_json on raw string bytes: quotes, escapes,
+    /// control characters, multi-byte and broken UTF-8, at every offset against the scanner's
+    /// 16- and 8-byte blocks. serde accepts ⇔ the record parses, with the same text.
+    #[test]
+    fn raw_string_bytes_agree_with_serde(pad in 0usize..24, pieces in proptest::collection::vec(0usize..13, 0..40)) {
+        const ALPHABET: [&[u8]; 13] =
+            [b"a", b"Z", "é".as_bytes(), "苏".as_bytes(), b"\\\"", b"\\\\", b"\\n", b"\\u00e9", b"\\", b"\x01", b"\n", b"\xff", b"\xc3"];
+        let mut value = vec![b'a'; pad];
+        for p in &pieces {
+            value.extend_from_slice(ALPHABET[*p]);
+        }
+        let (head, tail) = GOOD.split_at(GOOD.find(r#""passId":"P1""#).unwrap());
+        let tail = &tail[r#""passId":"P1""#.len()..];
+        let mut json = head.as_bytes().to_vec();
+        json.extend_from_slice(b"\"passId\":\"");
+        json.extend_from_slice(&value);
+        json.push(b'"');
+        json.extend_from_slice(tail.as_bytes());
+        let serde: Result<serde_json::Value, _> = serde_json::from_slice(&json);
+        let ours = parse_lane_record(&json, &cfg());
+        match serde {
+            Ok(v) => {
+                let tx = ours.map_err(|e| TestCaseError::fail(format!("serde accepts, we reject: {e:?}")))?;
+                prop_assert_eq!(tx.pass_id.as_deref(), v["passId"].as_str());
+            }
+            Err(_) => prop_assert!(ours.is_err(), "serde rejects, we accept {:?}", String::from_utf8_lossy(&json)),
+        }
+    }
+
     /// Any string value survives the round trip through JSON escaping.
     #[test]
     fn string_escapes_round_trip(s in "\\PC{0,30}") {
