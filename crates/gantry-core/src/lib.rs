@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod codec;
 pub mod dedup;
+mod digits;
 pub mod engine;
 pub mod output;
 pub mod parse;

@@ -23,6 +23,19 @@ impl CardId {
         if b.is_empty() || b.len() > CARD_ID_DIGITS_MAX {
             return None;
         }
+        // Real ids have 16–20 digits: the first 16 go through two word-sized steps.
+        if b.len() >= 16 {
+            let (Some(hi), Some(lo)) = (crate::digits::parse8(b, 0), crate::digits::parse8(b, 8)) else { return None };
+            let mut v = (hi * 100_000_000 + lo) as u128;
+            for &c in &b[16..] {
+                let d = c.wrapping_sub(b'0');
+                if d > 9 {
+                    return None;
+                }
+                v = v * 10 + d as u128;
+            }
+            return Some(CardId { lo: v as u64, hi: ((v >> 64) as u8) | ((b.len() as u8) << 3) });
+        }
         // 19 digits fit in a u64; only a 20th needs the 128-bit step.
         let mut v: u64 = 0;
         for &c in &b[..b.len().min(19)] {
@@ -258,7 +271,10 @@ mod tests {
             assert_eq!(c.to_string(), s);
         }
         assert_ne!(CardId::parse("012"), CardId::parse("12"));
-        for s in ["", "123456789012345678901", "12a", "-1", "1 "] {
+        for s in ["1234567890123456", "12345678901234567", "00000000000000000000"] {
+            assert_eq!(CardId::parse(s).unwrap().to_string(), s);
+        }
+        for s in ["", "123456789012345678901", "12a", "-1", "1 ", "1234567890123456a", "123456789012345a7", "1234567a90123456789"] {
             assert_eq!(CardId::parse(s), None, "{s:?}");
         }
         let mut buf = [0; CARD_ID_DIGITS_MAX];

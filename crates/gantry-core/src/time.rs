@@ -64,8 +64,44 @@ fn digits<const N: usize>(b: &[u8], at: usize) -> Option<u32> {
 
 /// Parses a lane timestamp into epoch milliseconds. `None` if it is not one of the accepted
 /// forms or names an impossible date or time.
+#[inline]
 pub fn parse_timestamp_ms(s: &str, default_offset_min: i32) -> Option<i64> {
     let b = s.as_bytes();
+    if b.len() == 19 {
+        if let Some(ms) = canonical_local_ms(b, default_offset_min) {
+            return Some(ms);
+        }
+    }
+    parse_timestamp_general(b, default_offset_min)
+}
+
+/// The form nearly every lane writes, `YYYY-MM-DDTHH:MM:SS` in the network's zone, read with
+/// three word loads. `None` means "not this form, or not valid": the general parser decides.
+#[inline]
+fn canonical_local_ms(b: &[u8], offset_min: i32) -> Option<i64> {
+    use crate::digits::{non_digits, word};
+    // "YYYY-MM-" | "DDTHH:MM" | (overlapping) "HH:MM:SS"; separators are checked as bytes,
+    // digits with one mask per word.
+    let (w0, w1, w2) = (word(b, 0)?, word(b, 8)?, word(b, 11)?);
+    const SEP0: u64 = 0xFF00_00FF_0000_0000; // bytes 4 and 7: '-'
+    const SEP1: u64 = 0x0000_FF00_00FF_0000; // bytes 2 and 5: 'T', ':'
+    const SEP2: u64 = 0x0000_FF00_00FF_0000; // bytes 2 and 5: ':'
+    let sep_ok = w0 & SEP0 == 0x2D00_002D_0000_0000 && w1 & SEP1 == 0x0000_3A00_0054_0000 && w2 & SEP2 == 0x0000_3A00_003A_0000;
+    if !sep_ok || non_digits(w0, !SEP0) != 0 || non_digits(w1, !SEP1) != 0 || non_digits(w2, !SEP2) != 0 {
+        return None;
+    }
+    let d = |i: usize| (b[i] - b'0') as u32;
+    let year = (d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3)) as i64;
+    let (month, day) = (d(5) * 10 + d(6), d(8) * 10 + d(9));
+    let (hour, minute, second) = (d(11) * 10 + d(12), d(14) * 10 + d(15), d(17) * 10 + d(18));
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let local_ms = days_from_civil(year, month, day) * MS_PER_DAY + ((hour * 3600 + minute * 60 + second) as i64) * 1000;
+    Some(local_ms - offset_min as i64 * 60_000)
+}
+
+fn parse_timestamp_general(b: &[u8], default_offset_min: i32) -> Option<i64> {
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b' ') || b[13] != b':' || b[16] != b':' {
         return None;
     }
@@ -185,6 +221,45 @@ mod tests {
             assert_eq!(parse_timestamp_ms(s, CST), None, "{s}");
         }
         assert!(parse_timestamp_ms("2024-02-29T00:00:00", CST).is_some());
+    }
+
+    proptest::proptest! {
+        /// The word-wise fast path and the general parser agree on every 19-byte string
+        /// near the canonical form (digits, separators and junk at every position).
+        #[test]
+        fn canonical_fast_path_agrees(bytes in proptest::array::uniform19(proptest::prop_oneof![
+            8 => b'0'..=b'9', 1 => proptest::sample::select(b"-:T 9/;Z".to_vec()), 1 => proptest::prelude::any::<u8>()
+        ]), template in proptest::prelude::any::<bool>()) {
+            let mut b = bytes;
+            if template {
+                // Mostly-valid shapes, so the date and range checks are exercised too.
+                for (i, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
+                    b[i] = c;
+                }
+            }
+            if let Some(fast) = canonical_local_ms(&b, CST) {
+                proptest::prop_assert_eq!(Some(fast), parse_timestamp_general(&b, CST));
+            } else if b[10] == b'T' {
+                // Not taken by the fast path: then the general parser rejects it too.
+                proptest::prop_assert_eq!(parse_timestamp_general(&b, CST), None);
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_fast_path_matches_the_general_parser_over_years() {
+        let mut taken = 0;
+        for day in days_from_civil(2023, 1, 1)..days_from_civil(2029, 1, 1) {
+            for secs in [0, 1, 59, 3599, 43_200, 86_399] {
+                let ms = (day * 86_400 + secs) * 1000 - CST as i64 * 60_000;
+                let text = format_timestamp(ms, CST);
+                let local = &text.as_bytes()[..19];
+                assert_eq!(canonical_local_ms(local, CST), Some(ms), "{text}");
+                assert_eq!(parse_timestamp_general(local, CST), Some(ms), "{text}");
+                taken += 1;
+            }
+        }
+        assert!(taken > 10_000);
     }
 
     #[test]
