@@ -674,9 +674,73 @@ const EVENT_KEYS: [Key; 16] = [
     key(b"status", Field::Status, Slot::Str(10)),
 ];
 
-/// Scans an object's members into string and integer slots per `keys`.
+type Slots<'a, const S: usize, const I: usize> = ([Option<Cow<'a, str>>; S], [Option<i64>; I]);
+
+/// Scans an object's members into string and integer slots per `keys`: first the way lanes
+/// write records, then, if the object is written any other way, in full generality.
 #[inline]
-fn scan_fields<'a, const S: usize, const I: usize>(c: &mut Cursor<'a>, keys: &[Key]) -> ObjResult<([Option<Cow<'a, str>>; S], [Option<i64>; I])> {
+fn scan_fields<'a, const S: usize, const I: usize>(c: &mut Cursor<'a>, keys: &[Key]) -> ObjResult<Slots<'a, S, I>> {
+    let start = c.i;
+    if let Some(slots) = scan_fields_canonical(c, keys) {
+        return Ok(slots);
+    }
+    c.i = start;
+    scan_fields_general(c, keys)
+}
+
+/// The fast path for an object written as producers write it: no whitespace, known keys in
+/// `keys` order (absent ones skipped), each once, values of the slot's type and not `null`.
+/// Each member is then `,"key":value` checked with a few word compares, with none of the
+/// general walk's whitespace skipping, key search and duplicate bookkeeping. `None` at the
+/// first deviation; the caller then rescans the object with [`scan_fields_general`], which
+/// accepts the same objects with the same result (and names the reason for the others).
+#[inline]
+fn scan_fields_canonical<'a, const S: usize, const I: usize>(c: &mut Cursor<'a>, keys: &[Key]) -> Option<Slots<'a, S, I>> {
+    let b = c.b;
+    if b.get(c.i) != Some(&b'{') {
+        return None;
+    }
+    c.i += 1;
+    let mut strs: [Option<Cow<'a, str>>; S] = std::array::from_fn(|_| None);
+    let mut ints = [None; I];
+    let mut next_key = 0;
+    loop {
+        match b.get(c.i) {
+            Some(b'}') => {
+                c.i += 1;
+                return Some((strs, ints));
+            }
+            Some(b',') if next_key > 0 => c.i += 1,
+            Some(b'"') if next_key == 0 => {}
+            _ => return None,
+        }
+        if b.get(c.i) != Some(&b'"') {
+            return None;
+        }
+        let rest = b.get(c.i + 1..)?;
+        let k = next_key + keys.get(next_key..)?.iter().position(|k| k.is_at(rest))?;
+        let key = &keys[k];
+        c.i += key.name.len() + 2;
+        if b.get(c.i) != Some(&b':') {
+            return None;
+        }
+        c.i += 1;
+        match key.slot {
+            Slot::Str(s) => {
+                if b.get(c.i) != Some(&b'"') {
+                    return None;
+                }
+                strs[s] = Some(c.string().ok()?);
+            }
+            Slot::Int(s) => ints[s] = Some(c.integer(key.field).ok()?),
+        }
+        next_key = k + 1;
+    }
+}
+
+/// Any valid JSON object: whitespace, keys in any order, unknown members, `null`s.
+#[inline]
+fn scan_fields_general<'a, const S: usize, const I: usize>(c: &mut Cursor<'a>, keys: &[Key]) -> ObjResult<Slots<'a, S, I>> {
     let mut seen = 0u64;
     let mut strs: [Option<Cow<'a, str>>; S] = std::array::from_fn(|_| None);
     let mut ints = [None; I];
@@ -879,4 +943,70 @@ fn parse_account_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<
         _ => return Err(record_err(RejectReason::UnknownEventType)),
     };
     Ok(AccountEvent { card_id, time_ms, kind })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const GOOD: &[u8] = r#"{"tradeId":"G0015320030010102026111012000001","gantryId":"G001532003001010","tollIntervalId":"G0015320030010|G0015320030020","transTime":"2026-11-10T12:00:00","mediaType":1,"cpuCardId":"32011820220000123456","obuId":"3201A1B2C3D4","vehiclePlate":"苏A12345_0","vehicleType":1,"vehicleClass":0,"axleCount":2,"vehicleSeat":5,"passId":"P\"1","fee":589}"#.as_bytes();
+
+    fn both(b: &[u8]) -> (Option<(Slots<'_, 8, 6>, usize)>, Option<(Slots<'_, 8, 6>, usize)>) {
+        let mut c = Cursor { b, i: 0 };
+        let fast = scan_fields_canonical::<8, 6>(&mut c, &LANE_KEYS).map(|s| (s, c.i));
+        let mut c = Cursor { b, i: 0 };
+        let general = scan_fields_general::<8, 6>(&mut c, &LANE_KEYS).ok().map(|s| (s, c.i));
+        (fast, general)
+    }
+
+    #[test]
+    fn canonical_path_takes_lane_records_and_leaves_the_rest() {
+        let (fast, general) = both(GOOD);
+        assert!(fast.is_some());
+        assert_eq!(fast, general);
+        // Absent optional fields are skipped in order.
+        let short = br#"{"tradeId":"T1","gantryId":"G","tollIntervalId":"U","transTime":"2026-11-10T12:00:00","mediaType":2,"vehicleType":1}"#;
+        let (fast, general) = both(short);
+        assert!(fast.is_some());
+        assert_eq!(fast, general);
+        // Whitespace, other orders, unknown fields, nulls and duplicates go the general way.
+        for other in [
+            &br#"{ "tradeId":"T1"}"#[..],
+            br#"{"gantryId":"G","tradeId":"T1"}"#,
+            br#"{"tradeId":"T1","x":1}"#,
+            br#"{"tradeId":null}"#,
+            br#"{"tradeId":"T1","tradeId":"T2"}"#,
+            br#"{"tradeId":"T1","mediaType":1.5}"#,
+        ] {
+            assert!(both(other).0.is_none(), "{}", String::from_utf8_lossy(other));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        /// Whenever the fast path takes an object, the general walk reads the same slots and
+        /// stops at the same byte.
+        #[test]
+        fn canonical_path_agrees_with_the_general_walk(
+            edits in proptest::collection::vec((0usize..GOOD.len(), prop_oneof![
+                any::<u8>(), proptest::sample::select(b"{}[]\",:\\ 0123456789-.eEnul".to_vec())
+            ], 0u8..3), 1..4),
+        ) {
+            let mut b = GOOD.to_vec();
+            for (pos, byte, op) in edits {
+                let pos = pos.min(b.len().saturating_sub(1));
+                match op {
+                    0 => b[pos] = byte,
+                    1 => { b.remove(pos); }
+                    _ => b.insert(pos, byte),
+                }
+            }
+            let (fast, general) = both(&b);
+            if fast.is_some() {
+                prop_assert_eq!(fast, general);
+            }
+        }
+    }
 }
