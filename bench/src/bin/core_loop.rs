@@ -1,5 +1,6 @@
 //! Runs the core path over the benchmark fixture in a loop, for profilers (`perf record`,
-//! `valgrind --tool=callgrind`): `core_loop [ROUNDS]`. Prints records/s per round.
+//! `valgrind --tool=callgrind`): `core_loop [ROUNDS] [CARDS]`. Prints records/s per round.
+//! A small CARDS (e.g. 2000) keeps every account in cache, which shows what memory costs.
 use gantry_bench::fixture;
 use gantry_core::{Batch, Engine, Source, Topic};
 use std::time::Instant;
@@ -12,7 +13,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
-    let fx = fixture(200_000, 100_000);
+    let cards: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(200_000);
+    let fx = fixture(cards, 100_000);
     let mut out = Batch::with_capacity(10_000);
     for round in 0..rounds {
         // Every round starts from the same state, so every record is new again.
