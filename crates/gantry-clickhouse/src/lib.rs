@@ -17,7 +17,12 @@ use clickhouse::{Client, Compression, Row};
 use gantry_core::output::{Batch, Counts, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow, StatusRow, Topic};
 use serde::{Deserialize, Serialize};
 
-pub use rows::*;
+use rows::*;
+
+/// Size of each piece of an INSERT body handed to the HTTP client: large enough that the
+/// per-send cost vanishes, small enough that a batch of a million rows is not one buffer
+/// (and, with LZ4, each piece is one compressed block of ClickHouse's usual size).
+const INSERT_CHUNK_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -347,7 +352,7 @@ impl Store {
         let tag = Tag { gantry_partition: partition, batch_seq: seq };
         let t = |x| batch.text(x);
         macro_rules! table {
-            ($name:literal, $ty:ty, $rows:expr, $key:expr, $conv:expr) => {
+            ($name:literal, $columns:expr, $rows:expr, $key:expr, $encode:expr) => {
                 let rows = &$rows;
                 let write = if only_missing && !rows.is_empty() {
                     let found = self.rows_of_batch($name, partition, seq).await?;
@@ -361,20 +366,28 @@ impl Store {
                 if write {
                     let mut order: Vec<u32> = (0..rows.len() as u32).collect();
                     order.sort_by_cached_key(|&i| $key(&rows[i as usize]));
-                    let mut ins = self.inserts.insert::<$ty>($name).await?;
+                    let mut ins = self.inserts.insert_formatted_with(format!("INSERT INTO {} ({}) FORMAT RowBinary", $name, $columns));
+                    let mut body = Vec::with_capacity(INSERT_CHUNK_BYTES + 4096);
                     for i in order {
-                        ins.write(&$conv(&rows[i as usize])).await?;
+                        $encode(&rows[i as usize], &mut body);
+                        if body.len() >= INSERT_CHUNK_BYTES {
+                            let full = std::mem::replace(&mut body, Vec::with_capacity(INSERT_CHUNK_BYTES + 4096));
+                            ins.send(full.into()).await?;
+                        }
+                    }
+                    if !body.is_empty() {
+                        ins.send(body.into()).await?;
                     }
                     ins.end().await?;
                 }
             };
         }
-        table!("settlements", SettlementRowCh<'_>, batch.settlements, |r: &Settlement| (r.trade_day, SortText::of(t(r.trade_id))), |r| settlement_row(batch, r, tag));
-        table!("settlement_splits", SplitRowCh<'_>, batch.splits, |r: &SplitRow| (r.trade_day, SortText::of(t(r.owner_id)), SortText::of(t(r.interval_id))), |r| split_row(batch, r, tag));
-        table!("ledger", LedgerRowCh<'_>, batch.ledger, |r: &LedgerRow| (SortText::of(t(r.customer_id)), SortText::of(t(r.card_id)), r.time_ms.div_euclid(1000)), |r| ledger_row(batch, r, tag));
-        table!("rejects", RejectRowCh<'_>, batch.rejects, |r: &RejectRow| (r.reason, r.time_ms.div_euclid(1000)), |r| reject_row(batch, r, topics, tag));
-        table!("duplicates", DuplicateRowCh<'_>, batch.duplicates, |r: &DuplicateRow| (r.time_ms.div_euclid(1000), t(r.id)), |r| duplicate_row(batch, r, topics, tag));
-        table!("status_list", StatusRowCh<'_>, batch.status, |r: &StatusRow| (t(r.card_id), r.time_ms.div_euclid(1000)), |r| status_row(batch, r, tag));
+        table!("settlements", SETTLEMENT_COLUMNS, batch.settlements, |r: &Settlement| (r.trade_day, SortText::of(t(r.trade_id))), |r, out| settlement_row(batch, r, tag, out));
+        table!("settlement_splits", SPLIT_COLUMNS, batch.splits, |r: &SplitRow| (r.trade_day, SortText::of(t(r.owner_id)), SortText::of(t(r.interval_id))), |r, out| split_row(batch, r, tag, out));
+        table!("ledger", LEDGER_COLUMNS, batch.ledger, |r: &LedgerRow| (SortText::of(t(r.customer_id)), SortText::of(t(r.card_id)), r.time_ms.div_euclid(1000)), |r, out| ledger_row(batch, r, tag, out));
+        table!("rejects", REJECT_COLUMNS, batch.rejects, |r: &RejectRow| (r.reason, r.time_ms.div_euclid(1000)), |r, out| reject_row(batch, r, topics, tag, out));
+        table!("duplicates", DUPLICATE_COLUMNS, batch.duplicates, |r: &DuplicateRow| (r.time_ms.div_euclid(1000), t(r.id)), |r, out| duplicate_row(batch, r, topics, tag, out));
+        table!("status_list", STATUS_COLUMNS, batch.status, |r: &StatusRow| (t(r.card_id), r.time_ms.div_euclid(1000)), |r, out| status_row(batch, r, tag, out));
         Ok(())
     }
 }

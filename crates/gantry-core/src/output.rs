@@ -248,6 +248,12 @@ impl Batch {
         &self.text[t.start as usize..(t.start + t.len) as usize]
     }
 
+    /// The text's bytes (no char-boundary checks: for encoders that copy bytes anyway).
+    #[inline]
+    pub fn text_bytes(&self, t: Text) -> &[u8] {
+        &self.text.as_bytes()[t.start as usize..(t.start + t.len) as usize]
+    }
+
     #[inline]
     pub fn raw(&self, t: Text) -> &[u8] {
         &self.raw[t.start as usize..(t.start + t.len) as usize]
