@@ -1,6 +1,7 @@
 //! Hot-stage benchmarks of the pure core, each with its baseline in the same run:
 //! parse (ours vs serde owned vs serde borrowed), dedup, pricing, debit, and the whole
-//! per-partition path (parse → price → dedup → debit → rows) on a realistic mixed batch.
+//! per-partition path (parse → price → dedup → debit → rows) on a realistic mixed batch, and
+//! the encoding of a batch's rows for ClickHouse.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use gantry_bench::{fixture, parse_config, BorrowedLaneTx, NaiveLaneTx};
@@ -10,6 +11,7 @@ use gantry_core::dedup::{DedupSet, IdKind, DEFAULT_WINDOW_MS};
 use gantry_core::parse::{for_each_lane_record, parse_lane_record};
 use gantry_core::pricing::price;
 use gantry_core::record::CardId;
+use gantry_clickhouse::{encode_batch, TopicNames};
 use gantry_core::{Batch, Engine, Source, Topic};
 
 /// mimalloc keeps freed memory for reuse: with the system allocator, batch-sized buffers
@@ -141,6 +143,21 @@ fn benches(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    g.finish();
+
+    // The ClickHouse side of landing a batch: sort each table's rows by its ORDER BY key and
+    // encode them as RowBinary, for one pipeline-sized batch (all 100k records).
+    let mut engine = Engine::read_state(fx.cfg, &fx.opened_state).expect("state");
+    let mut batch = Batch::with_capacity(fx.lanes.len());
+    for (i, (m, ts)) in fx.lanes.iter().enumerate() {
+        let src = Source { topic: Topic::LaneTx, partition: 0, offset: i as i64, timestamp_ms: Some(*ts) };
+        engine.lane_message(&fx.tariffs, m, src, &mut batch);
+    }
+    let topics = TopicNames { lane_tx: "gantry.lane-tx".into(), account_events: "gantry.account-events".into() };
+    let mut g = c.benchmark_group("clickhouse");
+    g.throughput(Throughput::Elements(batch.counts.lane_records));
+    g.sample_size(20);
+    g.bench_function("encode_batch", |b| b.iter(|| black_box(encode_batch(&batch, 0, 1, &topics))));
     g.finish();
 }
 
