@@ -8,6 +8,7 @@
 //! partition only. Offsets are committed to the group by the polling thread, on a worker's
 //! request, after that worker's batch is committed in ClickHouse.
 
+mod land;
 mod merge;
 mod poller;
 mod worker;
@@ -213,4 +214,6 @@ pub(crate) struct Shared {
     /// Kafka timestamp → landed in ClickHouse, per settled record, in ms (merged per batch).
     pub latency_ms: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
     pub chunk_pool: ChunkPool,
+    /// Where workers hand closed batches (see `land.rs`: group commit).
+    pub lander: tokio::sync::mpsc::Sender<land::LandingJob>,
 }

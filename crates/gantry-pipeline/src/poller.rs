@@ -139,8 +139,10 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
     let store = gantry_clickhouse::Store::new(&cfg.clickhouse_url, &cfg.database).with_insert_compression(cfg.insert_compression);
     let status = gantry_kafka::StatusProducer::new(&cfg.brokers, &cfg.status_topic)?;
     let latency_ms = std::sync::Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).expect("histogram bounds"));
-    let shared = Arc::new(Shared { topics: cfg.topics(), cfg: cfg.clone(), tariffs, store, status, latency_ms, chunk_pool: crate::ChunkPool::new() });
+    let (lander_tx, lander_rx) = tokio::sync::mpsc::channel(crate::land::LANDER_QUEUE_JOBS);
+    let shared = Arc::new(Shared { topics: cfg.topics(), cfg: cfg.clone(), tariffs, store, status, latency_ms, chunk_pool: crate::ChunkPool::new(), lander: lander_tx });
     let (commit_tx, commit_rx) = std_mpsc::channel();
+    rt.spawn(crate::land::lander(shared.clone(), lander_rx, commit_tx.clone()));
     let ctx = Ctx { shared, rt: rt.handle().clone(), workers: Mutex::new(HashMap::new()), commits: Mutex::new(commit_tx), failed: AtomicBool::new(false) };
     let consumer: BaseConsumer<Ctx> = gantry_kafka::consumer_config(&cfg.brokers, &cfg.group_id).create_with_context(ctx)?;
     let partitions = gantry_kafka::check_copartitioned(&consumer, &cfg.lane_topic, &cfg.account_topic)?;

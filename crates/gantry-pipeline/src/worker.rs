@@ -15,13 +15,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gantry_clickhouse::{CheckpointRecord, Ranges};
+use gantry_clickhouse::Ranges;
 use gantry_core::output::{Batch, Source, Topic};
 use gantry_core::{Engine, TariffSet};
 use gantry_kafka::RangeReader;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::info;
 
+use crate::land::LandingJob;
 use crate::merge::{head_merge, lane_first};
 use crate::{PipelineError, Result, Shared};
 
@@ -134,8 +135,8 @@ pub(crate) struct Worker {
     commits: std::sync::mpsc::Sender<CommitRequest>,
     /// For filling gaps in what the group consumer delivers.
     reader: Option<RangeReader>,
-    /// The previous batch, while it is being landed.
-    landing: Option<tokio::task::JoinHandle<Batch>>,
+    /// The previous batch, while the lander lands it.
+    landing: Option<tokio::sync::oneshot::Receiver<Batch>>,
     /// A landed batch's buffers, kept for the next batch.
     spare: Option<Batch>,
 }
@@ -203,8 +204,9 @@ impl Worker {
             } else {
                 // Planned, not committed: finish it, writing only what is missing.
                 let batch = std::mem::take(&mut w.batch);
-                let job = w.landing_job(r, batch, None);
-                w.batch = rt.block_on(job.land(true));
+                let (job, landed) = w.landing_job(r, batch, None);
+                rt.block_on(crate::land::land_group(&w.shared, &w.commits, vec![job], true));
+                w.batch = rt.block_on(landed).map_err(|e| PipelineError::Worker(partition, format!("recovery landing: {e}")))?;
                 w.batch.clear();
                 completed += 1;
             }
@@ -390,7 +392,9 @@ impl Worker {
         self.wait_landed().await?;
         let next = self.spare.take().unwrap_or_else(|| Batch::with_capacity(16_384));
         let batch = std::mem::replace(&mut self.batch, next);
-        self.landing = Some(tokio::spawn(self.landing_job(r, batch, checkpoint).land(false)));
+        let (job, landed) = self.landing_job(r, batch, checkpoint);
+        self.shared.lander.send(job).await.map_err(|_| PipelineError::Worker(self.partition, "the lander has stopped".into()))?;
+        self.landing = Some(landed);
         self.batch_from = (self.lane.next, self.acct.next);
         self.batch_opened = None;
         self.lane.closed = false;
@@ -400,104 +404,19 @@ impl Worker {
         Ok(())
     }
 
-    /// Batch `self.seq`, covering `ranges`, ready to be landed.
-    fn landing_job(&self, ranges: Ranges, batch: Batch, checkpoint: Option<Vec<u8>>) -> Landing {
-        Landing { shared: self.shared.clone(), partition: self.partition, seq: self.seq, ranges, batch, checkpoint, commits: self.commits.clone() }
+    /// Batch `self.seq`, covering `ranges`, ready to be landed; and where it comes back.
+    fn landing_job(&self, ranges: Ranges, batch: Batch, checkpoint: Option<Vec<u8>>) -> (LandingJob, tokio::sync::oneshot::Receiver<Batch>) {
+        let (done, landed) = tokio::sync::oneshot::channel();
+        (LandingJob { partition: self.partition, seq: self.seq, ranges, batch, checkpoint, done }, landed)
     }
 
     /// Waits until the batch in flight (if any) is landed; keeps its buffers for reuse.
     async fn wait_landed(&mut self) -> Result<()> {
         if let Some(h) = self.landing.take() {
-            let mut b = h.await.map_err(|e| PipelineError::Worker(self.partition, format!("landing task: {e}")))?;
+            let mut b = h.await.map_err(|e| PipelineError::Worker(self.partition, format!("landing: {e}")))?;
             b.clear();
             self.spare = Some(b);
         }
         Ok(())
-    }
-}
-
-/// One closed batch on its way into ClickHouse: it owns everything it writes, so the worker
-/// can process the next batch meanwhile.
-struct Landing {
-    shared: Arc<Shared>,
-    partition: i32,
-    seq: u64,
-    ranges: Ranges,
-    batch: Batch,
-    /// Engine state after this batch, to be written once it is committed.
-    checkpoint: Option<Vec<u8>>,
-    commits: std::sync::mpsc::Sender<CommitRequest>,
-}
-
-impl Landing {
-    /// Plans, writes, announces and commits the batch; retries with `only_missing` after a
-    /// failure until it succeeds; then asks for the Kafka offset commit and writes the
-    /// checkpoint. Returns the batch (for its buffers).
-    async fn land(mut self, mut only_missing: bool) -> Batch {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.try_land(only_missing).await {
-                Ok(()) => break,
-                Err(e) => {
-                    warn!(partition = self.partition, seq = self.seq, error = %e, "batch not landed; retrying");
-                    only_missing = true;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        let r = self.ranges;
-        let _ = self.commits.send(CommitRequest { partition: self.partition, lane_next: r.lane_to, acct_next: r.acct_to });
-        self.record_latency();
-        if let Some(state) = self.checkpoint.take() {
-            self.write_checkpoint(state).await;
-        }
-        self.batch
-    }
-
-    fn record_latency(&self) {
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let mut h = self.shared.latency_ms.lock().expect("latency lock");
-        for s in &self.batch.settlements {
-            if let Some(ts) = s.source.timestamp_ms {
-                h.saturating_record((now_ms - ts).clamp(1, 3_600_000) as u64);
-            }
-        }
-    }
-
-    async fn try_land(&self, only_missing: bool) -> Result<()> {
-        let s = &self.shared;
-        let (p, r) = (self.partition as u16, self.ranges);
-        s.store.plan_batch(p, self.seq, r, &s.cfg.instance).await?;
-        s.store.write_batch(p, self.seq, &self.batch, &s.topics, only_missing).await?;
-        let status: Vec<(String, String, i64)> = self
-            .batch
-            .status
-            .iter()
-            .map(|st| {
-                let card = self.batch.text(st.card_id).to_string();
-                let time = gantry_core::time::format_timestamp(st.time_ms, s.cfg.network_utc_offset_min);
-                let v = format!(r#"{{"cardId":"{card}","listed":{},"reason":"{}","time":"{time}"}}"#, st.listed, st.reason.code());
-                (card, v, st.time_ms)
-            })
-            .collect();
-        s.status.send_all(&status).await?;
-        s.store.commit_batch(p, self.seq, r, &self.batch.counts, &s.cfg.instance).await?;
-        Ok(())
-    }
-
-    async fn write_checkpoint(&self, state: Vec<u8>) {
-        let rec = CheckpointRecord {
-            gantry_partition: self.partition as u16,
-            batch_seq: self.seq,
-            lane_next: self.ranges.lane_to,
-            acct_next: self.ranges.acct_to,
-            state,
-            written_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32),
-        };
-        // A failed checkpoint only lengthens the next replay.
-        if let Err(e) = self.shared.store.write_checkpoint(&rec).await {
-            warn!(partition = self.partition, seq = self.seq, error = %e, "checkpoint not written");
-        }
     }
 }

@@ -1,0 +1,156 @@
+//! Landing batches in ClickHouse, with group commit across the instance's partitions.
+//!
+//! Workers hand closed batches to one lander task. The lander takes every batch waiting at
+//! that moment (up to [`GROUP_ROWS_MAX`] rows per table) and lands them as a group, in the
+//! same order of steps as a single batch (ARCHITECTURE.md, "Batches"):
+//!
+//! 1. one `gantry_batches` INSERT with a *planned* row per batch;
+//! 2. one INSERT per output table holding every batch's rows, each tagged with its own
+//!    `(gantry_partition, batch_seq)`: one part, so each batch is in each table all or not;
+//! 3. the status-list messages of every batch;
+//! 4. one `gantry_batches` INSERT with a *committed* row per batch;
+//!
+//! then, per batch: the Kafka offset commit request, the latency sample, the checkpoint (if
+//! the worker took one), and the batch's buffers back to its worker.
+//!
+//! A group is therefore exactly what several single batches would have been, only with a
+//! part per table per group instead of per batch: with many partitions per instance that is
+//! the difference between ClickHouse keeping up with its merges and "too many parts" (and on
+//! this project's 2-core benchmark host, ~20% of ClickHouse's CPU went to creating and
+//! deleting part files). No batch waits for another to fill up: the lander takes what is
+//! there when it is free, so a group forms only while ClickHouse is busy with the previous one.
+//!
+//! On any error the same group is retried with `only_missing` until it lands. A worker has
+//! at most one batch in flight, so the journal of each partition stays strictly in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_clickhouse::{table_rows, BatchToWrite, CheckpointRecord, JournalEntry, Ranges, GROUP_ROWS_MAX};
+use gantry_core::output::Batch;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::worker::CommitRequest;
+use crate::Shared;
+
+/// Batches waiting for the lander. Each worker has at most one batch in flight, so this only
+/// fills with more partitions than this on one instance; then workers wait (backpressure).
+pub(crate) const LANDER_QUEUE_JOBS: usize = 1024;
+
+/// One closed batch on its way into ClickHouse. It owns everything it writes, so its worker
+/// processes the next batch meanwhile.
+pub(crate) struct LandingJob {
+    pub partition: i32,
+    pub seq: u64,
+    pub ranges: Ranges,
+    pub batch: Batch,
+    /// Engine state after this batch, written once the batch is committed.
+    pub checkpoint: Option<Vec<u8>>,
+    /// Where the batch (its buffers) goes back once landed.
+    pub done: oneshot::Sender<Batch>,
+}
+
+impl LandingJob {
+    /// The most rows this batch puts in any one table.
+    fn rows_max(&self) -> usize {
+        table_rows(&self.batch).iter().map(|(_, n)| *n).max().unwrap_or(0)
+    }
+}
+
+/// Runs the lander until every sender is gone.
+pub(crate) async fn lander(shared: Arc<Shared>, mut rx: mpsc::Receiver<LandingJob>, commits: std::sync::mpsc::Sender<CommitRequest>) {
+    let mut carry: Option<LandingJob> = None;
+    loop {
+        let first = match carry.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => return,
+            },
+        };
+        let mut rows = first.rows_max();
+        let mut group = vec![first];
+        while let Ok(j) = rx.try_recv() {
+            if rows + j.rows_max() > GROUP_ROWS_MAX {
+                carry = Some(j);
+                break;
+            }
+            rows += j.rows_max();
+            group.push(j);
+        }
+        land_group(&shared, &commits, group, false).await;
+    }
+}
+
+/// Lands `jobs` as one group (retrying until it succeeds), then finishes each job.
+pub(crate) async fn land_group(shared: &Shared, commits: &std::sync::mpsc::Sender<CommitRequest>, jobs: Vec<LandingJob>, mut only_missing: bool) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match try_land(shared, &jobs, only_missing).await {
+            Ok(()) => break,
+            Err(e) => {
+                let batches: Vec<(i32, u64)> = jobs.iter().map(|j| (j.partition, j.seq)).collect();
+                warn!(?batches, error = %e, "batches not landed; retrying");
+                only_missing = true;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    for mut job in jobs {
+        let r = job.ranges;
+        let _ = commits.send(CommitRequest { partition: job.partition, lane_next: r.lane_to, acct_next: r.acct_to });
+        record_latency(shared, &job.batch);
+        if let Some(state) = job.checkpoint.take() {
+            write_checkpoint(shared, &job, state).await;
+        }
+        // The worker may be gone (shutdown): then the buffers are simply dropped.
+        let _ = job.done.send(job.batch);
+    }
+}
+
+async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> crate::Result<()> {
+    let journal: Vec<JournalEntry> =
+        jobs.iter().map(|j| JournalEntry { partition: j.partition as u16, seq: j.seq, ranges: j.ranges, counts: j.batch.counts }).collect();
+    shared.store.plan_batches(&journal, &shared.cfg.instance).await?;
+    let batches: Vec<BatchToWrite> = jobs.iter().map(|j| BatchToWrite { partition: j.partition as u16, seq: j.seq, batch: &j.batch }).collect();
+    shared.store.write_batches(&batches, &shared.topics, only_missing).await?;
+    let mut status: Vec<(String, String, i64)> = Vec::new();
+    for j in jobs {
+        for st in &j.batch.status {
+            let card = j.batch.text(st.card_id).to_string();
+            let time = gantry_core::time::format_timestamp(st.time_ms, shared.cfg.network_utc_offset_min);
+            let v = format!(r#"{{"cardId":"{card}","listed":{},"reason":"{}","time":"{time}"}}"#, st.listed, st.reason.code());
+            status.push((card, v, st.time_ms));
+        }
+    }
+    shared.status.send_all(&status).await?;
+    shared.store.commit_batches(&journal, &shared.cfg.instance).await?;
+    Ok(())
+}
+
+fn record_latency(shared: &Shared, batch: &Batch) {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let mut h = shared.latency_ms.lock().expect("latency lock");
+    for s in &batch.settlements {
+        if let Some(ts) = s.source.timestamp_ms {
+            h.saturating_record((now_ms - ts).clamp(1, 3_600_000) as u64);
+        }
+    }
+}
+
+async fn write_checkpoint(shared: &Shared, job: &LandingJob, state: Vec<u8>) {
+    let rec = CheckpointRecord {
+        gantry_partition: job.partition as u16,
+        batch_seq: job.seq,
+        lane_next: job.ranges.lane_to,
+        acct_next: job.ranges.acct_to,
+        state,
+        written_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32),
+    };
+    // A failed checkpoint only lengthens the next replay.
+    if let Err(e) = shared.store.write_checkpoint(&rec).await {
+        warn!(partition = job.partition, seq = job.seq, error = %e, "checkpoint not written");
+    }
+}
