@@ -356,13 +356,19 @@ impl Store {
                 }
             }
         }
-        for table in encode_batches(batches, topics, |table, i| !present.contains(&(table, i))) {
-            let mut ins = self.inserts.insert_formatted_with(format!("INSERT INTO {} ({}) FORMAT RowBinary", table.name, table.columns));
-            for piece in table.pieces {
-                ins.send(piece.into()).await?;
-            }
-            ins.end().await?;
+        // The tables' INSERTs run concurrently: ClickHouse handles each in its own thread,
+        // and one after the other left its cores idle while Gantry waited on each in turn.
+        let tables = encode_batches(batches, topics, |table, i| !present.contains(&(table, i)));
+        futures_util::future::try_join_all(tables.into_iter().map(|t| self.insert_table(t))).await?;
+        Ok(())
+    }
+
+    async fn insert_table(&self, table: EncodedTable) -> Result<()> {
+        let mut ins = self.inserts.insert_formatted_with(format!("INSERT INTO {} ({}) FORMAT RowBinary", table.name, table.columns));
+        for piece in table.pieces {
+            ins.send(piece.into()).await?;
         }
+        ins.end().await?;
         Ok(())
     }
 }
