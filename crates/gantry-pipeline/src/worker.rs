@@ -261,15 +261,34 @@ impl Worker {
                 Some(b) => wait.min(idle.saturating_sub(b.elapsed())),
                 None => wait,
             };
-            match tokio::time::timeout(wait, rx.recv()).await {
-                Ok(Some(chunk)) => {
+            // A batch that is due while the previous one is still landing keeps growing (up to
+            // its hard limits) instead of blocking the worker: wake up when either happens.
+            let overdue = self.batch_opened.is_some_and(|t| t.elapsed() >= flush_every) && self.landing.is_some();
+            let wait = if overdue { Duration::from_secs(3600) } else { wait };
+            let landing = async {
+                match self.landing.as_mut() {
+                    Some(l) if overdue => l.await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let event = tokio::select! {
+                r = tokio::time::timeout(wait, rx.recv()) => Some(r),
+                landed = landing => {
+                    let b = landed.map_err(|e| PipelineError::Worker(self.partition, format!("landing: {e}")))?;
+                    self.landing = None;
+                    self.keep_spare(b);
+                    None
+                }
+            };
+            match event {
+                Some(Ok(Some(chunk))) => {
                     self.accept(chunk)?;
                     // Take what else is already queued before processing.
                     while let Ok(chunk) = rx.try_recv() {
                         self.accept(chunk)?;
                     }
                 }
-                Ok(None) => {
+                Some(Ok(None)) => {
                     // Revoked or stopping: what was processed is landed; the rest is re-read
                     // by whoever owns the partition next.
                     self.process(true);
@@ -278,14 +297,35 @@ impl Worker {
                     }
                     return self.wait_landed().await;
                 }
-                Err(_) => {}
+                Some(Err(_)) | None => {}
             }
             let full = self.process(false);
             let due = self.batch_opened.is_some_and(|t| t.elapsed() >= flush_every);
-            if self.batch.counts.messages > 0 && (full || due || (self.lane.closed && self.acct.closed)) {
+            // Due batches close once the previous one has landed; a full batch (or one whose
+            // both sides are closed, which cannot take more) waits for it.
+            if self.batch.counts.messages > 0 && (full || (self.lane.closed && self.acct.closed) || (due && self.previous_landed()?)) {
                 self.flush().await?;
             }
         }
+    }
+
+    /// Whether no batch is in flight any more (collecting a landed one's buffers).
+    fn previous_landed(&mut self) -> Result<bool> {
+        let Some(l) = self.landing.as_mut() else { return Ok(true) };
+        match l.try_recv() {
+            Ok(b) => {
+                self.landing = None;
+                self.keep_spare(b);
+                Ok(true)
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => Ok(false),
+            Err(e) => Err(PipelineError::Worker(self.partition, format!("landing: {e}"))),
+        }
+    }
+
+    fn keep_spare(&mut self, mut b: Batch) {
+        b.clear();
+        self.spare = Some(b);
     }
 
     /// Buffers a chunk. If it starts past the offset expected next (the group resumed inside a
@@ -413,9 +453,8 @@ impl Worker {
     /// Waits until the batch in flight (if any) is landed; keeps its buffers for reuse.
     async fn wait_landed(&mut self) -> Result<()> {
         if let Some(h) = self.landing.take() {
-            let mut b = h.await.map_err(|e| PipelineError::Worker(self.partition, format!("landing: {e}")))?;
-            b.clear();
-            self.spare = Some(b);
+            let b = h.await.map_err(|e| PipelineError::Worker(self.partition, format!("landing: {e}")))?;
+            self.keep_spare(b);
         }
         Ok(())
     }
