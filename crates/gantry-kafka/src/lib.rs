@@ -16,6 +16,11 @@ use rdkafka::{Offset, TopicPartitionList};
 pub const METADATA_TIMEOUT_MS: u64 = 10_000;
 /// A range read that sees no message for this long while short of its end has failed.
 pub const RANGE_READ_STALL_MS: u64 = 30_000;
+/// A range read whose first fetch brings nothing for this long starts further back (a broker
+/// that answers a fetch inside a record batch with nothing; see `RangeReader::read`). Long
+/// enough for a fresh consumer to connect and fetch on a loaded host, short because a replay
+/// may read hundreds of ranges.
+pub const RANGE_FIRST_RECORD_WAIT_MS: u64 = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaIoError {
@@ -172,9 +177,10 @@ impl RangeReader {
         // A broker must answer a fetch at an offset inside a record batch with that whole batch
         // (the client skips the records before the offset). Some Kafka-compatible brokers
         // (Tansu 0.6 here) answer with the *next* batch instead, which would silently skip
-        // records. So if the first record delivered is past `from`, start further back (the
-        // skipped records are filtered out below) until the answer covers `from`, or the
-        // start is the oldest retained offset and the gap is real.
+        // records, or, when there is no next batch, with nothing at all. So if the first
+        // record delivered is past `from`, or nothing comes for `RANGE_FIRST_RECORD_WAIT_MS`,
+        // start further back (the skipped records are filtered out below) until the answer
+        // covers `from`, or the start is the oldest retained offset and the gap is real.
         let low = self.low_watermark(topic, partition)?.max(0);
         let mut start = from.max(low);
         let mut step = 256;
@@ -211,6 +217,11 @@ impl RangeReader {
                     // End of partition, or nothing yet: the offsets up to `to` were recorded
                     // by Gantry, so they exist; wait for a slow broker, but not forever.
                     _ => {
+                        if first && start > low && last_progress.elapsed() > Duration::from_millis(RANGE_FIRST_RECORD_WAIT_MS) {
+                            start = (from - step).max(low);
+                            step *= 4;
+                            continue 'attempt;
+                        }
                         if last_progress.elapsed() > Duration::from_millis(RANGE_READ_STALL_MS) {
                             return Err(KafkaIoError::RangeStalled { topic: topic.into(), partition, from, to, at });
                         }
@@ -254,4 +265,22 @@ impl StatusProducer {
         }
         Ok(())
     }
+}
+
+/// The high watermark of a partition as librdkafka last saw it in a fetch response (no
+/// request to the broker); `None` before the first fetch of that partition.
+///
+/// Preferred over [`rdkafka::consumer::Consumer::fetch_watermarks`] (a ListOffsets request)
+/// to decide whether a consumer is at the end: it is what the fetches themselves reported,
+/// it costs nothing, and some Kafka-compatible brokers answer ListOffsets wrongly (Tansu 0.6
+/// answers "latest" with the last record batch's base offset + 1, which made a drained-check
+/// stop a run with most of a partition unread).
+pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` is borrowed; librdkafka only reads
+    // the NUL-terminated topic name and writes the two offsets.
+    let err = unsafe { rdkafka::bindings::rd_kafka_get_watermark_offsets(consumer.client().native_ptr(), topic.as_ptr(), partition, &mut low, &mut high) };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }

@@ -195,7 +195,7 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
                 // of the two did (rare: only when the consumer catches up).
                 hand_on(&mut pending, Some(p));
                 for t in [Topic::LaneTx, Topic::AccountEvents] {
-                    let high = consumer.fetch_watermarks(topic_name(t), p, Duration::from_secs(1)).map(|w| w.1).unwrap_or(i64::MAX);
+                    let high = gantry_kafka::cached_high_watermark(&consumer, topic_name(t), p).unwrap_or(i64::MAX);
                     let next = last_offset.get(&(t, p)).map_or(-1, |o| o + 1);
                     let position = consumer
                         .position()
@@ -225,8 +225,14 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
             break;
         }
         if now.duration_since(last_flush) >= Duration::from_millis(CHUNK_FLUSH_MS) {
+            let handed = !pending.is_empty();
             hand_on(&mut pending, None);
             last_flush = now;
+            if handed {
+                // Handing on may block on a busy worker; time spent here is not idle time
+                // (librdkafka may hold fetched messages that poll has not returned yet).
+                last_message = Instant::now();
+            }
         }
         // Commit what workers have landed.
         let mut tpl = TopicPartitionList::new();
@@ -240,7 +246,9 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
                 warn!(error = %e, "offset commit (informational; ClickHouse holds the truth)");
             }
         }
-        if cfg.exit_when_idle_ms > 0 && last_message.elapsed() >= Duration::from_millis(cfg.exit_when_idle_ms) && caught_up(&consumer) {
+        // Drained: the last poll returned nothing, nothing arrived for `exit_when_idle_ms`, and
+        // every partition's fetch position is at its high watermark.
+        if cfg.exit_when_idle_ms > 0 && !got_message && last_message.elapsed() >= Duration::from_millis(cfg.exit_when_idle_ms) && caught_up(&consumer) {
             info!("all partitions drained; stopping");
             break;
         }
@@ -269,9 +277,15 @@ fn caught_up(consumer: &BaseConsumer<Ctx>) -> bool {
         return false;
     }
     let Ok(position) = consumer.position() else { return false };
+    // A partition nothing was consumed from since the assignment has no position yet: it
+    // stands where the group's committed offset is.
+    let committed = consumer.committed(Duration::from_secs(5)).ok();
     assignment.elements().iter().all(|e| {
-        let Ok((_, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5)) else { return false };
-        let pos = position.find_partition(e.topic(), e.partition()).and_then(|x| if let Offset::Offset(o) = x.offset() { Some(o) } else { None });
+        // The high watermark the fetches reported (see `cached_high_watermark`); a partition
+        // never fetched yet is not caught up.
+        let Some(high) = gantry_kafka::cached_high_watermark(consumer, e.topic(), e.partition()) else { return false };
+        let offset_in = |tpl: &TopicPartitionList| tpl.find_partition(e.topic(), e.partition()).and_then(|x| if let Offset::Offset(o) = x.offset() { Some(o) } else { None });
+        let pos = offset_in(&position).or_else(|| committed.as_ref().and_then(offset_in));
         high == 0 || pos.is_some_and(|o| o >= high)
     })
 }

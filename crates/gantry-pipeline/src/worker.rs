@@ -289,11 +289,17 @@ impl Worker {
                     }
                 }
                 Some(Ok(None)) => {
-                    // Revoked or stopping: what was processed is landed; the rest is re-read
-                    // by whoever owns the partition next.
-                    self.process(true);
-                    if self.batch.counts.messages > 0 {
-                        self.flush().await?;
+                    // Revoked or stopping: everything already handed to this worker is
+                    // processed and landed, in as many batches as it takes (stopping after
+                    // one full batch would leave a drained run short of the end).
+                    loop {
+                        let full = self.process(true);
+                        if self.batch.counts.messages > 0 {
+                            self.flush().await?;
+                        }
+                        if !full {
+                            break;
+                        }
                     }
                     return self.wait_landed().await;
                 }
