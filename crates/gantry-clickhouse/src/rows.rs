@@ -31,6 +31,17 @@ fn date(day: i64) -> u16 {
     day.clamp(0, u16::MAX as i64) as u16
 }
 
+/// One appender per fixed-width integer type: its little-endian bytes.
+macro_rules! little_endian {
+    ($($t:ident),*) => {$(
+        #[inline]
+        fn $t(&mut self, v: $t) -> &mut Self {
+            self.0.extend_from_slice(&v.to_le_bytes());
+            self
+        }
+    )*};
+}
+
 /// Appends RowBinary values to a buffer.
 pub(crate) struct RowBinary<'b>(pub &'b mut Vec<u8>);
 
@@ -51,31 +62,7 @@ impl RowBinary<'_> {
         self.0.push(v);
         self
     }
-    #[inline]
-    fn u16(&mut self, v: u16) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    #[inline]
-    fn u32(&mut self, v: u32) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    #[inline]
-    fn i32(&mut self, v: i32) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    #[inline]
-    fn i64(&mut self, v: i64) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    #[inline]
-    fn u64(&mut self, v: u64) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
+    little_endian! {u16, u32, i32, i64, u64}
     #[inline]
     fn nullable_i64(&mut self, v: Option<i64>) -> &mut Self {
         match v {

@@ -562,10 +562,8 @@ impl<'a> Cursor<'a> {
             }
             // An optional field the lane left out makes the prediction miss; the keys after
             // it are tried the same cheap way before the key is scanned as a string.
-            let at = &self.b[self.i + 1..];
-            let idx = match keys.iter().skip(expect).position(|k| k.is_at(at)) {
-                Some(k) => {
-                    let idx = expect + k;
+            let idx = match find_key_at(keys, expect, &self.b[self.i + 1..]) {
+                Some(idx) => {
                     self.i += keys[idx].name.len() + 2;
                     idx
                 }
@@ -634,6 +632,14 @@ impl Key {
             b.len() > self.name.len() && &b[..self.name.len()] == self.name && b[self.name.len()] == b'"'
         }
     }
+}
+
+/// The first of `keys[from..]` that `b` (the bytes after a key's opening quote) starts with,
+/// as its index in `keys`: the expected key, or one after it when optional fields were left
+/// out, each checked with two word compares.
+#[inline]
+fn find_key_at(keys: &[Key], from: usize, b: &[u8]) -> Option<usize> {
+    keys.get(from..)?.iter().position(|k| k.is_at(b)).map(|k| from + k)
 }
 
 /// Lane record fields in the contract's (and the lanes') order.
@@ -718,7 +724,7 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize>(c: &mut Cursor<'a>,
             return None;
         }
         let rest = b.get(c.i + 1..)?;
-        let k = next_key + keys.get(next_key..)?.iter().position(|k| k.is_at(rest))?;
+        let k = find_key_at(keys, next_key, rest)?;
         let key = &keys[k];
         c.i += key.name.len() + 2;
         if b.get(c.i) != Some(&b':') {

@@ -159,7 +159,7 @@ impl LaneTx<'_> {
     /// The tolling units of `tollIntervalId`, in order.
     #[inline]
     pub fn intervals(&self) -> Intervals<'_> {
-        Intervals { rest: Some(&self.toll_interval_id) }
+        Intervals::new(&self.toll_interval_id)
     }
 }
 

@@ -278,14 +278,14 @@ fn caught_up(consumer: &BaseConsumer<Ctx>) -> bool {
     }
     let Ok(position) = consumer.position() else { return false };
     // A partition nothing was consumed from since the assignment has no position yet: it
-    // stands where the group's committed offset is.
-    let committed = consumer.committed(Duration::from_secs(5)).ok();
+    // stands where the group's committed offset is (asked of the broker only then, once).
+    let committed = std::cell::OnceCell::new();
     assignment.elements().iter().all(|e| {
         // The high watermark the fetches reported (see `cached_high_watermark`); a partition
         // never fetched yet is not caught up.
         let Some(high) = gantry_kafka::cached_high_watermark(consumer, e.topic(), e.partition()) else { return false };
         let offset_in = |tpl: &TopicPartitionList| tpl.find_partition(e.topic(), e.partition()).and_then(|x| if let Offset::Offset(o) = x.offset() { Some(o) } else { None });
-        let pos = offset_in(&position).or_else(|| committed.as_ref().and_then(offset_in));
+        let pos = offset_in(&position).or_else(|| committed.get_or_init(|| consumer.committed(Duration::from_secs(5)).ok()).as_ref().and_then(offset_in));
         high == 0 || pos.is_some_and(|o| o >= high)
     })
 }
