@@ -93,7 +93,7 @@ impl Env {
 
     /// Every message of the status-list topic as (key, value).
     pub fn status_messages(&self) -> Vec<(String, String)> {
-        let c: BaseConsumer = gantry_kafka::consumer_config(BROKERS, &format!("{}-status-reader", self.cfg.group_id)).create().unwrap();
+        let c: BaseConsumer = gantry_kafka::consumer_config(BROKERS, &format!("{}-status-reader", self.cfg.group_id), gantry_kafka::READER_SESSION_TIMEOUT_MS).create().unwrap();
         c.subscribe(&[&self.cfg.status_topic]).unwrap();
         let mut out = Vec::new();
         let mut idle = 0;
@@ -107,6 +107,41 @@ impl Env {
             }
         }
         out
+    }
+}
+
+impl Env {
+    /// Checks that the whole generated stream was settled exactly once: every valid record
+    /// settled once, every re-sent one counted as a duplicate (or, once older than the dedup
+    /// window, held as a reject), every top-up booked once, and each card's ledger a gapless
+    /// chain from its opening balance to its last balance.
+    pub fn assert_settled_exactly_once(&self, tally: &gantry_gen::Tally) {
+        let totals: Vec<(u64, u64)> = self.query("SELECT count(), uniqExact(trade_id) FROM settlements");
+        assert_eq!(totals[0].0, tally.valid, "every valid record settled once");
+        assert_eq!(totals[0].1, tally.valid, "no trade settled twice");
+        let dups: Vec<u64> = self.query("SELECT count() FROM duplicates WHERE kind = 'trade'");
+        let too_old: Vec<u64> = self.query("SELECT count() FROM rejects WHERE reason = 'outside_dedup_window'");
+        assert_eq!(dups[0] + too_old[0], tally.duplicates, "every re-sent record is a duplicate or too old");
+        let rejects: Vec<(u64, u64)> = self.query("SELECT countIf(reason = 'unknown_card'), count() FROM rejects");
+        assert_eq!(rejects[0], (tally.unknown_card, tally.unknown_card + tally.bad + too_old[0]), "rejects");
+        let topups: Vec<(u64, i64)> = self.query("SELECT count(), sum(amount) FROM ledger WHERE kind = 'topup'");
+        assert_eq!(topups[0], (tally.topups, tally.topup_amount), "top-ups");
+        let opens: Vec<u64> = self.query("SELECT count() FROM ledger WHERE kind = 'open'");
+        assert_eq!(opens[0], tally.opens, "card openings");
+        // Each card's balance is its opening balance plus every movement, with no gap or repeat.
+        let broken: Vec<u64> = self.query(
+            "SELECT count() FROM (SELECT card_id, sum(amount) AS total, argMax(balance_after, (time, source_offset)) AS last FROM ledger GROUP BY card_id) WHERE total != last",
+        );
+        assert_eq!(broken[0], 0, "cards whose ledger does not add up to their balance");
+        let ledger: Vec<(u64, u64)> = self.query("SELECT count(), uniqExact(card_id, kind, entry_id) FROM ledger");
+        assert_eq!(ledger[0].0, ledger[0].1, "no ledger entry written twice");
+        // The rollups saw each row of their source tables exactly once too.
+        let splits: Vec<(u64, i64)> = self.query("SELECT count(), sum(fee) FROM settlement_splits");
+        let clearing: Vec<(u64, i64)> = self.query("SELECT sum(n), sum(fee) FROM clearing_daily");
+        assert_eq!(clearing[0], splits[0], "clearing_daily against settlement_splits");
+        let trips: Vec<(u64, i64)> = self.query("SELECT count(), sum(fee) FROM settlements WHERE card_id != ''");
+        let usage: Vec<(u64, i64, u64, i64)> = self.query("SELECT sum(trips), sum(fee), sum(topups), sum(topup_amount) FROM customer_usage_daily");
+        assert_eq!(usage[0], (trips[0].0, trips[0].1, tally.topups, tally.topup_amount), "customer_usage_daily against settlements and top-ups");
     }
 }
 

@@ -163,23 +163,7 @@ fn second_run_continues_exactly_once(name: &str, checkpoint_every_batches: u64) 
     }
     env.run(&env.cfg, &tariff_dir);
 
-    let totals: Vec<(u64, u64)> = env.query("SELECT count(), uniqExact(trade_id) FROM settlements");
-    assert_eq!(totals[0].0, tally.valid, "every valid record settled once");
-    assert_eq!(totals[0].1, tally.valid, "no trade settled twice");
-    // A re-sent record older than the 7-day window behind its partition's newest record can
-    // no longer be told from a new one: it is held as a reject, not settled again.
-    let dups: Vec<u64> = env.query("SELECT count() FROM duplicates WHERE kind = 'trade'");
-    let too_old: Vec<u64> = env.query("SELECT count() FROM rejects WHERE reason = 'outside_dedup_window'");
-    assert_eq!(dups[0] + too_old[0], tally.duplicates);
-    let rejects: Vec<(u64, u64)> = env.query("SELECT countIf(reason = 'unknown_card'), count() FROM rejects");
-    assert_eq!(rejects[0], (tally.unknown_card, tally.unknown_card + tally.bad + too_old[0]));
-    let topups: Vec<(u64, i64)> = env.query("SELECT count(), sum(amount) FROM ledger WHERE kind = 'topup'");
-    assert_eq!(topups[0], (tally.topups, tally.topup_amount));
-    // Each card's balance is its opening balance plus every movement, with no gap or repeat.
-    let broken: Vec<u64> = env.query(
-        "SELECT count() FROM (SELECT card_id, sum(amount) AS total, argMax(balance_after, (time, source_offset)) AS last FROM ledger GROUP BY card_id) WHERE total != last",
-    );
-    assert_eq!(broken[0], 0);
+    env.assert_settled_exactly_once(&tally);
     let _ = std::fs::remove_dir_all(tariff_dir);
 }
 

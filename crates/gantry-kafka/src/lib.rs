@@ -36,8 +36,14 @@ pub enum KafkaIoError {
 
 pub type Result<T> = std::result::Result<T, KafkaIoError>;
 
-/// Consumer settings, each chosen for this workload:
-pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
+/// Session timeout of readers that are not group members (replay, tools): librdkafka's
+/// default range, unused since they never join the group.
+pub const READER_SESSION_TIMEOUT_MS: u64 = 30_000;
+
+/// Consumer settings, each chosen for this workload. `session_timeout_ms`: how long the
+/// group waits for a member that stopped heartbeating before its partitions go to another
+/// member (the failover time after a crash).
+pub fn consumer_config(brokers: &str, group_id: &str, session_timeout_ms: u64) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
         .set("group.id", group_id)
@@ -62,7 +68,9 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("queued.min.messages", "100000")
         // Recovery of a partition (replaying batches since the checkpoint) happens on assignment.
         .set("max.poll.interval.ms", "600000")
-        .set("session.timeout.ms", "30000");
+        .set("session.timeout.ms", session_timeout_ms.to_string())
+        // librdkafka's default ratio: three heartbeats per session timeout.
+        .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(1).to_string());
     c
 }
 
@@ -162,7 +170,7 @@ impl RangeReader {
     }
 
     fn consumer(brokers: &str) -> Result<BaseConsumer<QuietEof>> {
-        Ok(consumer_config(brokers, "gantry-replay").create_with_context(QuietEof)?)
+        Ok(consumer_config(brokers, "gantry-replay", READER_SESSION_TIMEOUT_MS).create_with_context(QuietEof)?)
     }
 
     /// The first offset still retained.

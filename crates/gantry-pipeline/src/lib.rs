@@ -87,6 +87,11 @@ pub struct PipelineConfig {
     pub max_future_skew_ms: i64,
     /// Name of this instance in the batch journal.
     pub instance: String,
+    /// Kafka group session timeout: after a crash, the dead instance's partitions sit idle
+    /// this long before another member gets them. 10 s fails over quickly while riding out
+    /// a pause of a few seconds (a long ClickHouse stall does not stop heartbeats, which
+    /// librdkafka sends from its own thread).
+    pub session_timeout_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -115,6 +120,7 @@ impl Default for PipelineConfig {
             min_balance_fen: e.min_balance_fen,
             max_future_skew_ms: e.max_future_skew_ms,
             instance: std::env::var("HOSTNAME").unwrap_or_else(|_| "gantry".into()),
+            session_timeout_ms: 10_000,
         }
     }
 }
@@ -143,6 +149,10 @@ impl PipelineConfig {
         }
         if !(-14 * 60..=14 * 60).contains(&self.network_utc_offset_min) {
             errs.push("network_utc_offset_min must be within ±14 h".into());
+        }
+        // Kafka brokers accept 6 s to 30 min by default (group.min/max.session.timeout.ms).
+        if !(1_000..=1_800_000).contains(&self.session_timeout_ms) {
+            errs.push(format!("session_timeout_ms {} must be in 1000..=1800000", self.session_timeout_ms));
         }
         if errs.is_empty() {
             Ok(())

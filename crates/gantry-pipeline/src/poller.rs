@@ -144,7 +144,7 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
     let (commit_tx, commit_rx) = std_mpsc::channel();
     rt.spawn(crate::land::lander(shared.clone(), lander_rx, commit_tx.clone()));
     let ctx = Ctx { shared, rt: rt.handle().clone(), workers: Mutex::new(HashMap::new()), commits: Mutex::new(commit_tx), failed: AtomicBool::new(false) };
-    let consumer: BaseConsumer<Ctx> = gantry_kafka::consumer_config(&cfg.brokers, &cfg.group_id).create_with_context(ctx)?;
+    let consumer: BaseConsumer<Ctx> = gantry_kafka::consumer_config(&cfg.brokers, &cfg.group_id, cfg.session_timeout_ms).create_with_context(ctx)?;
     let partitions = gantry_kafka::check_copartitioned(&consumer, &cfg.lane_topic, &cfg.account_topic)?;
     info!(partitions, lane = %cfg.lane_topic, accounts = %cfg.account_topic, "topics are co-partitioned");
     consumer.subscribe(&[&cfg.lane_topic, &cfg.account_topic])?;
