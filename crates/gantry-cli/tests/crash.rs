@@ -82,6 +82,8 @@ fn gantry_killed_mid_run_settles_every_record_exactly_once() {
         let started = Instant::now();
         while committed() < before + 2 + kill {
             assert!(child.try_wait().unwrap().is_none(), "gantry exited before it was killed; see {}", log.display());
+            // A hang guard, not a speed check: a restart commits its first batches after the
+            // group's session timeout (6 s here), so 300 s means it is stuck.
             assert!(started.elapsed() < Duration::from_secs(300), "no batch committed in 300 s; see {}", log.display());
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -90,22 +92,30 @@ fn gantry_killed_mid_run_settles_every_record_exactly_once() {
             // (its rows partly inserted, its offsets not committed). The batch may still
             // commit between this query and the kill; the recovery counts below say which.
             while in_flight() == 0 {
-                assert!(child.try_wait().unwrap().is_none(), "gantry exited before it was killed; see {}", log.display());
+                if let Some(status) = child.try_wait().unwrap() {
+                    // It drained this round before a landing was caught: not a failure of
+                    // Gantry, only a kill that did not happen (reported below).
+                    assert!(status.success(), "gantry failed; see {}", log.display());
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(2));
             }
         } else {
             std::thread::sleep(Duration::from_millis(37 * kill));
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        killed_after.push(committed() - before);
+        let drained = child.try_wait().unwrap().is_some();
+        if !drained {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        killed_after.push((committed() - before, if drained { "drained, not killed" } else { "killed" }));
     }
     // The last run drains everything and exits.
     produce(&mut traffic, u64::MAX);
     let mut child = spawn_gantry(&config, &tariff_dir, &log);
     let status = child.wait().unwrap();
     assert!(status.success(), "the last run failed; see {}", log.display());
-    eprintln!("batches committed before each kill: {killed_after:?}");
+    eprintln!("batches committed in each round before its end: {killed_after:?}");
     // What the restarts had to do, from their logs: batches replayed from the journal after a
     // checkpoint, and planned batches finished (the crash fell inside their landing).
     let (mut replayed, mut completed) = (0u64, 0u64);
