@@ -93,7 +93,7 @@ impl Env {
 
     /// Every message of the status-list topic as (key, value).
     pub fn status_messages(&self) -> Vec<(String, String)> {
-        let c: BaseConsumer = gantry_kafka::consumer_config(BROKERS, &format!("{}-status-reader", self.cfg.group_id), gantry_kafka::READER_SESSION_TIMEOUT_MS).create().unwrap();
+        let c: BaseConsumer = gantry_kafka::reader_config(BROKERS, &format!("{}-status-reader", self.cfg.group_id)).create().unwrap();
         c.subscribe(&[&self.cfg.status_topic]).unwrap();
         let mut out = Vec::new();
         let mut idle = 0;
@@ -108,9 +108,7 @@ impl Env {
         }
         out
     }
-}
 
-impl Env {
     /// Checks that the whole generated stream was settled exactly once: every valid record
     /// settled once, every re-sent one counted as a duplicate (or, once older than the dedup
     /// window, held as a reject), every top-up booked once, and each card's ledger a gapless

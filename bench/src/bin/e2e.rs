@@ -167,7 +167,7 @@ fn main() -> anyhow::Result<()> {
     println!("produced {total} messages in {:.1} s", t.elapsed().as_secs_f64());
 
     // 2. Baseline: a bare consumer, same librdkafka settings.
-    let consumer: BaseConsumer = gantry_kafka::consumer_config(&args.brokers, &format!("{}-raw", run.id), gantry_kafka::READER_SESSION_TIMEOUT_MS).create()?;
+    let consumer: BaseConsumer = gantry_kafka::reader_config(&args.brokers, &format!("{}-raw", run.id)).create()?;
     consumer.subscribe(&[&run.lane, &run.acct])?;
     let (mut n, mut first) = (0u64, None);
     let deadline = Instant::now() + Duration::from_secs(600);

@@ -36,9 +36,15 @@ pub enum KafkaIoError {
 
 pub type Result<T> = std::result::Result<T, KafkaIoError>;
 
-/// Session timeout of readers that are not group members (replay, tools): librdkafka's
-/// default range, unused since they never join the group.
-pub const READER_SESSION_TIMEOUT_MS: u64 = 30_000;
+/// Session timeout of one-off readers (replay, tools, benchmarks, tests): nothing fails
+/// over to them, so librdkafka's own default (45 s in 2.x) would do; 30 s is what Gantry's
+/// readers used before the timeout became configurable.
+const READER_SESSION_TIMEOUT_MS: u64 = 30_000;
+
+/// [`consumer_config`] for a one-off reader (replay, tools, benchmarks, tests).
+pub fn reader_config(brokers: &str, group_id: &str) -> ClientConfig {
+    consumer_config(brokers, group_id, READER_SESSION_TIMEOUT_MS)
+}
 
 /// Consumer settings, each chosen for this workload. `session_timeout_ms`: how long the
 /// group waits for a member that stopped heartbeating before its partitions go to another
@@ -170,7 +176,7 @@ impl RangeReader {
     }
 
     fn consumer(brokers: &str) -> Result<BaseConsumer<QuietEof>> {
-        Ok(consumer_config(brokers, "gantry-replay", READER_SESSION_TIMEOUT_MS).create_with_context(QuietEof)?)
+        Ok(reader_config(brokers, "gantry-replay").create_with_context(QuietEof)?)
     }
 
     /// The first offset still retained.
