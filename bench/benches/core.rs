@@ -146,7 +146,7 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     // The ClickHouse side of landing a batch: sort each table's rows by its ORDER BY key and
-    // encode them as RowBinary, for one pipeline-sized batch (all 100k records).
+    // encode them as Native blocks, for one pipeline-sized batch (all 100k records).
     let mut engine = Engine::read_state(fx.cfg, &fx.opened_state).expect("state");
     let mut batch = Batch::with_capacity(fx.lanes.len());
     for (i, (m, ts)) in fx.lanes.iter().enumerate() {

@@ -169,6 +169,7 @@ fn main() -> anyhow::Result<()> {
     // 2. Baseline: a bare consumer, same librdkafka settings.
     let consumer: BaseConsumer = gantry_kafka::reader_config(&args.brokers, &format!("{}-raw", run.id)).create()?;
     consumer.subscribe(&[&run.lane, &run.acct])?;
+    let raw_cpu_before = cpu_seconds("self");
     let (mut n, mut first) = (0u64, None);
     let deadline = Instant::now() + Duration::from_secs(600);
     while n < total && Instant::now() < deadline {
@@ -180,7 +181,13 @@ fn main() -> anyhow::Result<()> {
     let raw_secs = first.context("baseline read nothing")?.elapsed().as_secs_f64();
     let raw_rate = n as f64 / raw_secs;
     drop(consumer);
-    println!("baseline: bare consumer read {n} messages in {raw_secs:.2} s = {raw_rate:.0} msg/s");
+    // What consuming alone costs (librdkafka's threads included): the floor of Gantry's own
+    // CPU per message.
+    let raw_cpu_us = raw_cpu_before.zip(cpu_seconds("self")).map(|(b, a)| (a - b) * 1e6 / n.max(1) as f64);
+    println!(
+        "baseline: bare consumer read {n} messages in {raw_secs:.2} s = {raw_rate:.0} msg/s, cpu {} µs per message",
+        raw_cpu_us.map_or("?".into(), |u| format!("{u:.2}"))
+    );
 
     // 3. Gantry drains the same topics into ClickHouse.
     let cpu_before = cpu_snapshot(&args.stack_dir);
@@ -191,7 +198,7 @@ fn main() -> anyhow::Result<()> {
     println!("gantry: {} messages into ClickHouse in {secs:.2} s = {rate:.0} msg/s ({:.2}x the bare consumer)", summary.messages, rate / raw_rate);
     // Where the two cores went during the drain (including the idle wait before stopping,
     // and ClickHouse's background merges of what was inserted).
-    let mut cpu_line = String::new();
+    let mut cpu_line = raw_cpu_us.map_or(String::new(), |u| format!("baseline_cpu_us_per_msg={u:.2}\n"));
     for (i, name) in ["gantry", "clickhouse", "tansu"].iter().enumerate() {
         if let (Some(b), Some(a)) = (cpu_before[i], cpu_after[i]) {
             let (used, per_msg_us) = (a - b, (a - b) * 1e6 / summary.messages as f64);
