@@ -91,6 +91,23 @@ impl Env {
         self.rt.block_on(self.store.query_client().query(sql).execute()).unwrap();
     }
 
+    /// A query's answer as text (`TSV`), for comparing with golden files.
+    pub fn text(&self, sql: &str) -> String {
+        let bytes = self.rt.block_on(async { self.store.query_client().query(sql).fetch_bytes("TSV")?.collect().await });
+        String::from_utf8(bytes.unwrap_or_else(|e| panic!("{sql}: {e}")).to_vec()).expect("UTF-8 answer")
+    }
+
+    /// Runs an INSERT whose body is given as is (e.g. `... FORMAT Native`).
+    pub fn insert_body(&self, sql: &str, body: Vec<u8>) {
+        self.rt
+            .block_on(async {
+                let mut ins = self.store.query_client().insert_formatted_with(sql.to_string());
+                ins.send(body.into()).await?;
+                ins.end().await
+            })
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// Every message of the status-list topic as (key, value).
     pub fn status_messages(&self) -> Vec<(String, String)> {
         let c: BaseConsumer = gantry_kafka::reader_config(BROKERS, &format!("{}-status-reader", self.cfg.group_id)).create().unwrap();

@@ -401,6 +401,22 @@ pub struct BatchToWrite<'a> {
     pub batch: &'a Batch,
 }
 
+pub use rows::ColumnList;
+
+/// The columns (name, ClickHouse type) Gantry writes to an output table, in the order of its
+/// Native blocks; `None` for a table it writes no rows to.
+pub fn output_columns(table: &str) -> Option<ColumnList> {
+    Some(match table {
+        "settlements" => SETTLEMENT_COLUMNS,
+        "settlement_splits" => SPLIT_COLUMNS,
+        "ledger" => LEDGER_COLUMNS,
+        "rejects" => REJECT_COLUMNS,
+        "duplicates" => DUPLICATE_COLUMNS,
+        "status_list" => STATUS_COLUMNS,
+        _ => return None,
+    })
+}
+
 /// Rows per output table of a batch, in the order tables are written.
 pub fn table_rows(b: &Batch) -> [(&'static str, usize); 6] {
     [

@@ -1,0 +1,45 @@
+//! The golden Native blocks (`tests/native/*.native`, which a unit test in gantry-clickhouse
+//! pins Gantry's encoder to) read back on the ClickHouse the tests run against — 18.16 on
+//! this project's machines — as exactly the golden rows (`tests/native/*.tsv`), rollups
+//! included. `tests/sql_compat.py` checks the same blocks against the same rows on current
+//! ClickHouse, so both ends of the supported range read Gantry's bytes the same way.
+
+use std::path::Path;
+
+use gantry_tests::Env;
+
+const TABLES: [&str; 6] = ["settlements", "settlement_splits", "ledger", "rejects", "duplicates", "status_list"];
+const ROLLUPS: [&str; 2] = ["clearing_daily", "customer_usage_daily"];
+
+/// The rows of a table as the golden files list them, whatever the server's time zone:
+/// columns in schema order with `DateTime` as seconds, sorted by all of them (the same query
+/// as `readable` in `tests/sql_compat.py`).
+fn readable(env: &Env, table: &str) -> String {
+    let exprs: Vec<String> = env
+        .text(&format!("DESCRIBE TABLE {table}"))
+        .lines()
+        .map(|l| {
+            let mut f = l.split('\t');
+            let (name, ty) = (f.next().expect("name"), f.next().expect("type"));
+            if ty == "DateTime" { format!("toUnixTimestamp({name})") } else { name.to_string() }
+        })
+        .collect();
+    let exprs = exprs.join(", ");
+    env.text(&format!("SELECT {exprs} FROM {table} ORDER BY {exprs}"))
+}
+
+#[test]
+fn native_blocks_read_back_as_the_golden_rows() {
+    let env = Env::new("native", 1);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("native");
+    for table in TABLES {
+        let body = std::fs::read(dir.join(format!("{table}.native"))).expect("golden block");
+        let columns = gantry_clickhouse::output_columns(table).expect("an output table");
+        let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
+        env.insert_body(&format!("INSERT INTO {table} ({}) FORMAT Native", names.join(", ")), body);
+    }
+    for table in TABLES.into_iter().chain(ROLLUPS) {
+        let want = std::fs::read_to_string(dir.join(format!("{table}.tsv"))).expect("golden rows");
+        assert_eq!(readable(&env, table).trim(), want.trim(), "{table}");
+    }
+}
