@@ -647,9 +647,9 @@ mod tests {
     }
 
     /// The encoder still writes the committed golden blocks (`tests/native/`), which
-    /// `tests/sql_compat.py` feeds to current ClickHouse and checks value by value; the
-    /// integration tests feed the encoder's blocks to 18.16. `GANTRY_BLESS_NATIVE=1`
-    /// rewrites the files after a deliberate change of the encoding.
+    /// `tests/tests/native.rs` (18.16) and `tests/sql_compat.py` (current ClickHouse) read
+    /// back value by value. `GANTRY_BLESS_NATIVE=1` rewrites the blocks after a deliberate
+    /// change of the encoding (then check the `.tsv` rows still hold).
     #[test]
     fn encoder_writes_the_golden_native_blocks() {
         let (a, b) = golden_batches();

@@ -16,9 +16,10 @@
 //! Native, as sent over HTTP (no block info, no per-column serialization info): `String` is
 //! a LEB128 length and the bytes; integers are little-endian; `Nullable(T)` is a null map (a
 //! byte per row, 1 = NULL) followed by every row's `T` (0 where NULL); `DateTime` is u32
-//! seconds and `Date` u16 days since 1970-01-01. The same bytes are read by current
-//! ClickHouse: `tests/sql_compat.py` inserts the golden blocks under `tests/native/` through
-//! chdb and checks their values, and a unit test here checks the encoder still writes them.
+//! seconds and `Date` u16 days since 1970-01-01. Golden blocks under `tests/native/` pin
+//! this: a unit test (`lib.rs`) checks the encoder still writes them byte for byte, and they
+//! read back as the golden rows (`tests/native/*.tsv`) on 18.16 (`tests/tests/native.rs`)
+//! and on current ClickHouse (`tests/sql_compat.py`, through chdb).
 
 use gantry_core::output::{Batch, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow, StatusRow};
 
