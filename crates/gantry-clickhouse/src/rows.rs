@@ -110,7 +110,7 @@ impl Columns {
     #[inline]
     pub(crate) fn row(&mut self) -> Cursor<'_> {
         self.rows += 1;
-        if self.rows % ROWS_PER_CHUNK_CHECK == 0 {
+        if self.rows.is_multiple_of(ROWS_PER_CHUNK_CHECK) {
             self.set_aside_full_chunks();
         }
         Cursor { bufs: &mut self.bufs, i: 0 }
