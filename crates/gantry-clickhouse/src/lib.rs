@@ -401,21 +401,7 @@ pub struct BatchToWrite<'a> {
     pub batch: &'a Batch,
 }
 
-pub use rows::ColumnList;
-
-/// The columns (name, ClickHouse type) Gantry writes to an output table, in the order of its
-/// Native blocks; `None` for a table it writes no rows to.
-pub fn output_columns(table: &str) -> Option<ColumnList> {
-    Some(match table {
-        "settlements" => SETTLEMENT_COLUMNS,
-        "settlement_splits" => SPLIT_COLUMNS,
-        "ledger" => LEDGER_COLUMNS,
-        "rejects" => REJECT_COLUMNS,
-        "duplicates" => DUPLICATE_COLUMNS,
-        "status_list" => STATUS_COLUMNS,
-        _ => return None,
-    })
-}
+pub use rows::{ColumnList, OUTPUT_TABLES};
 
 /// Rows per output table of a batch, in the order tables are written.
 pub fn table_rows(b: &Batch) -> [(&'static str, usize); 6] {
@@ -523,7 +509,7 @@ pub fn encode_batches(batches: &[BatchToWrite<'_>], topics: &TopicNames, include
                     let (b, r, tag) = row(k as usize);
                     $encode(b, r, tag, &mut columns);
                 }
-                let pieces = columns.finish($columns, refs.len());
+                let pieces = columns.finish();
                 tables.push(EncodedTable { name: $name, columns: $columns, rows: refs.len(), pieces });
             }
         };

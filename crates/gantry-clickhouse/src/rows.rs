@@ -62,6 +62,7 @@ fn leb128(out: &mut Vec<u8>, mut n: usize) {
 /// (one buffer per column of a whole group came as fresh pages from the kernel each time;
 /// zeroing them was 16% of the encoder's time).
 pub(crate) struct Columns {
+    list: ColumnList,
     bufs: Vec<Vec<u8>>,
     /// Full chunks of each buffer, in order.
     full: Vec<Vec<Vec<u8>>>,
@@ -103,7 +104,7 @@ impl Columns {
             bufs.push(chunk(rows * width));
         }
         let full = (0..bufs.len()).map(|_| Vec::new()).collect();
-        Columns { bufs, full, rows: 0 }
+        Columns { list, bufs, full, rows: 0 }
     }
 
     /// A cursor at the first column, for one row's fields in column-list order.
@@ -127,8 +128,8 @@ impl Columns {
 
     /// The block as INSERT body pieces: the header, then per column its name and type and
     /// its chunks (moved, not copied).
-    pub(crate) fn finish(self, list: ColumnList, rows: usize) -> Vec<Vec<u8>> {
-        debug_assert_eq!(self.rows, rows, "one row() per row");
+    pub(crate) fn finish(self) -> Vec<Vec<u8>> {
+        let (list, rows) = (self.list, self.rows);
         let mut pieces = Vec::with_capacity(self.bufs.len() * 2 + 1);
         let mut head = Vec::with_capacity(64);
         leb128(&mut head, list.len());
@@ -379,6 +380,17 @@ pub(crate) const STATUS_COLUMNS: ColumnList = &[
     ("batch_seq", "UInt64"),
 ];
 
+/// Every table Gantry writes rows to, with the columns of its Native blocks, in the order
+/// tables are written.
+pub const OUTPUT_TABLES: [(&str, ColumnList); 6] = [
+    ("settlements", SETTLEMENT_COLUMNS),
+    ("settlement_splits", SPLIT_COLUMNS),
+    ("ledger", LEDGER_COLUMNS),
+    ("rejects", REJECT_COLUMNS),
+    ("duplicates", DUPLICATE_COLUMNS),
+    ("status_list", STATUS_COLUMNS),
+];
+
 pub(crate) fn status_row(b: &Batch, s: &StatusRow, t: Tag, c: &mut Columns) {
     c.row()
         .str(b.text_bytes(s.card_id))
@@ -398,7 +410,7 @@ mod tests {
         c.row().str(b"ab");
         c.row().str(&[b'x'; 300]);
         c.row().str(b"");
-        let pieces = c.finish(&[("s", "String")], 3);
+        let pieces = c.finish();
         // header: 1 column, 3 rows, name "s", type "String"
         assert_eq!(pieces[0], [&[1, 3, 1, b's', 6][..], b"String"].concat());
         let data = &pieces[1];
@@ -423,7 +435,7 @@ mod tests {
             strings.extend_from_slice(s.as_bytes());
             numbers.extend_from_slice(&(k as u64).to_le_bytes());
         }
-        let pieces = c.finish(LIST, rows);
+        let pieces = c.finish();
         assert!(pieces.len() > 6, "several chunks per column");
         let body = pieces.concat();
         let mut want = vec![2];
@@ -443,7 +455,7 @@ mod tests {
         let mut c = Columns::new(LIST, 2);
         c.row().i32(-2).nullable_i64(None).tag(Tag { gantry_partition: 3, batch_seq: 7 });
         c.row().i32(1).nullable_i64(Some(5)).tag(Tag { gantry_partition: 3, batch_seq: 8 });
-        let pieces = c.finish(LIST, 2);
+        let pieces = c.finish();
         // header+p, p's values, n's header, null map, values, partition header, values, seq header, values
         assert_eq!(pieces.len(), 9);
         assert_eq!(pieces[1], [(-2i32).to_le_bytes(), 1i32.to_le_bytes()].concat());
@@ -459,14 +471,7 @@ mod tests {
     #[test]
     fn column_lists_match_the_schema_names_and_types() {
         let schema = crate::schema::SCHEMA_SQL;
-        for (table, cols) in [
-            ("settlements", SETTLEMENT_COLUMNS),
-            ("settlement_splits", SPLIT_COLUMNS),
-            ("ledger", LEDGER_COLUMNS),
-            ("rejects", REJECT_COLUMNS),
-            ("duplicates", DUPLICATE_COLUMNS),
-            ("status_list", STATUS_COLUMNS),
-        ] {
+        for (table, cols) in OUTPUT_TABLES {
             let start = schema.find(&format!("CREATE TABLE IF NOT EXISTS {table} (")).expect("table in schema");
             let body = &schema[start..start + schema[start..].find(") ENGINE").expect("engine")];
             let mut declared: Vec<(String, String)> = body
