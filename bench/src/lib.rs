@@ -10,8 +10,12 @@ use serde::Deserialize;
 
 pub struct Fixture {
     pub tariffs: TariffSet,
-    /// Lane messages (one record each), in production order.
-    pub lanes: Vec<(Vec<u8>, i64)>,
+    /// Lane messages (one record each), in production order, back to back in one buffer as
+    /// the pipeline holds them (a fetched chunk), not one allocation each: scattered messages
+    /// would make the benchmark pay a cache miss per message that production does not.
+    lane_bytes: Vec<u8>,
+    /// Each lane message's range of `lane_bytes` and its timestamp.
+    lane_index: Vec<(std::ops::Range<usize>, i64)>,
     /// Engine state after every card was opened.
     pub opened_state: Vec<u8>,
     /// The accounts alone, after every card was opened.
@@ -35,7 +39,8 @@ pub fn fixture(cards: usize, records: u64) -> Fixture {
     // records would sweep a full table 16 times per 100k records, a thousand times more often
     // than in production.
     let mut traffic = Traffic::new(TrafficConfig { cards, records, topup_rate: 0.0, days: 1, ..TrafficConfig::default() }, &net);
-    let mut lanes = Vec::new();
+    let mut lane_bytes = Vec::new();
+    let mut lane_index = Vec::new();
     let mut offset = 0;
     while let Some(m) = traffic.next() {
         offset += 1;
@@ -44,14 +49,38 @@ pub fn fixture(cards: usize, records: u64) -> Fixture {
                 engine.account_message(m.value, Source { topic: Topic::AccountEvents, partition: 0, offset, timestamp_ms: Some(m.timestamp_ms) }, &mut out);
                 out.clear();
             }
-            gantry_gen::Topic::LaneTx => lanes.push((m.value.to_vec(), m.timestamp_ms)),
+            gantry_gen::Topic::LaneTx => {
+                lane_bytes.extend_from_slice(m.value);
+                lane_index.push((lane_bytes.len() - m.value.len()..lane_bytes.len(), m.timestamp_ms));
+            }
         }
     }
     let mut opened_state = Vec::new();
     engine.write_state(&mut opened_state);
     let mut accounts_state = Vec::new();
     engine.accounts().write_to(&mut accounts_state);
-    Fixture { tariffs, lanes, opened_state, accounts_state, cfg }
+    Fixture { tariffs, lane_bytes, lane_index, opened_state, accounts_state, cfg }
+}
+
+/// Lane messages handed to the engine per call in the benchmarks, as the pipeline hands it a
+/// run of lane messages from one fetched chunk; the batch is checked for closing between runs.
+pub const RUN_MESSAGES: usize = 256;
+
+/// The fixture's lane messages with their sources, in runs of [`RUN_MESSAGES`].
+pub fn runs(fx: &Fixture) -> impl Iterator<Item = impl Iterator<Item = (&[u8], Source)> + '_> + '_ {
+    (0..fx.lane_index.len()).step_by(RUN_MESSAGES).map(move |from| {
+        fx.lane_index[from..(from + RUN_MESSAGES).min(fx.lane_index.len())].iter().enumerate().map(move |(k, (r, ts))| {
+            let src = Source { topic: Topic::LaneTx, partition: 0, offset: (from + k) as i64, timestamp_ms: Some(*ts) };
+            (&fx.lane_bytes[r.clone()], src)
+        })
+    })
+}
+
+impl Fixture {
+    /// The lane messages and their timestamps, in production order.
+    pub fn lanes(&self) -> impl ExactSizeIterator<Item = (&[u8], i64)> + '_ {
+        self.lane_index.iter().map(|(r, ts)| (&self.lane_bytes[r.clone()], *ts))
+    }
 }
 
 pub fn parse_config() -> ParseConfig {

@@ -1,6 +1,7 @@
 //! Runs the core path over the benchmark fixture in a loop, for profilers (`perf record`,
-//! `valgrind --tool=callgrind`): `core_loop [ROUNDS] [CARDS]`. Prints records/s per round.
-//! A small CARDS (e.g. 2000) keeps every account in cache, which shows what memory costs.
+//! `valgrind --tool=callgrind`): `core_loop [ROUNDS] [CARDS] [grouped|single]`. Prints
+//! records/s per round. A small CARDS (e.g. 2000) keeps every account in cache, which shows
+//! what memory costs; `single` feeds the engine one message at a time (no warmed groups).
 use gantry_bench::{fixture, Fixture};
 use gantry_core::{Batch, Engine, Source, Topic};
 use std::time::Instant;
@@ -14,14 +15,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     let cards: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(200_000);
+    let grouped = std::env::args().nth(3).is_none_or(|m| m != "single");
     let fx = fixture(cards, 100_000);
     let mut out = Batch::with_capacity(10_000);
     for round in 0..rounds {
         // Every round starts from the same state, so every record is new again.
         let mut engine = Engine::read_state(fx.cfg, &fx.opened_state).expect("state");
         let t = Instant::now();
-        run_round(&mut engine, &fx, &mut out);
-        println!("round {round}: {:.0} records/s", fx.lanes.len() as f64 / t.elapsed().as_secs_f64());
+        if grouped {
+            run_round(&mut engine, &fx, &mut out);
+        } else {
+            run_round_single(&mut engine, &fx, &mut out);
+        }
+        println!("round {round}: {:.0} records/s", fx.lanes().len() as f64 / t.elapsed().as_secs_f64());
     }
 }
 
@@ -29,8 +35,19 @@ fn main() {
 /// (`valgrind --tool=callgrind --toggle-collect=core_loop::run_round`).
 #[inline(never)]
 fn run_round(engine: &mut Engine, fx: &Fixture, out: &mut Batch) {
-    for (i, (m, ts)) in fx.lanes.iter().enumerate() {
-        let src = Source { topic: Topic::LaneTx, partition: 0, offset: i as i64, timestamp_ms: Some(*ts) };
+    for run in gantry_bench::runs(fx) {
+        engine.lane_messages(&fx.tariffs, run, out);
+        if out.counts.lane_records >= 10_000 {
+            out.clear();
+        }
+    }
+}
+
+/// [`run_round`] one message at a time.
+#[inline(never)]
+fn run_round_single(engine: &mut Engine, fx: &Fixture, out: &mut Batch) {
+    for (i, (m, ts)) in fx.lanes().enumerate() {
+        let src = Source { topic: Topic::LaneTx, partition: 0, offset: i as i64, timestamp_ms: Some(ts) };
         engine.lane_message(&fx.tariffs, m, src, out);
         if out.counts.lane_records >= 10_000 {
             out.clear();

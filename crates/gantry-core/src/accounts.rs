@@ -125,6 +125,18 @@ pub struct Accounts {
     min_balance_fen: i64,
 }
 
+/// Asks the CPU to load the cache line at `p` without waiting for it.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 #[inline]
 fn card_hash(c: CardId) -> u64 {
     let (lo, hi) = c.parts();
@@ -164,6 +176,18 @@ impl Accounts {
 
     pub fn get(&self, card: CardId) -> Option<&Account> {
         self.position(card).map(|i| Self::at(&self.chunks, i))
+    }
+
+    /// Looks a card's account and customer id up so that their cache lines are loaded, and
+    /// changes nothing. Warming a group of cards in a tight loop lets the CPU overlap their
+    /// cache misses (index, account, customer entry, customer text: a chain of four per card
+    /// when the book is larger than the cache), which one card at a time it cannot.
+    #[inline]
+    pub fn warm(&self, card: CardId) {
+        if let Some(i) = self.position(card) {
+            let customer = &self.customers[Self::at(&self.chunks, i).customer as usize];
+            prefetch(customer.as_ptr());
+        }
     }
 
     pub fn customer(&self, index: u32) -> &str {

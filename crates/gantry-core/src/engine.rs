@@ -18,7 +18,7 @@
 
 use crate::accounts::{Accounts, Movement};
 use crate::codec::{Reader, StateError};
-use crate::dedup::{DedupSet, IdKind, Verdict, DEFAULT_WINDOW_MS};
+use crate::dedup::{DedupKey, DedupSet, IdKind, Verdict, DEFAULT_WINDOW_MS};
 use crate::output::{Batch, DuplicateRow, EntryKind, LedgerRow, RejectRow, Settlement, Source, SplitRow, StatusRow, Text};
 use crate::parse::{for_each_account_event, for_each_lane_record, ParseConfig};
 use crate::pricing::{flags, price, Split};
@@ -54,6 +54,20 @@ impl Default for EngineConfig {
             dedup_expected_ids: 0,
         }
     }
+}
+
+/// Lane records parsed and looked up together by [`Engine::lane_messages`] before any of them
+/// is settled. A card's lookup is a chain of dependent cache misses; the CPU overlaps the
+/// chains of different cards only if their lookups sit close together in the instruction
+/// stream, so each group's lookups run in one tight loop. 16 records keep several chains in
+/// flight while the group's parsed records (~250 B each) stay in L1.
+pub const WARM_GROUP_RECORDS: usize = 16;
+
+/// A parsed lane record waiting in a group.
+struct Parsed<'m> {
+    raw: &'m [u8],
+    rec: Result<LaneTx<'m>, RejectReason>,
+    src: Source,
 }
 
 pub struct Engine {
@@ -96,19 +110,60 @@ impl Engine {
     pub fn lane_message(&mut self, tariffs: &TariffSet, msg: &[u8], src: Source, out: &mut Batch) {
         out.counts.messages += 1;
         let parse_cfg = self.cfg.parse;
-        for_each_lane_record(msg, &parse_cfg, |raw, rec| {
-            out.counts.lane_records += 1;
-            match rec {
-                Ok(tx) => self.lane_record(tariffs, &tx, raw, src, out),
-                Err(reason) => {
-                    out.counts.lane_rejected += 1;
-                    reject(out, src, reason, raw, None, src.timestamp_ms.unwrap_or(0));
-                }
-            }
-        });
+        for_each_lane_record(msg, &parse_cfg, |raw, rec| self.lane_outcome(tariffs, raw, rec, None, src, out));
     }
 
-    fn lane_record(&mut self, tariffs: &TariffSet, tx: &LaneTx<'_>, raw: &[u8], src: Source, out: &mut Batch) {
+    /// Processes lane-tx messages in order into `out`: the same rows as
+    /// [`lane_message`](Self::lane_message) on each in turn, faster. Records are parsed
+    /// [`WARM_GROUP_RECORDS`] at a time and their cards and trade ids looked up together
+    /// before any of them is settled, so the cache misses of a group overlap instead of
+    /// queueing one record after another (see [`Accounts::warm`]).
+    pub fn lane_messages<'m>(&mut self, tariffs: &TariffSet, msgs: impl IntoIterator<Item = (&'m [u8], Source)>, out: &mut Batch) {
+        let parse_cfg = self.cfg.parse;
+        let mut group: Vec<Parsed<'m>> = Vec::with_capacity(WARM_GROUP_RECORDS * 2);
+        for (msg, src) in msgs {
+            out.counts.messages += 1;
+            for_each_lane_record(msg, &parse_cfg, |raw, rec| group.push(Parsed { raw, rec, src }));
+            if group.len() >= WARM_GROUP_RECORDS {
+                self.settle_group(tariffs, &mut group, out);
+            }
+        }
+        self.settle_group(tariffs, &mut group, out);
+    }
+
+    /// Warms the group's lookups, then settles its records in order and empties it.
+    fn settle_group(&mut self, tariffs: &TariffSet, group: &mut Vec<Parsed<'_>>, out: &mut Batch) {
+        let mut keys = [None; WARM_GROUP_RECORDS * 2];
+        for (p, key) in group.iter().zip(keys.iter_mut()) {
+            if let Ok(tx) = &p.rec {
+                *key = Some(self.dedup.warm(IdKind::Trade, &tx.trade_id, tx.trans_time_ms));
+            }
+        }
+        for p in group.iter() {
+            if let Ok(LaneTx { card_id: Some(card), media_type: MediaType::Etc, .. }) = &p.rec {
+                self.accounts.warm(*card);
+            }
+        }
+        for (i, p) in group.drain(..).enumerate() {
+            self.lane_outcome(tariffs, p.raw, p.rec, keys.get(i).copied().flatten(), p.src, out);
+        }
+    }
+
+    /// One lane record's parse result into `out`; `key` is its trade id's dedup key if
+    /// already computed.
+    #[inline]
+    fn lane_outcome(&mut self, tariffs: &TariffSet, raw: &[u8], rec: Result<LaneTx<'_>, RejectReason>, key: Option<DedupKey>, src: Source, out: &mut Batch) {
+        out.counts.lane_records += 1;
+        match rec {
+            Ok(tx) => self.lane_record(tariffs, &tx, raw, key, src, out),
+            Err(reason) => {
+                out.counts.lane_rejected += 1;
+                reject(out, src, reason, raw, None, src.timestamp_ms.unwrap_or(0));
+            }
+        }
+    }
+
+    fn lane_record(&mut self, tariffs: &TariffSet, tx: &LaneTx<'_>, raw: &[u8], key: Option<DedupKey>, src: Source, out: &mut Batch) {
         let offset = self.cfg.parse.network_utc_offset_min;
         let fail = |out: &mut Batch, reason: RejectReason, detail: Option<&str>| {
             out.counts.lane_rejected += 1;
@@ -129,7 +184,8 @@ impl Engine {
             }
             Err(r) => return fail(out, r, None),
         };
-        match self.dedup.check_and_insert(IdKind::Trade, &tx.trade_id, tx.trans_time_ms) {
+        let key = key.unwrap_or_else(|| DedupKey::new(IdKind::Trade, &tx.trade_id, tx.trans_time_ms));
+        match self.dedup.check_and_insert_key(key, tx.trans_time_ms) {
             Verdict::New => {}
             Verdict::Duplicate => {
                 out.counts.lane_duplicates += 1;

@@ -166,7 +166,7 @@ pub struct Counts {
     pub events_duplicates: u64,
 }
 
-#[derive(Default)]
+#[derive(Default, Debug, PartialEq)]
 pub struct Batch {
     text: String,
     raw: Vec<u8>,

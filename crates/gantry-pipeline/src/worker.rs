@@ -120,6 +120,14 @@ impl Side {
     }
 }
 
+/// Most lane messages handed to the engine in one call: a batch is checked for closing
+/// between calls, so one call may carry it past `batch_rows_max` by the rows of this many
+/// messages (a few hundred rows: far inside the margin to ClickHouse's one-part block).
+const LANE_RUN_MESSAGES_MAX: usize = 64;
+/// ... and at most about this many bytes of them (64 KiB: ~200 lane records), which bounds
+/// that overshoot when producers pack many records into one message.
+const LANE_RUN_BYTES_MAX: usize = 64 << 10;
+
 pub(crate) struct Worker {
     shared: Arc<Shared>,
     partition: i32,
@@ -404,15 +412,46 @@ impl Worker {
             };
             self.blocked_since = None;
             self.batch_opened.get_or_insert_with(Instant::now);
-            let side = if take_lane { &mut self.lane } else { &mut self.acct };
-            let (m, payload) = side.head().expect("head checked");
-            let src = Source { topic: if take_lane { Topic::LaneTx } else { Topic::AccountEvents }, partition: self.partition, offset: m.offset, timestamp_ms: Some(m.timestamp_ms).filter(|t| *t >= 0) };
             if take_lane {
-                self.engine.lane_message(&self.tariffs, payload, src, &mut self.batch);
-            } else {
-                self.engine.account_message(payload, src, &mut self.batch);
+                self.take_lane_run();
+                continue;
             }
+            let side = &mut self.acct;
+            let (m, payload) = side.head().expect("head checked");
+            let src = Source { topic: Topic::AccountEvents, partition: self.partition, offset: m.offset, timestamp_ms: Some(m.timestamp_ms).filter(|t| *t >= 0) };
+            self.engine.account_message(payload, src, &mut self.batch);
             if let Some(used) = side.pop() {
+                self.shared.chunk_pool.give_back(used);
+            }
+        }
+    }
+
+    /// Processes the lane head, which the merge rule has just chosen, and the lane messages
+    /// after it in the same chunk that the rule would choose next (the account head stays
+    /// where it is meanwhile), in one call, so the engine can look up their cards and trade
+    /// ids a group at a time. The rows are those of taking them one by one.
+    fn take_lane_run(&mut self) {
+        let acct_ts = self.acct.head().map(|(a, _)| a.timestamp_ms);
+        let acct_closed = self.acct.closed;
+        let c = self.lane.chunks.front().expect("head checked");
+        let from = self.lane.pos;
+        let (mut to, mut bytes) = (from + 1, c.msgs[from].len as usize);
+        while to < c.msgs.len() && to - from < LANE_RUN_MESSAGES_MAX && bytes < LANE_RUN_BYTES_MAX {
+            let m = c.msgs[to];
+            if !(acct_closed || acct_ts.is_some_and(|a| lane_first(m.timestamp_ms, a))) {
+                break;
+            }
+            bytes += m.len as usize;
+            to += 1;
+        }
+        let partition = self.partition;
+        let msgs = c.msgs[from..to].iter().map(|m| {
+            let src = Source { topic: Topic::LaneTx, partition, offset: m.offset, timestamp_ms: Some(m.timestamp_ms).filter(|t| *t >= 0) };
+            (&c.data[m.start as usize..(m.start + m.len) as usize], src)
+        });
+        self.engine.lane_messages(&self.tariffs, msgs, &mut self.batch);
+        for _ in from..to {
+            if let Some(used) = self.lane.pop() {
                 self.shared.chunk_pool.give_back(used);
             }
         }
