@@ -148,6 +148,47 @@ pub struct StatusRow {
     pub source: Source,
 }
 
+/// Appends `b` to `v`. Rows copy a dozen short ids per record into the arena; for those
+/// (up to 32 bytes) this is two overlapping loads and stores inline instead of a call into
+/// the C library's `memcpy` and its size dispatch.
+#[inline(always)]
+fn append_bytes(v: &mut Vec<u8>, b: &[u8]) {
+    let n = b.len();
+    if n > 32 {
+        v.extend_from_slice(b);
+        return;
+    }
+    v.reserve(n);
+    let len = v.len();
+    // SAFETY: `reserve` made room for `n` more bytes after `len`. Each branch reads only
+    // inside `b` (offsets 0 and n − w, both ≥ 0 since n ≥ w) and writes only inside
+    // `len..len + n`; the two copies overlap when n < 2w and cover every byte. `set_len`
+    // then exposes exactly the `n` bytes written.
+    unsafe {
+        use std::ptr::{read_unaligned as rd, write_unaligned as wr};
+        let (src, dst) = (b.as_ptr(), v.as_mut_ptr().add(len));
+        if n >= 16 {
+            let (x, y) = (rd(src as *const u128), rd(src.add(n - 16) as *const u128));
+            wr(dst as *mut u128, x);
+            wr(dst.add(n - 16) as *mut u128, y);
+        } else if n >= 8 {
+            let (x, y) = (rd(src as *const u64), rd(src.add(n - 8) as *const u64));
+            wr(dst as *mut u64, x);
+            wr(dst.add(n - 8) as *mut u64, y);
+        } else if n >= 4 {
+            let (x, y) = (rd(src as *const u32), rd(src.add(n - 4) as *const u32));
+            wr(dst as *mut u32, x);
+            wr(dst.add(n - 4) as *mut u32, y);
+        } else if n > 0 {
+            let (x, y, z) = (*src, *src.add(n / 2), *src.add(n - 1));
+            *dst = x;
+            *dst.add(n / 2) = y;
+            *dst.add(n - 1) = z;
+        }
+        v.set_len(len + n);
+    }
+}
+
 /// Raw bytes kept per reject (contract §3: cut to 4 KiB).
 pub const RAW_BYTES_MAX: usize = 4096;
 
@@ -224,7 +265,8 @@ impl Batch {
     #[inline]
     pub fn push_text(&mut self, s: &str) -> Text {
         let start = self.text.len() as u32;
-        self.text.push_str(s);
+        // SAFETY: `s` is UTF-8, so appending its bytes keeps the arena UTF-8.
+        append_bytes(unsafe { self.text.as_mut_vec() }, s.as_bytes());
         Text { start, len: s.len() as u32 }
     }
 
@@ -239,7 +281,7 @@ impl Batch {
     pub fn push_raw(&mut self, b: &[u8]) -> Text {
         let start = self.raw.len() as u32;
         let b = &b[..b.len().min(RAW_BYTES_MAX)];
-        self.raw.extend_from_slice(b);
+        append_bytes(&mut self.raw, b);
         Text { start, len: b.len() as u32 }
     }
 
@@ -257,5 +299,25 @@ impl Batch {
     #[inline]
     pub fn raw(&self, t: Text) -> &[u8] {
         &self.raw[t.start as usize..(t.start + t.len) as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_bytes_copies_every_length_exactly() {
+        let src: Vec<u8> = (0..80u8).map(|i| i.wrapping_mul(37).wrapping_add(1)).collect();
+        let mut v = Vec::new();
+        let mut want = Vec::new();
+        for start in 0..5 {
+            for n in 0..=70 {
+                let b = &src[start..start + n];
+                append_bytes(&mut v, b);
+                want.extend_from_slice(b);
+                assert_eq!(v, want, "start {start} length {n}");
+            }
+        }
     }
 }

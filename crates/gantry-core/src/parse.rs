@@ -666,9 +666,10 @@ fn scan_fields<'a, const S: usize, const I: usize, const N: usize>(c: &mut Curso
 /// The fast path for an object written as producers write it: no whitespace, no escapes,
 /// known keys in `keys` order (absent ones skipped), each once, values of the slot's type
 /// and not `null`. Each member is `,"key":value`, checked with a few word compares; a
-/// string value ends at the next quote of the [`StructIndex`]. `None` at the first
-/// deviation; the caller then rescans the object with [`scan_fields_general`], which accepts
-/// the same objects with the same result (and names the reason for the others).
+/// string value is scanned 16 bytes at a time for its closing quote ([`scan_plain_string`]).
+/// `None` at the first deviation; the caller then rescans the object with
+/// [`scan_fields_general`], which accepts the same objects with the same result (and names
+/// the reason for the others).
 // The last unrolled step's `members += 1` is never read.
 #[allow(unused_assignments)]
 #[inline(always)]
@@ -678,7 +679,6 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
     if b.first() != Some(&b'{') {
         return None;
     }
-    let ix = StructIndex::build(b);
     let mut strs: [Option<Cow<'a, str>>; S] = std::array::from_fn(|_| None);
     let mut ints = [None; I];
     // Just past the last value (or the `{`); `members` is how many were read.
@@ -702,12 +702,12 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
                             if b.get(v + 1) != Some(&b'"') {
                                 return None;
                             }
-                            let end = ix.next_quote(v + 2)?;
+                            let (end, nonascii) = scan_plain_string(b, v + 2)?;
                             let text = &b[v + 2..end];
-                            strs[s] = Some(Cow::Borrowed(if ix.any_nonascii(v + 2, end) {
+                            strs[s] = Some(Cow::Borrowed(if nonascii {
                                 std::str::from_utf8(text).ok()?
                             } else {
-                                // SAFETY: the index saw no byte of `text` with its high bit
+                                // SAFETY: the scan saw no byte of `text` with its high bit
                                 // set, so every byte is ASCII and therefore valid UTF-8.
                                 unsafe { std::str::from_utf8_unchecked(text) }
                             }));
@@ -729,7 +729,7 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
     }
     each_key!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
     const { assert!(N <= 16, "each_key! unrolls 16 keys") };
-    if b.get(p) == Some(&b'}') && p < ix.len {
+    if b.get(p) == Some(&b'}') {
         c.i = start + p + 1;
         Some((strs, ints))
     } else {
@@ -737,79 +737,36 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
     }
 }
 
-/// Longest object the indexed fast path takes, in bytes: lane records are ~300 bytes and
-/// account events less; the path keeps one bit per byte per class on the stack
-/// (3 × 16 words), and anything longer is read by the general walk.
-const INDEXED_OBJECT_BYTES_MAX: usize = 1024;
-const INDEX_WORDS: usize = INDEXED_OBJECT_BYTES_MAX / 64;
-
-/// Bit masks over the bytes from an object's `{` to the first byte that cannot be inside
-/// a canonical object (a backslash or control character: escapes, or the newline after the
-/// object): one bit per byte for quotes and for non-ASCII bytes. Built 16 bytes at a time
-/// (as simdjson's first stage does), so the walk finds each string's end with a
-/// trailing-zero count instead of scanning it.
-struct StructIndex {
-    quote: [u64; INDEX_WORDS],
-    nonascii: [u64; INDEX_WORDS],
-    /// Bytes indexed (from the object's start); the walk must end before this.
-    len: usize,
-}
-
-impl StructIndex {
-    #[inline(always)]
-    fn build(b: &[u8]) -> StructIndex {
-        let mut ix = StructIndex { quote: [0; INDEX_WORDS], nonascii: [0; INDEX_WORDS], len: 0 };
-        let limit = b.len().min(INDEXED_OBJECT_BYTES_MAX);
-        for w in 0..INDEX_WORDS {
-            let at = w * 64;
-            let m = match b.get(at..at + 64) {
-                Some(chunk) => classify64(chunk.try_into().expect("64 bytes")),
-                None => {
-                    // The message's last bytes, padded with control bytes that stop the index.
-                    let mut pad = [0u8; 64];
-                    pad[..b.len() - at].copy_from_slice(&b[at..]);
-                    classify64(&pad)
-                }
-            };
-            ix.nonascii[w] = m.nonascii;
-            if m.stop != 0 {
-                let stop = at + m.stop.trailing_zeros() as usize;
-                ix.len = stop.min(limit);
-                // Quotes at and past the stop byte belong to no object.
-                ix.quote[w] = m.quote & ((1u64 << (stop - at)) - 1);
-                return ix;
+/// The end of a string value without escapes that starts at `b[from]` (just after its
+/// opening quote): the index of its closing quote, and whether any byte before it is not
+/// ASCII. `None` if a backslash or control character comes first, or the bytes end: such
+/// strings (escapes, broken input) are left to the general walk. Reads 16 bytes at a time,
+/// so the ids of a lane record take one or two steps each.
+#[inline(always)]
+fn scan_plain_string(b: &[u8], from: usize) -> Option<(usize, bool)> {
+    let mut at = from;
+    let mut nonascii = 0;
+    loop {
+        let c = match b.get(at..at + 16) {
+            Some(block) => classify16(block.try_into().expect("16 bytes")),
+            None => {
+                // The message's last bytes, padded with NULs, which stop the scan.
+                let mut pad = [0u8; 16];
+                let tail = b.get(at..)?;
+                pad[..tail.len()].copy_from_slice(tail);
+                classify16(&pad)
             }
-            ix.quote[w] = m.quote;
+        };
+        // Bytes before the first quote of the block (all 16 if it has none).
+        let before = c.quote.wrapping_sub(1) & !c.quote & 0xFFFF;
+        if c.stop & before != 0 {
+            return None;
         }
-        ix.len = limit;
-        ix
-    }
-
-    /// Position of the first quote at or after `from`, if it is before `len`.
-    #[inline(always)]
-    fn next_quote(&self, from: usize) -> Option<usize> {
-        let mut w = from / 64;
-        let mut m = *self.quote.get(w)? & (u64::MAX << (from % 64));
-        while m == 0 {
-            w += 1;
-            m = *self.quote.get(w)?;
+        nonascii |= c.nonascii & before;
+        if c.quote != 0 {
+            return Some((at + c.quote.trailing_zeros() as usize, nonascii != 0));
         }
-        Some(w * 64 + m.trailing_zeros() as usize).filter(|&q| q < self.len)
-    }
-
-    /// Whether any byte of `from..to` is not ASCII.
-    #[inline(always)]
-    fn any_nonascii(&self, from: usize, to: usize) -> bool {
-        if from >= to {
-            return false;
-        }
-        let (fw, tw) = (from / 64, (to - 1) / 64);
-        let lo = u64::MAX << (from % 64);
-        let hi = u64::MAX >> (63 - (to - 1) % 64);
-        if fw == tw {
-            return self.nonascii[fw] & lo & hi != 0;
-        }
-        self.nonascii[fw] & lo != 0 || self.nonascii[fw + 1..tw].iter().any(|&w| w != 0) || self.nonascii[tw] & hi != 0
+        at += 16;
     }
 }
 
@@ -849,25 +806,6 @@ fn classify16(block: &[u8; 16]) -> Classes16 {
         }
         m
     }
-}
-
-/// A bit per byte of 64 bytes for each class (four 16-byte classifications).
-struct Classes64 {
-    quote: u64,
-    nonascii: u64,
-    stop: u64,
-}
-
-#[inline(always)]
-fn classify64(chunk: &[u8; 64]) -> Classes64 {
-    let mut m = Classes64 { quote: 0, nonascii: 0, stop: 0 };
-    for j in 0..4 {
-        let c = classify16(chunk[j * 16..j * 16 + 16].try_into().expect("16 bytes"));
-        m.quote |= (c.quote as u64) << (j * 16);
-        m.nonascii |= (c.nonascii as u64) << (j * 16);
-        m.stop |= (c.stop as u64) << (j * 16);
-    }
-    m
 }
 
 /// Any valid JSON object: whitespace, keys in any order, unknown members, `null`s.
@@ -1115,9 +1053,11 @@ mod tests {
             br#"{"tradeId":null}"#,
             br#"{"tradeId":"T1","tradeId":"T2"}"#,
             br#"{"tradeId":"T1","mediaType":1.5}"#,
-            // Escapes, and objects longer than the index, too.
+            // Escapes, control characters and strings cut off by the end, too.
             br#"{"tradeId":"T\"1"}"#,
-            format!(r#"{{"tradeId":"{}"}}"#, "T".repeat(INDEXED_OBJECT_BYTES_MAX)).as_bytes(),
+            b"{\"tradeId\":\"T\t1\"}",
+            br#"{"tradeId":"T1"#,
+            format!(r#"{{"tradeId":"{}\"x"}}"#, "T".repeat(40)).as_bytes(),
         ] {
             assert!(both(other).0.is_none(), "{}", String::from_utf8_lossy(other));
         }
