@@ -567,7 +567,19 @@ struct Key {
     /// those bytes: the predicted key is checked with two loads and compares, no `memcmp`.
     quoted: [u64; 2],
     quoted_mask: [u64; 2],
+    /// The whole member head as the canonical path expects it, `,"name":` and, for a string
+    /// slot, the value's opening quote: little-endian in three words with its byte mask, so a
+    /// member is recognised with three loads and compares. `open0` is the first word with
+    /// `{` in place of the comma, for the object's first member.
+    head: [u64; 3],
+    head_mask: [u64; 3],
+    open0: u64,
+    head_len: usize,
 }
+
+/// Bytes a member head may take: the comma, quotes and colon of the longest key (14 bytes,
+/// `tollIntervalId`) and a string value's opening quote.
+const HEAD_BYTES_MAX: usize = 24;
 
 #[derive(Clone, Copy)]
 enum Slot {
@@ -586,7 +598,27 @@ const fn key(name: &'static [u8], field: Field, slot: Slot) -> Key {
         quoted_mask[i / 8] |= 0xFF << (8 * (i % 8));
         i += 1;
     }
-    Key { name, field, slot, quoted, quoted_mask }
+    // `,"name":` then `"` for a string slot.
+    let head_len = name.len() + 4 + matches!(slot, Slot::Str(_)) as usize;
+    assert!(head_len <= HEAD_BYTES_MAX, "a member head must fit in three words");
+    let mut head = [0u64; 3];
+    let mut head_mask = [0u64; 3];
+    let mut i = 0;
+    while i < head_len {
+        let byte = match i {
+            0 => b',',
+            1 => b'"',
+            _ if i - 2 < name.len() => name[i - 2],
+            _ if i - 2 == name.len() => b'"',
+            _ if i - 3 == name.len() => b':',
+            _ => b'"',
+        };
+        head[i / 8] |= (byte as u64) << (8 * (i % 8));
+        head_mask[i / 8] |= 0xFF << (8 * (i % 8));
+        i += 1;
+    }
+    let open0 = (head[0] & !0xFF) | b'{' as u64;
+    Key { name, field, slot, quoted, quoted_mask, head, head_mask, open0, head_len }
 }
 
 impl Key {
@@ -681,9 +713,8 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
     }
     let mut strs: [Option<Cow<'a, str>>; S] = std::array::from_fn(|_| None);
     let mut ints = [None; I];
-    // Just past the last value (or the `{`); `members` is how many were read.
-    let mut p = 1;
-    let mut members = 0;
+    // At the byte after the last value: the `,` or `}` that follows it (or the `{`).
+    let mut p = 0;
     // Tries key `k` at `p`: absent (another key or the end follows) is fine, since absent
     // fields are skipped; a present key must be followed by a value of its slot's type.
     // A macro rather than a closure, so that each key's name, length and slot are constants.
@@ -691,19 +722,14 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
         ($k:literal) => {
             if $k < N {
                 let key = &keys[$k];
-                let q = p + (members > 0) as usize;
-                if (members == 0 || b.get(p) == Some(&b',')) && b.get(q) == Some(&b'"') && key.is_at(&b[q + 1..]) {
-                    let v = q + key.name.len() + 2;
-                    if b.get(v) != Some(&b':') {
-                        return None;
-                    }
+                let (w0, w1, w2) = head_words(b, p);
+                let first = if p == 0 { key.open0 } else { key.head[0] };
+                if (w0 & key.head_mask[0]) ^ first | (w1 & key.head_mask[1]) ^ key.head[1] | (w2 & key.head_mask[2]) ^ key.head[2] == 0 {
+                    let v = p + key.head_len;
                     match key.slot {
                         Slot::Str(s) => {
-                            if b.get(v + 1) != Some(&b'"') {
-                                return None;
-                            }
-                            let (end, nonascii) = scan_plain_string(b, v + 2)?;
-                            let text = &b[v + 2..end];
+                            let (end, nonascii) = scan_plain_string(b, v)?;
+                            let text = &b[v..end];
                             strs[s] = Some(Cow::Borrowed(if nonascii {
                                 if !utf8_well_formed(text) {
                                     return None;
@@ -718,12 +744,11 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
                             p = end + 1;
                         }
                         Slot::Int(s) => {
-                            c.i = start + v + 1;
+                            c.i = start + v;
                             ints[s] = Some(c.integer(key.field).ok()?);
                             p = c.i - start;
                         }
                     }
-                    members += 1;
                 }
             }
         };
@@ -733,11 +758,28 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
     }
     each_key!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
     const { assert!(N <= 16, "each_key! unrolls 16 keys") };
-    if b.get(p) == Some(&b'}') {
+    // `p > 0`: an object with no member at all is left to the general walk.
+    if p > 0 && b.get(p) == Some(&b'}') {
         c.i = start + p + 1;
         Some((strs, ints))
     } else {
         None
+    }
+}
+
+/// The [`HEAD_BYTES_MAX`] bytes at `b[p..]` as three little-endian words, zero past the end
+/// of `b` (a zero byte is in no member head, so a head cut off by the end never matches).
+#[inline(always)]
+fn head_words(b: &[u8], p: usize) -> (u64, u64, u64) {
+    let w = |k: &[u8]| u64::from_le_bytes(k.try_into().expect("8 bytes"));
+    match b.get(p..p + HEAD_BYTES_MAX) {
+        Some(h) => (w(&h[..8]), w(&h[8..16]), w(&h[16..])),
+        None => {
+            let mut pad = [0u8; HEAD_BYTES_MAX];
+            let tail = b.get(p..).unwrap_or_default();
+            pad[..tail.len()].copy_from_slice(tail);
+            (w(&pad[..8]), w(&pad[8..16]), w(&pad[16..]))
+        }
     }
 }
 
