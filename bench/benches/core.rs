@@ -105,6 +105,27 @@ fn benches(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // The same ids as the engine feeds them: a group's slots prefetched, then each decided.
+    g.bench_function("dedup_warmed", |b| {
+        b.iter_batched(
+            || DedupSet::read_from(&mut Reader::new(&state)).expect("state"),
+            |mut d| {
+                let mut dups = 0;
+                for group in parsed.chunks(gantry_core::engine::WARM_GROUP_RECORDS) {
+                    let mut keys = [None; gantry_core::engine::WARM_GROUP_RECORDS];
+                    for (tx, k) in group.iter().zip(keys.iter_mut()) {
+                        *k = Some(d.warm(IdKind::Trade, &tx.trade_id, tx.trans_time_ms));
+                    }
+                    for (tx, k) in group.iter().zip(keys) {
+                        let k = k.expect("warmed above");
+                        dups += (d.check_and_insert_key(k, tx.trans_time_ms) == gantry_core::dedup::Verdict::Duplicate) as u32;
+                    }
+                }
+                black_box(dups)
+            },
+            BatchSize::LargeInput,
+        )
+    });
     let cards: Vec<CardId> = parsed.iter().filter_map(|t| t.card_id).collect();
     g.bench_function("debit", |b| {
         b.iter_batched(

@@ -1,8 +1,8 @@
 //! Card accounts and their balances (contract §1.2, §3 "Debit" and "Status list").
 //!
 //! Every account is one 32-byte record in fixed-size chunks (no doubling copies as the book
-//! grows), found through a hash index of 4-byte positions; customer ids are interned once per
-//! customer. Every operation returns what changed so the caller can write the ledger row and,
+//! grows), found through an open-addressing index of 8-byte slots (fingerprint and position,
+//! [`CardIndex`]); customer ids are interned once per customer. Every operation returns what changed so the caller can write the ledger row and,
 //! when a card's listing changed, the status-list event.
 //!
 //! Listing rule: a card whose status is not `active` is listed with its status as reason;

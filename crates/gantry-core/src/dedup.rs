@@ -155,23 +155,43 @@ impl SlotTable {
         }
     }
 
-    /// Moves every slot `keep` accepts into a table of `slots` slots (linear probing cannot
-    /// delete in place without breaking probe runs).
-    fn rebuild_keeping(&mut self, slots: usize, keep: impl Fn(Slot) -> bool) {
+    /// Drops every slot `keep` refuses, in place, in one pass: starting just after an empty
+    /// slot (so no probe run crosses the start), each kept slot is lifted out and put back
+    /// at the first free slot from its home, which is never past where it was. Every probe
+    /// run is thereby closed up again, as if the dropped ids had never been inserted.
+    fn retain(&mut self, keep: impl Fn(Slot) -> bool) {
+        let mask = self.mask();
+        let start = self.slots.iter().position(|s| s.hi == 0).expect("a table at most 4/5 full has an empty slot");
+        let mut i = start;
+        for _ in 0..self.slots.len() {
+            i = (i + 1) & mask;
+            let s = self.slots[i];
+            if s.hi == 0 {
+                continue;
+            }
+            self.slots[i] = EMPTY;
+            if keep(s) {
+                let mut j = self.home(s.hi);
+                while self.slots[j].hi != 0 {
+                    j = (j + 1) & mask;
+                }
+                self.slots[j] = s;
+            } else {
+                self.len -= 1;
+            }
+        }
+    }
+
+    /// Moves every slot into a table of `slots` slots.
+    fn rebuild(&mut self, slots: usize) {
         let old = std::mem::replace(&mut self.slots, vec![EMPTY; slots]);
-        self.len = 0;
-        for s in old.into_iter().filter(|s| s.hi != 0 && keep(*s)) {
+        for s in old.into_iter().filter(|s| s.hi != 0) {
             let mut i = self.home(s.hi);
             while self.slots[i].hi != 0 {
                 i = (i + 1) & self.mask();
             }
             self.slots[i] = s;
-            self.len += 1;
         }
-    }
-
-    fn rebuild(&mut self, slots: usize) {
-        self.rebuild_keeping(slots, |_| true);
     }
 
     fn iter(&self) -> impl Iterator<Item = &Slot> {
@@ -254,8 +274,7 @@ impl DedupSet {
     /// Forgets every id older than the window.
     pub fn sweep(&mut self) {
         let horizon_minute = self.horizon_ms().div_euclid(60_000).clamp(0, u32::MAX as i64) as u32;
-        let slots = self.table.slots.len();
-        self.table.rebuild_keeping(slots, |s| s.minute() >= horizon_minute);
+        self.table.retain(|s| s.minute() >= horizon_minute);
         self.last_sweep_ms = self.newest_ms;
     }
 
@@ -379,6 +398,33 @@ mod tests {
                     prop_assert_eq!(d.check_and_insert(k, &format!("G{id}"), t), want);
                     prop_assert_eq!(d.len(), model.len());
                 }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// Sweeping in place keeps every probe run intact: on a small table with long runs
+    /// (homes crowded into a few slots, wrapping past the end), every kept id is still found
+    /// and no dropped one is, whatever is dropped.
+    #[test]
+    fn retain_closes_probe_runs() {
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 2_000, ..ProptestConfig::default() });
+        runner
+            .run(&(proptest::collection::btree_set(1u64..200, 1..50), any::<u64>(), 0u64..64), |(ids, drop_bits, home_shift)| {
+                let mut t = SlotTable::with_capacity(40);
+                // Homes only in 60..64 (wrapping) or 0..4: long runs across the end.
+                let slot = |id: u64| Slot { hi: (id << 8) | (60 + (id + home_shift) % 8) % 64, lo_minute: id };
+                let ids: Vec<u64> = ids.into_iter().take(t.slots.len() * 4 / 5 - 1).collect();
+                for &id in &ids {
+                    prop_assert!(t.insert_new(slot(id)));
+                }
+                let dropped = |id: u64| drop_bits >> (id % 64) & 1 == 1;
+                t.retain(|s| !dropped(s.lo_minute));
+                for &id in &ids {
+                    prop_assert_eq!(t.contains(slot(id)), !dropped(id), "id {}", id);
+                }
+                prop_assert_eq!(t.len, ids.iter().filter(|&&id| !dropped(id)).count());
                 Ok(())
             })
             .unwrap();
