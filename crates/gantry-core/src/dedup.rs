@@ -159,18 +159,28 @@ impl SlotTable {
     /// slot (so no probe run crosses the start), each kept slot is lifted out and put back
     /// at the first free slot from its home, which is never past where it was. Every probe
     /// run is thereby closed up again, as if the dropped ids had never been inserted.
+    /// A kept id is only moved if its run has lost a slot before it: a sweep that drops
+    /// nothing only reads the table.
     fn retain(&mut self, keep: impl Fn(Slot) -> bool) {
         let mask = self.mask();
         let start = self.slots.iter().position(|s| s.hi == 0).expect("a table at most 4/5 full has an empty slot");
         let mut i = start;
+        // A slot of the current probe run has been emptied by this sweep.
+        let mut holed = false;
         for _ in 0..self.slots.len() {
             i = (i + 1) & mask;
             let s = self.slots[i];
             if s.hi == 0 {
+                holed = false;
+                continue;
+            }
+            let kept = keep(s);
+            if kept && !holed {
                 continue;
             }
             self.slots[i] = EMPTY;
-            if keep(s) {
+            holed = true;
+            if kept {
                 let mut j = self.home(s.hi);
                 while self.slots[j].hi != 0 {
                     j = (j + 1) & mask;
