@@ -431,16 +431,7 @@ pub struct EncodedTable {
 const PREFETCH_ROWS_AHEAD: usize = 16;
 const PREFETCH_TEXT_AHEAD: usize = 8;
 
-#[inline(always)]
-fn prefetch<T: ?Sized>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(p as *const u8 as *const i8, std::arch::x86_64::_MM_HINT_T0)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
+use gantry_core::hint::prefetch;
 
 // Each table's `ORDER BY` key (schema.sql), in full.
 fn secs(ms: i64) -> i64 {

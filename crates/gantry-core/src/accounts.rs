@@ -14,6 +14,7 @@ use hashbrown::HashTable;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::codec::{Reader, StateError, Writer};
+use crate::hint::prefetch;
 use crate::record::{CardId, CardStatus, CardType};
 use crate::reject::RejectReason;
 
@@ -123,18 +124,6 @@ pub struct Accounts {
     customer_index: HashTable<u32>,
     /// A stored-value card below this is listed `insufficient_balance` (fen; default 0).
     min_balance_fen: i64,
-}
-
-/// Asks the CPU to load the cache line at `p` without waiting for it.
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Most cards [`Accounts::warm`] takes at once (more are not warmed).
@@ -267,37 +256,31 @@ impl Accounts {
     /// Loads the cache lines that settling these cards will touch, and changes nothing: for
     /// each card its index slot, its account, its customer entry and the customer text. The
     /// four are a chain (each address is read from the one before), so they are fetched in
-    /// four passes over all the cards, each pass issuing one independent load or prefetch per
-    /// card: the CPU has every card's miss of a pass in flight at once, where card by card
-    /// it would wait for each in turn. `hashes` is scratch space, one per card.
-    pub fn warm(&self, cards: &[CardId], hashes: &mut Vec<u64>) {
-        hashes.clear();
-        hashes.extend(cards.iter().map(|&c| card_hash(c)));
-        for &h in hashes.iter() {
-            prefetch(self.index.slot_ptr(h));
+    /// four passes over all the cards, each pass issuing one independent prefetch per card:
+    /// the CPU has every card's miss of a pass in flight at once, where card by card it would
+    /// wait for each in turn. Cards past the first [`WARM_CARDS_MAX`] are not warmed.
+    pub fn warm(&self, cards: &[CardId]) {
+        let cards = &cards[..cards.len().min(WARM_CARDS_MAX)];
+        let mut hashes = [0u64; WARM_CARDS_MAX];
+        for (h, &c) in hashes.iter_mut().zip(cards) {
+            *h = card_hash(c);
+            prefetch(self.index.slot_ptr(*h));
         }
         // The first position with the card's fingerprint: almost always the card's own
         // (reading the account to make sure would wait for it here).
-        let positions = hashes.iter().map(|&h| self.index.probable(h));
-        let mut first: [u32; WARM_CARDS_MAX] = [u32::MAX; WARM_CARDS_MAX];
-        for (slot, pos) in first.iter_mut().zip(positions) {
-            if let Some(i) = pos {
-                prefetch(Self::at(&self.chunks, i) as *const Account as *const u8);
-                *slot = i;
+        let mut accounts: [Option<&Account>; WARM_CARDS_MAX] = [None; WARM_CARDS_MAX];
+        for (a, &h) in accounts.iter_mut().zip(&hashes[..cards.len()]) {
+            *a = self.index.probable(h).map(|i| Self::at(&self.chunks, i));
+            if let Some(a) = *a {
+                prefetch(a);
             }
         }
-        let n = cards.len().min(WARM_CARDS_MAX);
-        for &i in &first[..n] {
-            if i != u32::MAX {
-                prefetch(self.customers.as_ptr().wrapping_add(Self::at(&self.chunks, i).customer as usize) as *const u8);
-            }
+        let customers = || accounts[..cards.len()].iter().flatten().filter_map(|a| self.customers.get(a.customer as usize));
+        for c in customers() {
+            prefetch(c as *const Box<str>);
         }
-        for &i in &first[..n] {
-            if i != u32::MAX {
-                if let Some(c) = self.customers.get(Self::at(&self.chunks, i).customer as usize) {
-                    prefetch(c.as_ptr());
-                }
-            }
+        for c in customers() {
+            prefetch(c.as_ptr());
         }
     }
 
@@ -551,7 +534,7 @@ mod tests {
         }
         assert!(a.open(card(&ids[7]), "CU2", CardType::StoredValue, 1, 0, 0).is_err());
         let cards: Vec<CardId> = ids.iter().take(40).map(|i| card(i)).collect();
-        a.warm(&cards, &mut Vec::new());
+        a.warm(&cards);
     }
 
     #[test]

@@ -14,6 +14,8 @@
 
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
+use crate::hint::prefetch;
+
 use crate::codec::{Reader, StateError, Writer};
 
 /// Default window: 7 days of record time (contract §3).
@@ -88,8 +90,12 @@ const SLOT_TABLE_SLOTS_MIN: usize = 16;
 
 impl SlotTable {
     fn with_capacity(ids: usize) -> SlotTable {
-        let slots = (ids.saturating_mul(5) / 4 + 1).next_power_of_two().max(SLOT_TABLE_SLOTS_MIN);
-        SlotTable { slots: vec![EMPTY; slots], len: 0 }
+        SlotTable { slots: vec![EMPTY; Self::slots_for(ids)], len: 0 }
+    }
+
+    /// Slots for `ids` ids at most 4/5 full.
+    fn slots_for(ids: usize) -> usize {
+        (ids.saturating_mul(5) / 4 + 1).next_power_of_two().max(SLOT_TABLE_SLOTS_MIN)
     }
 
     #[inline]
@@ -110,13 +116,7 @@ impl SlotTable {
 
     #[inline]
     fn prefetch(&self, hi: u64) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint and never faults; the address is inside `slots`.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(self.slots.as_ptr().add(self.home(hi)) as *const i8)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = hi;
+        prefetch(self.slots.as_ptr().wrapping_add(self.home(hi)));
     }
 
     #[inline]
@@ -227,7 +227,7 @@ impl DedupSet {
 
     /// Makes room for `ids` more ids without growing the table.
     pub fn reserve(&mut self, ids: usize) {
-        let want = SlotTable::with_capacity(self.table.len + ids).slots.len();
+        let want = SlotTable::slots_for(self.table.len + ids);
         if want > self.table.slots.len() {
             self.table.rebuild(want);
         }
@@ -244,10 +244,10 @@ impl DedupSet {
         self.check_and_insert_key(DedupKey::new(kind, id, time_ms), time_ms)
     }
 
-    /// Looks the key's slot up so that its cache lines are loaded, and returns the key for
-    /// [`check_and_insert_key`](Self::check_and_insert_key). Warming a group of ids in a
-    /// tight loop lets the CPU overlap their cache misses, which one id at a time, between
-    /// a record's other work, it cannot. Decides nothing: the id is not remembered.
+    /// Computes the id's key for [`check_and_insert_key`](Self::check_and_insert_key) and
+    /// prefetches its slot. Warming a group of ids before deciding any lets the CPU overlap
+    /// their cache misses, which one id at a time, between a record's other work, it cannot.
+    /// Decides nothing: the id is not remembered.
     #[inline]
     pub fn warm(&self, kind: IdKind, id: &str, time_ms: i64) -> DedupKey {
         let key = DedupKey::new(kind, id, time_ms);

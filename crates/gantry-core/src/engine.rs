@@ -81,8 +81,6 @@ pub struct Engine {
     accounts: Accounts,
     /// Reused per record: the splits of the record being priced.
     splits: Vec<Split>,
-    /// Reused per group: scratch for [`Accounts::warm`].
-    warm_hashes: Vec<u64>,
 }
 
 impl Engine {
@@ -93,7 +91,6 @@ impl Engine {
             event_dedup: DedupSet::new(cfg.dedup_window_ms),
             accounts: Accounts::new(cfg.min_balance_fen),
             splits: Vec::with_capacity(8),
-            warm_hashes: Vec::with_capacity(WARM_GROUP_RECORDS * 2),
         }
     }
 
@@ -150,7 +147,7 @@ impl Engine {
                 n += 1;
             }
         }
-        self.accounts.warm(&cards[..n], &mut self.warm_hashes);
+        self.accounts.warm(&cards[..n]);
         // By reference, then cleared: moving each ~350-byte record out of the group was a
         // `memcpy` per record.
         for (i, p) in group.iter().enumerate() {
@@ -409,7 +406,7 @@ impl Engine {
         if r.remaining() != 0 {
             return Err(StateError::Corrupt("trailing bytes after the state"));
         }
-        Ok(Engine { cfg, dedup, event_dedup, accounts, splits: Vec::with_capacity(8), warm_hashes: Vec::with_capacity(WARM_GROUP_RECORDS * 2) })
+        Ok(Engine { cfg, dedup, event_dedup, accounts, splits: Vec::with_capacity(8) })
     }
 }
 

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod dedup;
 mod digits;
 pub mod engine;
+pub mod hint;
 pub mod output;
 pub mod parse;
 pub mod pricing;

@@ -697,13 +697,11 @@ fn scan_fields<'a, const S: usize, const I: usize, const N: usize>(c: &mut Curso
 
 /// The fast path for an object written as producers write it: no whitespace, no escapes,
 /// known keys in `keys` order (absent ones skipped), each once, values of the slot's type
-/// and not `null`. Each member is `,"key":value`, checked with a few word compares; a
+/// and not `null`. Each member head `,"key":` is checked with three word compares; a
 /// string value is scanned 16 bytes at a time for its closing quote ([`scan_plain_string`]).
 /// `None` at the first deviation; the caller then rescans the object with
 /// [`scan_fields_general`], which accepts the same objects with the same result (and names
 /// the reason for the others).
-// The last unrolled step's `members += 1` is never read.
-#[allow(unused_assignments)]
 #[inline(always)]
 fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: &mut Cursor<'a>, keys: &[Key; N]) -> Option<Slots<'a, S, I>> {
     let start = c.i;
