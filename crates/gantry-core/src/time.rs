@@ -12,7 +12,7 @@ pub const DEFAULT_NETWORK_UTC_OFFSET_MIN: i32 = 8 * 60;
 const MS_PER_DAY: i64 = 86_400_000;
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub const fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = if y >= 0 { y } else { y - 399 } / 400;
     let yoe = y - era * 400;
@@ -62,6 +62,25 @@ fn digits<const N: usize>(b: &[u8], at: usize) -> Option<u32> {
     Some(v)
 }
 
+/// Years whose months [`MONTH_START_DAY`] holds: every year a lane clock can plausibly
+/// write (and then some); other years take the general parser's arithmetic.
+const TABLE_FIRST_YEAR: u32 = 1970;
+const TABLE_YEARS: usize = 130;
+
+/// Day number of the first day of each month of [`TABLE_FIRST_YEAR`] onwards, and of the
+/// month after the last: a timestamp's day is a load instead of Hinnant's arithmetic, and
+/// the month's length (the next entry minus this one) validates its day.
+static MONTH_START_DAY: [i32; TABLE_YEARS * 12 + 1] = {
+    let mut t = [0i32; TABLE_YEARS * 12 + 1];
+    let mut k = 0;
+    while k < t.len() {
+        let (y, m) = (TABLE_FIRST_YEAR as i64 + (k / 12) as i64, (k % 12) as u32 + 1);
+        t[k] = days_from_civil(y, m, 1) as i32;
+        k += 1;
+    }
+    t
+};
+
 /// Parses a lane timestamp into epoch milliseconds. `None` if it is not one of the accepted
 /// forms or names an impossible date or time.
 #[inline]
@@ -91,13 +110,17 @@ fn canonical_local_ms(b: &[u8], offset_min: i32) -> Option<i64> {
         return None;
     }
     let d = |i: usize| (b[i] - b'0') as u32;
-    let year = (d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3)) as i64;
+    let year = d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3);
     let (month, day) = (d(5) * 10 + d(6), d(8) * 10 + d(9));
     let (hour, minute, second) = (d(11) * 10 + d(12), d(14) * 10 + d(15), d(17) * 10 + d(18));
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+    // Months of the table's years are looked up; other years and impossible months go to
+    // the general parser, which decides them.
+    let m = (year.wrapping_sub(TABLE_FIRST_YEAR) as usize * 12).wrapping_add(month as usize).wrapping_sub(1);
+    let (Some(&first), Some(&next)) = (MONTH_START_DAY.get(m), MONTH_START_DAY.get(m + 1)) else { return None };
+    if !(1..=12).contains(&month) || day == 0 || day as i32 > next - first || hour > 23 || minute > 59 || second > 59 {
         return None;
     }
-    let local_ms = days_from_civil(year, month, day) * MS_PER_DAY + ((hour * 3600 + minute * 60 + second) as i64) * 1000;
+    let local_ms = (first + day as i32 - 1) as i64 * MS_PER_DAY + ((hour * 3600 + minute * 60 + second) as i64) * 1000;
     Some(local_ms - offset_min as i64 * 60_000)
 }
 
@@ -239,9 +262,13 @@ mod tests {
             }
             if let Some(fast) = canonical_local_ms(&b, CST) {
                 proptest::prop_assert_eq!(Some(fast), parse_timestamp_general(&b, CST));
-            } else if b[10] == b'T' {
-                // Not taken by the fast path: then the general parser rejects it too.
+            } else if b[10] == b'T' && (b"1970"..=b"2099").contains(&&[b[0], b[1], b[2], b[3]]) {
+                // Not taken by the fast path in the years it covers: then the general parser
+                // rejects it too.
                 proptest::prop_assert_eq!(parse_timestamp_general(&b, CST), None);
+            }
+            if let Ok(text) = std::str::from_utf8(&b) {
+                proptest::prop_assert_eq!(parse_timestamp_ms(text, CST), parse_timestamp_general(&b, CST));
             }
         }
     }
@@ -249,17 +276,33 @@ mod tests {
     #[test]
     fn canonical_fast_path_matches_the_general_parser_over_years() {
         let mut taken = 0;
-        for day in days_from_civil(2023, 1, 1)..days_from_civil(2029, 1, 1) {
+        // Every day of the month table's years and a few either side of them.
+        for day in days_from_civil(1967, 1, 1)..days_from_civil(2103, 1, 1) {
             for secs in [0, 1, 59, 3599, 43_200, 86_399] {
                 let ms = (day * 86_400 + secs) * 1000 - CST as i64 * 60_000;
                 let text = format_timestamp(ms, CST);
-                let local = &text.as_bytes()[..19];
-                assert_eq!(canonical_local_ms(local, CST), Some(ms), "{text}");
-                assert_eq!(parse_timestamp_general(local, CST), Some(ms), "{text}");
-                taken += 1;
+                let local = &text[..19];
+                let in_table = (days_from_civil(1970, 1, 1)..days_from_civil(2100, 1, 1)).contains(&day);
+                assert_eq!(canonical_local_ms(local.as_bytes(), CST), in_table.then_some(ms), "{text}");
+                assert_eq!(parse_timestamp_general(local.as_bytes(), CST), Some(ms), "{text}");
+                assert_eq!(parse_timestamp_ms(local, CST), Some(ms), "{text}");
+                taken += in_table as usize;
             }
         }
-        assert!(taken > 10_000);
+        assert_eq!(taken, 6 * (days_from_civil(2100, 1, 1) - days_from_civil(1970, 1, 1)) as usize);
+    }
+
+    /// Day 0 of a month, day 29 of February in common years, day 31 of 30-day months and
+    /// month 0 or 13 are refused by the fast path and the general parser alike.
+    #[test]
+    fn impossible_dates_are_refused() {
+        for s in ["2026-11-00T00:00:00", "2026-02-29T00:00:00", "2100-02-29T00:00:00", "2026-04-31T00:00:00", "2026-00-10T00:00:00", "2026-13-10T00:00:00", "2099-12-32T00:00:00"] {
+            assert_eq!(canonical_local_ms(s.as_bytes(), CST), None, "{s}");
+            assert_eq!(parse_timestamp_ms(s, CST), None, "{s}");
+        }
+        for s in ["2024-02-29T00:00:00", "2000-02-29T00:00:00", "2099-12-31T23:59:59", "1970-01-01T00:00:00"] {
+            assert!(canonical_local_ms(s.as_bytes(), CST).is_some(), "{s}");
+        }
     }
 
     #[test]
