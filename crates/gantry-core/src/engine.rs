@@ -24,7 +24,7 @@ use crate::parse::{for_each_account_event, for_each_lane_record, ParseConfig};
 use crate::pricing::{flags, price, Split};
 use crate::record::{AccountEvent, AccountEventKind, CardId, LaneTx, MediaType, CARD_ID_DIGITS_MAX};
 use crate::reject::RejectReason;
-use crate::tariff::TariffSet;
+use crate::tariff::{TariffSet, TariffVersion};
 use crate::time::local_day;
 
 /// Default allowance for lane clocks running ahead of the message timestamp: an hour covers
@@ -81,6 +81,74 @@ pub struct Engine {
     accounts: Accounts,
     /// Reused per record: the splits of the record being priced.
     splits: Vec<Split>,
+    tariff_texts: TariffTexts,
+}
+
+/// The tariff's texts (version name, unit ids, their owners' ids) already copied into the
+/// current batch's text arena, so each is copied once per batch instead of once per row:
+/// that saved three copies per record, and reading each unit's id from its own allocation,
+/// a cache miss of its own on a network of thousands of units. An entry counts only for
+/// the batch filling ([`crate::output::BatchId`]) and the version it was made for.
+#[derive(Default)]
+struct TariffTexts {
+    /// The versions met most recently (records near a version change may alternate).
+    versions: Vec<VersionTexts>,
+}
+
+/// Versions whose texts [`TariffTexts`] keeps at once: a batch spans one version change at
+/// most in practice; four leaves room for late records of older versions.
+const TARIFF_TEXT_VERSIONS_MAX: usize = 4;
+
+struct VersionTexts {
+    instance: u64,
+    /// Batch id the name's range is in (0: none).
+    name_batch: u64,
+    name: Text,
+    /// Per unit: the batch id its ranges are in (0: none), its id's and its owner's range.
+    units: Vec<(u64, Text, Text)>,
+}
+
+impl TariffTexts {
+    #[inline]
+    fn version(&mut self, v: &TariffVersion) -> &mut VersionTexts {
+        let i = match self.versions.iter().position(|t| t.instance == v.instance()) {
+            Some(i) => i,
+            None => {
+                if self.versions.len() == TARIFF_TEXT_VERSIONS_MAX {
+                    self.versions.remove(0);
+                }
+                self.versions.push(VersionTexts { instance: v.instance(), name_batch: 0, name: Text::EMPTY, units: vec![(0, Text::EMPTY, Text::EMPTY); v.units.len()] });
+                self.versions.len() - 1
+            }
+        };
+        &mut self.versions[i]
+    }
+}
+
+impl VersionTexts {
+    #[inline]
+    fn name(&mut self, v: &TariffVersion, out: &mut Batch) -> Text {
+        let batch = out.id().get();
+        if self.name_batch != batch {
+            self.name = out.push_text(&v.version);
+            self.name_batch = batch;
+        }
+        self.name
+    }
+
+    /// The unit's id and its owner's id.
+    #[inline]
+    fn unit(&mut self, v: &TariffVersion, unit: u32, out: &mut Batch) -> (Text, Text) {
+        let batch = out.id().get();
+        match self.units.get_mut(unit as usize) {
+            Some(e) if e.0 == batch => (e.1, e.2),
+            Some(e) => {
+                *e = (batch, out.push_text(&v.unit(unit).id), out.push_text(v.owner_of(unit)));
+                (e.1, e.2)
+            }
+            None => (out.push_text(&v.unit(unit).id), out.push_text(v.owner_of(unit))),
+        }
+    }
 }
 
 impl Engine {
@@ -91,6 +159,7 @@ impl Engine {
             event_dedup: DedupSet::new(cfg.dedup_window_ms),
             accounts: Accounts::new(cfg.min_balance_fen),
             splits: Vec::with_capacity(8),
+            tariff_texts: TariffTexts::default(),
         }
     }
 
@@ -235,7 +304,8 @@ impl Engine {
         let trade_id = out.push_text(&tx.trade_id);
         let trade_day = local_day(tx.trans_time_ms, offset) as i32;
         let issuer_id = card_text.prefix(4);
-        let tariff_version = out.push_text(&version.version);
+        let texts = self.tariff_texts.version(version);
+        let tariff_version = texts.name(version, out);
         let settlement = Settlement {
             trade_id,
             trans_time_ms: tx.trans_time_ms,
@@ -264,9 +334,7 @@ impl Engine {
         };
         out.settlements.push(settlement);
         for s in &self.splits {
-            let unit = version.unit(s.unit);
-            let interval_id = out.push_text(&unit.id);
-            let owner_id = out.push_text(version.owner_of(s.unit));
+            let (interval_id, owner_id) = texts.unit(version, s.unit, out);
             out.splits.push(SplitRow {
                 trade_id,
                 trade_day,
@@ -406,7 +474,7 @@ impl Engine {
         if r.remaining() != 0 {
             return Err(StateError::Corrupt("trailing bytes after the state"));
         }
-        Ok(Engine { cfg, dedup, event_dedup, accounts, splits: Vec::with_capacity(8) })
+        Ok(Engine { cfg, dedup, event_dedup, accounts, splits: Vec::with_capacity(8), tariff_texts: TariffTexts::default() })
     }
 }
 

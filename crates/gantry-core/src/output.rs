@@ -207,8 +207,39 @@ pub struct Counts {
     pub events_duplicates: u64,
 }
 
+/// Which batch (and which filling of it, since [`Batch::clear`]) a text range belongs to:
+/// unique within the process. Identity, not content: it never makes two batches unequal.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchId(u64);
+
+impl BatchId {
+    fn next() -> BatchId {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        BatchId(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for BatchId {
+    fn default() -> Self {
+        BatchId::next()
+    }
+}
+
+impl PartialEq for BatchId {
+    fn eq(&self, _: &BatchId) -> bool {
+        true
+    }
+}
+
 #[derive(Default, Debug, PartialEq)]
 pub struct Batch {
+    /// Changes whenever the arenas are emptied, so text ranges cached for reuse (see
+    /// [`crate::engine`]) are never taken from an earlier filling.
+    id: BatchId,
     text: String,
     raw: Vec<u8>,
     pub settlements: Vec<Settlement>,
@@ -228,6 +259,7 @@ impl Batch {
     /// A batch with room for about `records` lane records, so filling it does not grow it.
     pub fn with_capacity(records: usize) -> Batch {
         Batch {
+            id: BatchId::next(),
             text: String::with_capacity(records * 160),
             raw: Vec::with_capacity(records / 100 * 512),
             settlements: Vec::with_capacity(records),
@@ -241,6 +273,7 @@ impl Batch {
     }
 
     pub fn clear(&mut self) {
+        self.id = BatchId::next();
         self.text.clear();
         self.raw.clear();
         self.settlements.clear();
@@ -250,6 +283,12 @@ impl Batch {
         self.duplicates.clear();
         self.status.clear();
         self.counts = Counts::default();
+    }
+
+    /// This filling of the batch (see [`BatchId`]).
+    #[inline]
+    pub fn id(&self) -> BatchId {
+        self.id
     }
 
     /// Rows of all tables.

@@ -186,9 +186,21 @@ pub struct TariffVersion {
     pub units: Vec<Unit>,
     pub owners: Vec<Box<str>>,
     index: UnitIndex,
+    /// Unique to this loaded version in this process (a clone shares it: same content), so
+    /// caches of its texts are keyed by what they were made from, not by an address.
+    instance: u64,
 }
 
+/// Source of [`TariffVersion::instance`] ids.
+static NEXT_VERSION_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl TariffVersion {
+    /// An id unique to this loaded version within the process.
+    #[inline]
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
     #[inline]
     pub fn unit_index(&self, id: &str) -> Option<u32> {
         self.index.get(id.as_bytes(), &self.units)
@@ -340,6 +352,7 @@ impl TariffVersion {
             index: UnitIndex::new(&units),
             units,
             owners,
+            instance: NEXT_VERSION_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
