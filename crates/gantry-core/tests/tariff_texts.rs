@@ -40,7 +40,9 @@ fn tariffs(net: &Network) -> TariffSet {
 }
 
 /// Settlements as (tradeId, version) and splits as (tradeId, interval, owner, fee), as text.
-fn rows(b: &Batch) -> (Vec<(String, String)>, Vec<(String, String, String, i64)>) {
+type Rows = (Vec<(String, String)>, Vec<(String, String, String, i64)>);
+
+fn rows(b: &Batch) -> Rows {
     let s = b.settlements.iter().map(|r| (b.text(r.trade_id).to_string(), b.text(r.tariff_version).to_string())).collect();
     let p = b
         .splits
