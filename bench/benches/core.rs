@@ -12,7 +12,7 @@ use gantry_core::parse::{for_each_lane_record, parse_lane_record};
 use gantry_core::pricing::price;
 use gantry_core::record::CardId;
 use gantry_clickhouse::{encode_batch, TopicNames};
-use gantry_core::{Batch, Engine, Source, Topic};
+use gantry_core::{Batch, Engine};
 
 /// mimalloc keeps freed memory for reuse: with the system allocator, batch-sized buffers
 /// went back to the kernel and came back as fresh zeroed pages (~14% of Gantry's CPU during
@@ -169,8 +169,7 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(
             || (Engine::read_state(fx.cfg, &fx.opened_state).expect("state"), Batch::with_capacity(10_000)),
             |(mut engine, mut out)| {
-                for (i, (m, ts)) in fx.lanes().enumerate() {
-                    let src = Source { topic: Topic::LaneTx, partition: 0, offset: i as i64, timestamp_ms: Some(ts) };
+                for (m, src) in fx.sourced_lanes() {
                     engine.lane_message(&fx.tariffs, m, src, &mut out);
                     if out.counts.lane_records >= 10_000 {
                         out.clear();
@@ -187,8 +186,7 @@ fn benches(c: &mut Criterion) {
     // encode them as Native blocks, for one pipeline-sized batch (all 100k records).
     let mut engine = Engine::read_state(fx.cfg, &fx.opened_state).expect("state");
     let mut batch = Batch::with_capacity(fx.lanes().len());
-    for (i, (m, ts)) in fx.lanes().enumerate() {
-        let src = Source { topic: Topic::LaneTx, partition: 0, offset: i as i64, timestamp_ms: Some(ts) };
+    for (m, src) in fx.sourced_lanes() {
         engine.lane_message(&fx.tariffs, m, src, &mut batch);
     }
     let topics = TopicNames { lane_tx: "gantry.lane-tx".into(), account_events: "gantry.account-events".into() };

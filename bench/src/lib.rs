@@ -69,17 +69,28 @@ pub const RUN_MESSAGES: usize = 256;
 /// The fixture's lane messages with their sources, in runs of [`RUN_MESSAGES`].
 pub fn runs(fx: &Fixture) -> impl Iterator<Item = impl Iterator<Item = (&[u8], Source)> + '_> + '_ {
     (0..fx.lane_index.len()).step_by(RUN_MESSAGES).map(move |from| {
-        fx.lane_index[from..(from + RUN_MESSAGES).min(fx.lane_index.len())].iter().enumerate().map(move |(k, (r, ts))| {
-            let src = Source { topic: Topic::LaneTx, partition: 0, offset: (from + k) as i64, timestamp_ms: Some(*ts) };
-            (&fx.lane_bytes[r.clone()], src)
-        })
+        fx.lane_index[from..(from + RUN_MESSAGES).min(fx.lane_index.len())]
+            .iter()
+            .enumerate()
+            .map(move |(k, (r, ts))| (&fx.lane_bytes[r.clone()], lane_source(from + k, *ts)))
     })
+}
+
+/// The source the benchmarks give the engine for lane message `i`: partition 0, its
+/// position as its offset.
+fn lane_source(i: usize, timestamp_ms: i64) -> Source {
+    Source { topic: Topic::LaneTx, partition: 0, offset: i as i64, timestamp_ms: Some(timestamp_ms) }
 }
 
 impl Fixture {
     /// The lane messages and their timestamps, in production order.
     pub fn lanes(&self) -> impl ExactSizeIterator<Item = (&[u8], i64)> + '_ {
         self.lane_index.iter().map(|(r, ts)| (&self.lane_bytes[r.clone()], *ts))
+    }
+
+    /// The lane messages with the sources the engine is given for them (as in [`runs`]).
+    pub fn sourced_lanes(&self) -> impl Iterator<Item = (&[u8], Source)> + '_ {
+        self.lanes().enumerate().map(|(i, (m, ts))| (m, lane_source(i, ts)))
     }
 }
 

@@ -3,7 +3,7 @@
 //! records/s per round. A small CARDS (e.g. 2000) keeps every account in cache, which shows
 //! what memory costs; `single` feeds the engine one message at a time (no warmed groups).
 use gantry_bench::{fixture, Fixture};
-use gantry_core::{Batch, Engine, Source, Topic};
+use gantry_core::{Batch, Engine};
 use std::time::Instant;
 
 /// mimalloc keeps freed memory for reuse: with the system allocator, batch-sized buffers
@@ -46,8 +46,7 @@ fn run_round(engine: &mut Engine, fx: &Fixture, out: &mut Batch) {
 /// [`run_round`] one message at a time.
 #[inline(never)]
 fn run_round_single(engine: &mut Engine, fx: &Fixture, out: &mut Batch) {
-    for (i, (m, ts)) in fx.lanes().enumerate() {
-        let src = Source { topic: Topic::LaneTx, partition: 0, offset: i as i64, timestamp_ms: Some(ts) };
+    for (m, src) in fx.sourced_lanes() {
         engine.lane_message(&fx.tariffs, m, src, out);
         if out.counts.lane_records >= 10_000 {
             out.clear();

@@ -405,14 +405,8 @@ pub use rows::{ColumnList, OUTPUT_TABLES};
 
 /// Rows per output table of a batch, in the order tables are written.
 pub fn table_rows(b: &Batch) -> [(&'static str, usize); 6] {
-    [
-        ("settlements", b.settlements.len()),
-        ("settlement_splits", b.splits.len()),
-        ("ledger", b.ledger.len()),
-        ("rejects", b.rejects.len()),
-        ("duplicates", b.duplicates.len()),
-        ("status_list", b.status.len()),
-    ]
+    let rows = [b.settlements.len(), b.splits.len(), b.ledger.len(), b.rejects.len(), b.duplicates.len(), b.status.len()];
+    std::array::from_fn(|i| (OUTPUT_TABLES[i].0, rows[i]))
 }
 
 /// One table's rows of a batch as an INSERT body in pieces: one Native block (see

@@ -181,11 +181,7 @@ impl SlotTable {
             self.slots[i] = EMPTY;
             holed = true;
             if kept {
-                let mut j = self.home(s.hi);
-                while self.slots[j].hi != 0 {
-                    j = (j + 1) & mask;
-                }
-                self.slots[j] = s;
+                self.place(s);
             } else {
                 self.len -= 1;
             }
@@ -196,12 +192,19 @@ impl SlotTable {
     fn rebuild(&mut self, slots: usize) {
         let old = std::mem::replace(&mut self.slots, vec![EMPTY; slots]);
         for s in old.into_iter().filter(|s| s.hi != 0) {
-            let mut i = self.home(s.hi);
-            while self.slots[i].hi != 0 {
-                i = (i + 1) & self.mask();
-            }
-            self.slots[i] = s;
+            self.place(s);
         }
+    }
+
+    /// Puts `s` in the first free slot from its home (its id known to be absent; `len` is
+    /// the caller's to keep).
+    #[inline]
+    fn place(&mut self, s: Slot) {
+        let mut i = self.home(s.hi);
+        while self.slots[i].hi != 0 {
+            i = (i + 1) & self.mask();
+        }
+        self.slots[i] = s;
     }
 
     fn iter(&self) -> impl Iterator<Item = &Slot> {

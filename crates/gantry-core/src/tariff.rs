@@ -327,14 +327,15 @@ impl TariffVersion {
             None => 0,
         };
 
-        let (units, owners, index) = parse_intervals(csv_path, csv_text)?;
-        let mut units = units;
+        let (mut units, owners) = parse_intervals(csv_path, csv_text)?;
+        // Rules only mark units; the ids (what the index reads) do not change after this.
+        let index = UnitIndex::new(&units);
         for (r, rule) in spec.time_discount.iter().enumerate() {
             for id in rule.intervals.get_ref() {
                 if id == "*" {
                     units.iter_mut().for_each(|u| u.time_rules |= 1 << r);
                 } else {
-                    let i = *index.get(id.as_str()).ok_or_else(|| {
+                    let i = index.get(id.as_bytes(), &units).ok_or_else(|| {
                         invalid(rule.intervals.span(), "time_discount.intervals", format!("unit `{id}` is not in {}", csv_path.display()))
                     })?;
                     units[i as usize].time_rules |= 1 << r;
@@ -349,7 +350,7 @@ impl TariffVersion {
             holiday_free,
             time_discounts,
             per_extra_axle_bp,
-            index: UnitIndex::new(&units),
+            index,
             units,
             owners,
             instance: NEXT_VERSION_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -372,7 +373,8 @@ impl TariffVersion {
     }
 }
 
-type Intervals = (Vec<Unit>, Vec<Box<str>>, HashMap<Box<str>, u32>);
+/// The units of `intervals.csv` and their owners' ids (units hold owner indexes).
+type Intervals = (Vec<Unit>, Vec<Box<str>>);
 
 fn parse_intervals(path: &Path, text: &str) -> Result<Intervals, TariffError> {
     let invalid = |line: usize, field: &str, message: String| TariffError::Invalid { file: path.to_path_buf(), line, field: field.to_string(), message };
@@ -407,7 +409,7 @@ fn parse_intervals(path: &Path, text: &str) -> Result<Intervals, TariffError> {
     let mut units = Vec::new();
     let mut owners: Vec<Box<str>> = Vec::new();
     let mut owner_index: HashMap<Box<str>, u32> = HashMap::new();
-    let mut index: HashMap<Box<str>, u32> = HashMap::new();
+    let mut ids: hashbrown::HashSet<Box<str>> = hashbrown::HashSet::new();
     for row in rdr.records() {
         let row = row.map_err(|e| TariffError::Syntax {
             file: path.to_path_buf(),
@@ -419,7 +421,7 @@ fn parse_intervals(path: &Path, text: &str) -> Result<Intervals, TariffError> {
         if id.is_empty() || id.contains('|') {
             return Err(invalid(line, "interval_id", format!("`{id}` is not a unit id")));
         }
-        if index.contains_key(id) {
+        if !ids.insert(id.into()) {
             return Err(invalid(line, "interval_id", format!("unit `{id}` appears twice")));
         }
         let owner = row.get(owner_col).unwrap_or("");
@@ -451,13 +453,12 @@ fn parse_intervals(path: &Path, text: &str) -> Result<Intervals, TariffError> {
             }
             fees[class] = fee;
         }
-        index.insert(id.into(), units.len() as u32);
         units.push(Unit { id: id.into(), owner, length_m, fees, time_rules: 0 });
     }
     if units.is_empty() {
         return Err(invalid(2, "interval_id", "no tolling units".into()));
     }
-    Ok((units, owners, index))
+    Ok((units, owners))
 }
 
 #[derive(Deserialize)]
