@@ -767,18 +767,44 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
 
 /// The [`HEAD_BYTES_MAX`] bytes at `b[p..]` as three little-endian words, zero past the end
 /// of `b` (a zero byte is in no member head, so a head cut off by the end never matches).
+///
+/// Near the end of the message (the last members of every record) the words are the
+/// message's last 24 bytes shifted down, not a copy into a zeroed buffer: that copy was a
+/// `memcpy` call whose small stores the next wide load could not be forwarded from, a stall
+/// of its own on nearly every record.
 #[inline(always)]
 fn head_words(b: &[u8], p: usize) -> (u64, u64, u64) {
     let w = |k: &[u8]| u64::from_le_bytes(k.try_into().expect("8 bytes"));
     match b.get(p..p + HEAD_BYTES_MAX) {
         Some(h) => (w(&h[..8]), w(&h[8..16]), w(&h[16..])),
-        None => {
-            let mut pad = [0u8; HEAD_BYTES_MAX];
-            let tail = b.get(p..).unwrap_or_default();
-            pad[..tail.len()].copy_from_slice(tail);
-            (w(&pad[..8]), w(&pad[8..16]), w(&pad[16..]))
+        None => head_words_tail(b, p),
+    }
+}
+
+/// [`head_words`] when fewer than [`HEAD_BYTES_MAX`] bytes follow `p`.
+#[inline]
+fn head_words_tail(b: &[u8], p: usize) -> (u64, u64, u64) {
+    let rest = b.get(p..).unwrap_or_default();
+    let mut x = [0u64; 3];
+    if b.len() >= HEAD_BYTES_MAX {
+        // The last 24 bytes hold `rest` at their end; shift it down to the start.
+        let last = &b[b.len() - HEAD_BYTES_MAX..];
+        let w = |k: usize| u64::from_le_bytes(last[k..k + 8].try_into().expect("8 bytes"));
+        let words = [w(0), w(8), w(16), 0];
+        let skip = HEAD_BYTES_MAX - rest.len();
+        let (whole, bits) = (skip / 8, (skip % 8) * 8);
+        for (j, out) in x.iter_mut().enumerate() {
+            let lo = words.get(j + whole).copied().unwrap_or(0);
+            let hi = words.get(j + whole + 1).copied().unwrap_or(0);
+            *out = if bits == 0 { lo } else { (lo >> bits) | (hi << (64 - bits)) };
+        }
+    } else {
+        // A message shorter than a member head: assemble the words a byte at a time.
+        for (k, &c) in rest.iter().enumerate() {
+            x[k / 8] |= (c as u64) << (8 * (k % 8));
         }
     }
+    (x[0], x[1], x[2])
 }
 
 /// Whether `b` is well-formed UTF-8 (Unicode table 3-7: no overlongs, no surrogates,
@@ -834,13 +860,7 @@ fn scan_plain_string(b: &[u8], from: usize) -> Option<(usize, bool)> {
     loop {
         let c = match b.get(at..at + 16) {
             Some(block) => classify16(block.try_into().expect("16 bytes")),
-            None => {
-                // The message's last bytes, padded with NULs, which stop the scan.
-                let mut pad = [0u8; 16];
-                let tail = b.get(at..)?;
-                pad[..tail.len()].copy_from_slice(tail);
-                classify16(&pad)
-            }
+            None => classify16_tail(b, at)?,
         };
         // Bytes before the first quote of the block (all 16 if it has none).
         let before = c.quote.wrapping_sub(1) & !c.quote & 0xFFFF;
@@ -853,6 +873,29 @@ fn scan_plain_string(b: &[u8], from: usize) -> Option<(usize, bool)> {
         }
         at += 16;
     }
+}
+
+/// The classes of the fewer than 16 bytes at `b[at..]`, with a control character (a stop)
+/// in place of each missing byte so the scan ends there; `None` if `at` is past the end.
+/// The classes come from the message's last 16 bytes, shifted (see [`head_words`] on why
+/// not a zero-padded copy).
+#[inline]
+fn classify16_tail(b: &[u8], at: usize) -> Option<Classes16> {
+    let rest = b.get(at..)?;
+    let n = rest.len();
+    debug_assert!(n < 16);
+    let missing = 0xFFFF & !((1u32 << n) - 1);
+    let mut c = if b.len() >= 16 {
+        let skip = 16 - n;
+        let c = classify16(b[b.len() - 16..].try_into().expect("16 bytes"));
+        Classes16 { quote: c.quote >> skip, nonascii: c.nonascii >> skip, stop: c.stop >> skip }
+    } else {
+        let mut pad = [0u8; 16];
+        pad[..n].copy_from_slice(rest);
+        classify16(&pad)
+    };
+    c.stop |= missing;
+    Some(c)
 }
 
 struct Classes16 {
