@@ -875,27 +875,25 @@ fn scan_plain_string(b: &[u8], from: usize) -> Option<(usize, bool)> {
     }
 }
 
-/// The classes of the fewer than 16 bytes at `b[at..]`, with a control character (a stop)
-/// in place of each missing byte so the scan ends there; `None` if `at` is past the end.
-/// The classes come from the message's last 16 bytes, shifted (see [`head_words`] on why
-/// not a zero-padded copy).
+/// The classes of the fewer than 16 bytes at `b[at..]` (no bit for a byte past the end, so
+/// a string not closed by then makes the scan step past the end and give up); `None` if `at`
+/// is past the end. The classes come from the message's last 16 bytes, shifted (see
+/// [`head_words`] on why not a zero-padded copy).
 #[inline]
 fn classify16_tail(b: &[u8], at: usize) -> Option<Classes16> {
     let rest = b.get(at..)?;
     let n = rest.len();
     debug_assert!(n < 16);
-    let missing = 0xFFFF & !((1u32 << n) - 1);
-    let mut c = if b.len() >= 16 {
+    if b.len() >= 16 {
         let skip = 16 - n;
         let c = classify16(b[b.len() - 16..].try_into().expect("16 bytes"));
-        Classes16 { quote: c.quote >> skip, nonascii: c.nonascii >> skip, stop: c.stop >> skip }
+        Some(Classes16 { quote: c.quote >> skip, nonascii: c.nonascii >> skip, stop: c.stop >> skip })
     } else {
+        // A message shorter than one read; the NULs after it are stops.
         let mut pad = [0u8; 16];
         pad[..n].copy_from_slice(rest);
-        classify16(&pad)
-    };
-    c.stop |= missing;
-    Some(c)
+        Some(classify16(&pad))
+    }
 }
 
 struct Classes16 {
@@ -1189,6 +1187,46 @@ mod tests {
         ] {
             assert!(both(other).0.is_none(), "{}", String::from_utf8_lossy(other));
         }
+    }
+
+    /// The last bytes of a message are read from its last 16/24 bytes, shifted: objects ending
+    /// at every distance from the end, and messages shorter than one read, agree with the
+    /// general walk; every cut-off prefix is left to it.
+    #[test]
+    fn canonical_path_reads_the_end_of_the_message_exactly() {
+        for cut in 0..GOOD.len() {
+            let (fast, general) = both(&GOOD[..cut]);
+            assert!(fast.is_none() && general.is_none(), "prefix of {cut} bytes");
+        }
+        for n in 0..40 {
+            for last in [
+                format!(r#""passId":"{}"}}"#, "P".repeat(n)),
+                format!(r#""passId":"{}苏"}}"#, "P".repeat(n)),
+                format!(r#""passId":"{}","fee":{}}}"#, "P".repeat(n), "9".repeat(n % 12 + 1)),
+            ] {
+                for first in [r#"{"tradeId":"T1","#, "{", r#"{"tradeId":"G0015320030010102026111012000001","gantryId":"G1","#] {
+                    let msg = format!("{first}{last}");
+                    let (fast, general) = both(msg.as_bytes());
+                    assert!(fast.is_some(), "{msg}");
+                    assert_eq!(fast, general, "{msg}");
+                    // The same object with the next one after it takes the same path.
+                    let two = format!("{msg}\n{msg}");
+                    let (fast2, _) = both(two.as_bytes());
+                    assert_eq!(fast, fast2, "{msg}");
+                    // Without its closing brace, or with the string unclosed, it is left.
+                    assert!(both(&msg.as_bytes()[..msg.len() - 1]).0.is_none(), "{msg}");
+                }
+            }
+        }
+        for msg in [&br#"{"fee":1}"#[..], br#"{"obuId":""}"#, br#"{"obuId":"\u00e9"}"#, br#"{"obuId":"ab"#, br#"{"obuId":"a"#, b"{\"obuId\":\"\xE8\x8B\x8F\"}"] {
+            let (fast, general) = both(msg);
+            if fast.is_some() {
+                assert_eq!(fast, general, "{}", String::from_utf8_lossy(msg));
+            } else {
+                assert!(msg.contains(&b'\\') || general.is_none(), "{}", String::from_utf8_lossy(msg));
+            }
+        }
+        assert!(both(br#"{"fee":1}"#).0.is_some() && both(b"{\"obuId\":\"\xE8\x8B\x8F\"}").0.is_some());
     }
 
     proptest! {
