@@ -741,11 +741,17 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
                             }));
                             p = end + 1;
                         }
-                        Slot::Int(s) => {
-                            c.i = start + v;
-                            ints[s] = Some(c.integer(key.field).ok()?);
-                            p = c.i - start;
-                        }
+                        Slot::Int(s) => match small_integer(b, v) {
+                            Some((x, end)) => {
+                                ints[s] = Some(x);
+                                p = end;
+                            }
+                            None => {
+                                c.i = start + v;
+                                ints[s] = Some(c.integer(key.field).ok()?);
+                                p = c.i - start;
+                            }
+                        },
                     }
                 }
             }
@@ -760,6 +766,24 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
     if p > 0 && b.get(p) == Some(&b'}') {
         c.i = start + p + 1;
         Some((strs, ints))
+    } else {
+        None
+    }
+}
+
+/// A one- or two-digit integer at `b[v..]` ending at a `,` or `}`, and the index of that
+/// byte: most integer fields of a record (media type, class, seats, axles) are that, and this
+/// reads them inline instead of calling [`Cursor::integer`]. `None` for anything else (a
+/// leading zero before a second digit, more digits, a sign, a fraction, the end of the
+/// message), which goes through `Cursor::integer`.
+#[inline(always)]
+fn small_integer(b: &[u8], v: usize) -> Option<(i64, usize)> {
+    let w = b.get(v..v + 3)?;
+    let (d0, d1) = (w[0].wrapping_sub(b'0'), w[1].wrapping_sub(b'0'));
+    if d0 <= 9 && matches!(w[1], b',' | b'}') {
+        Some((d0 as i64, v + 1))
+    } else if (1..=9).contains(&d0) && d1 <= 9 && matches!(w[2], b',' | b'}') {
+        Some(((d0 * 10 + d1) as i64, v + 2))
     } else {
         None
     }
@@ -1227,6 +1251,30 @@ mod tests {
             }
         }
         assert!(both(br#"{"fee":1}"#).0.is_some() && both(b"{\"obuId\":\"\xE8\x8B\x8F\"}").0.is_some());
+    }
+
+    /// Integers read inline (one or two digits) and through `Cursor::integer` agree with the
+    /// general walk, before a `,`, before the `}` and at the end of the message.
+    #[test]
+    fn canonical_path_reads_integers_as_the_general_walk() {
+        let values = ["0", "5", "9", "10", "42", "99", "100", "255", "05", "00", "007", "-1", "-0", "1.5", "1e2", "2E1", "9.", "1-", "+1", "", "a1", "12345678901234567890"];
+        for v in values {
+            for msg in [
+                format!(r#"{{"tradeId":"T1","mediaType":{v},"vehicleType":1}}"#),
+                format!(r#"{{"tradeId":"T1","vehicleType":{v}}}"#),
+                format!(r#"{{"vehicleSeat":{v}}}"#),
+                format!(r#"{{"tradeId":"T1","axleCount":{v},"fee":{v}}}"#),
+            ] {
+                let (fast, general) = both(msg.as_bytes());
+                // A JSON integer that fits an i64.
+                let digits = v.strip_prefix('-').unwrap_or(v);
+                let valid = !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0')) && v.parse::<i64>().is_ok();
+                assert_eq!(fast.is_some(), valid, "{msg}");
+                if let Some(fast) = fast {
+                    assert_eq!(Some(fast), general, "{msg}");
+                }
+            }
+        }
     }
 
     proptest! {
