@@ -2,7 +2,8 @@
 //! exactly the batch `Engine::lane_message` produces one message at a time: same rows in the
 //! same order, same text, same state afterwards. Checked on generated traffic with duplicates
 //! (some inside one group), bad records, unknown cards, CPC and multi-unit records, messages
-//! holding several records, and runs of every length around the group size.
+//! holding several records (some more than a group holds), and runs of every length around
+//! the group size.
 
 use gantry_core::output::{Batch, Source, Topic};
 use gantry_core::tariff::TariffSet;
@@ -33,6 +34,16 @@ fn stream(records: u64, duplicate_rate: f64) -> Stream {
             joined.push(b'\n');
         }
         joined.extend_from_slice(b"{\"tradeId\":1}\n");
+        msgs[w[0]].1 = joined;
+    }
+    // A few messages holding more records than a group has room for (a lane's backlog sent
+    // at once): the group is settled in the middle of a message.
+    for w in lanes.chunks(70).skip(2).step_by(6).take(3) {
+        let mut joined = Vec::new();
+        for &i in w {
+            joined.extend_from_slice(&msgs[i].1);
+            joined.push(b'\n');
+        }
         msgs[w[0]].1 = joined;
     }
     Stream { tariffs, msgs }
