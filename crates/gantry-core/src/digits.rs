@@ -41,6 +41,19 @@ pub(crate) fn parse8(b: &[u8], at: usize) -> Option<u64> {
     Some(value8(w))
 }
 
+/// Four digits (first byte most significant), or `None` if one is not a digit.
+#[inline]
+pub(crate) fn parse4(b: &[u8; 4]) -> Option<u64> {
+    let w = u32::from_le_bytes(*b) as u64;
+    if non_digits(w, 0xFFFF_FFFF) != 0 {
+        return None;
+    }
+    // Pairs (d0·10 + d1 in byte 0, d2·10 + d3 in byte 2), then the two pairs.
+    let v = w.wrapping_sub(ZEROS & 0xFFFF_FFFF);
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    Some((v & 0xFF) * 100 + ((v >> 16) & 0xFF))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +76,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn four_agree_with_a_byte_loop(bytes in proptest::array::uniform4(prop_oneof![b'0'..=b'9', any::<u8>()])) {
+            prop_assert_eq!(parse4(&bytes), naive(&bytes));
+        }
+
         #[test]
         fn agrees_with_a_byte_loop(bytes in proptest::array::uniform8(prop_oneof![b'0'..=b'9', any::<u8>()])) {
             prop_assert_eq!(parse8(&bytes, 0), naive(&bytes));

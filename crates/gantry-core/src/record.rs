@@ -26,15 +26,22 @@ impl CardId {
         // Real ids have 16–20 digits: the first 16 go through two word-sized steps.
         if b.len() >= 16 {
             let (Some(hi), Some(lo)) = (crate::digits::parse8(b, 0), crate::digits::parse8(b, 8)) else { return None };
-            // The last 0–4 digits in a u64, then one 128-bit multiply-add.
-            let mut tail: u64 = 0;
-            for &c in &b[16..] {
-                let d = c.wrapping_sub(b'0');
-                if d > 9 {
-                    return None;
+            // The last 0–4 digits (all 4 in the standard 20-digit id: one word step), then one
+            // 128-bit multiply-add.
+            let tail = match b.get(16..20) {
+                Some(last) => crate::digits::parse4(last.try_into().expect("4 bytes"))?,
+                None => {
+                    let mut tail: u64 = 0;
+                    for &c in &b[16..] {
+                        let d = c.wrapping_sub(b'0');
+                        if d > 9 {
+                            return None;
+                        }
+                        tail = tail * 10 + d as u64;
+                    }
+                    tail
                 }
-                tail = tail * 10 + d as u64;
-            }
+            };
             const POW10: [u64; 5] = [1, 10, 100, 1_000, 10_000];
             let v = (hi * 100_000_000 + lo) as u128 * POW10[b.len() - 16] as u128 + tail as u128;
             return Some(CardId { lo: v as u64, hi: ((v >> 64) as u8) | ((b.len() as u8) << 3) });

@@ -109,10 +109,17 @@ fn canonical_local_ms(b: &[u8], offset_min: i32) -> Option<i64> {
     if !sep_ok || non_digits(w0, !SEP0) != 0 || non_digits(w1, !SEP1) != 0 || non_digits(w2, !SEP2) != 0 {
         return None;
     }
-    let d = |i: usize| (b[i] - b'0') as u32;
-    let year = d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3);
-    let (month, day) = (d(5) * 10 + d(6), d(8) * 10 + d(9));
-    let (hour, minute, second) = (d(11) * 10 + d(12), d(14) * 10 + d(15), d(17) * 10 + d(18));
+    // Each word's two-digit values at once: with the separators masked out, byte k of
+    // `pairs` is 10·digit(k) + digit(k + 1) (at most 99, so no byte carries into the next).
+    let pairs = |w: u64, sep: u64| {
+        let v = (w & !sep).wrapping_sub(0x3030_3030_3030_3030 & !sep);
+        v.wrapping_mul(10).wrapping_add(v >> 8)
+    };
+    let byte = |p: u64, k: u32| ((p >> (8 * k)) & 0xFF) as u32;
+    let (p0, p1, p2) = (pairs(w0, SEP0), pairs(w1, SEP1), pairs(w2, SEP2));
+    let year = byte(p0, 0) * 100 + byte(p0, 2);
+    let (month, day) = (byte(p0, 5), byte(p1, 0));
+    let (hour, minute, second) = (byte(p1, 3), byte(p1, 6), byte(p2, 6));
     // Months of the table's years are looked up; other years and impossible months go to
     // the general parser, which decides them.
     let m = (year.wrapping_sub(TABLE_FIRST_YEAR) as usize * 12).wrapping_add(month as usize).wrapping_sub(1);
