@@ -19,9 +19,12 @@ use crate::time::{parse_timestamp_ms, DEFAULT_NETWORK_UTC_OFFSET_MIN};
 /// Longest optional free-text field (obuId, plate, passId, channel, reason) in bytes: far
 /// above any real value, low enough that a broken lane cannot make rows of megabytes.
 pub const TEXT_FIELD_BYTES_MAX: usize = 256;
+/// Longest tolling unit id in `tollIntervalId`, in bytes (real ids have 14–20).
+pub const UNIT_ID_BYTES_MAX: usize = 64;
 /// Most tolling units in one record. A gantry fills in the units it missed, which is a
 /// handful in practice; 64 bounds the per-record split buffer.
 pub const UNITS_PER_RECORD_MAX: usize = 64;
+const _: () = assert!(UNITS_PER_RECORD_MAX <= u8::MAX as usize, "a record's unit count is kept in a u8");
 /// Largest absolute money amount accepted in any field, in fen (10 billion yuan): keeps every
 /// sum of amounts far from i64 overflow.
 pub const AMOUNT_ABS_MAX_FEN: i64 = 1_000_000_000_000;
@@ -1038,14 +1041,22 @@ fn parse_lane_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<Lan
     let gantry_id = required(gantry_id, GantryId)?;
     check_chars(&gantry_id, GantryId, 1, 32)?;
     let toll_interval_id = required(interval, TollIntervalId)?;
-    let units = crate::record::Intervals::new(&toll_interval_id);
-    let mut n_units = 0;
-    for u in units {
-        n_units += 1;
-        if u.is_empty() || u.len() > 64 || n_units > UNITS_PER_RECORD_MAX {
-            return Err(record_err(RejectReason::OutOfRange(TollIntervalId)));
+    let unit_ok = |u: &str| !u.is_empty() && u.len() <= UNIT_ID_BYTES_MAX;
+    let unit_count = match crate::record::find_pipe(toll_interval_id.as_bytes()) {
+        // One unit: nearly every record.
+        None if unit_ok(&toll_interval_id) => 1,
+        None => return Err(record_err(RejectReason::OutOfRange(TollIntervalId))),
+        Some(_) => {
+            let mut n = 0;
+            for u in crate::record::Intervals::new(&toll_interval_id) {
+                n += 1;
+                if !unit_ok(u) || n > UNITS_PER_RECORD_MAX {
+                    return Err(record_err(RejectReason::OutOfRange(TollIntervalId)));
+                }
+            }
+            n as u8
         }
-    }
+    };
     let trans_time = required(trans_time, TransTime)?;
     let trans_time_ms =
         parse_timestamp_ms(&trans_time, cfg.network_utc_offset_min).ok_or(record_err(RejectReason::OutOfRange(TransTime)))?;
@@ -1083,6 +1094,7 @@ fn parse_lane_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<Lan
         trade_id,
         gantry_id,
         toll_interval_id,
+        unit_count,
         trans_time_ms,
         media_type,
         card_id,

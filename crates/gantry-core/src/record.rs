@@ -146,6 +146,9 @@ pub struct LaneTx<'a> {
     pub gantry_id: Cow<'a, str>,
     /// One or more tolling units joined with `|`, each non-empty.
     pub toll_interval_id: Cow<'a, str>,
+    /// How many units `toll_interval_id` holds (the parser counts them anyway), so the
+    /// one-unit records that are nearly all traffic are not searched for a `|` again.
+    pub unit_count: u8,
     /// `transTime` as epoch milliseconds.
     pub trans_time_ms: i64,
     pub media_type: MediaType,
@@ -169,7 +172,11 @@ impl LaneTx<'_> {
     /// The tolling units of `tollIntervalId`, in order.
     #[inline]
     pub fn intervals(&self) -> Intervals<'_> {
-        Intervals::new(&self.toll_interval_id)
+        if self.unit_count == 1 {
+            Intervals { rest: None, last: Some(&self.toll_interval_id) }
+        } else {
+            Intervals::new(&self.toll_interval_id)
+        }
     }
 }
 
@@ -177,12 +184,15 @@ impl LaneTx<'_> {
 /// this is a plain byte loop (cheaper than `memchr`'s set-up on ~16 bytes) and a slice, not a
 /// general `split` state machine.
 pub struct Intervals<'a> {
+    /// Still to be split.
     rest: Option<&'a str>,
+    /// Known to be the last unit (no `|` in it): returned without a search.
+    last: Option<&'a str>,
 }
 
 impl<'a> Intervals<'a> {
     pub fn new(toll_interval_id: &'a str) -> Self {
-        Intervals { rest: Some(toll_interval_id) }
+        Intervals { rest: Some(toll_interval_id), last: None }
     }
 }
 
@@ -191,6 +201,9 @@ impl<'a> Iterator for Intervals<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<&'a str> {
+        if let Some(last) = self.last.take() {
+            return Some(last);
+        }
         let rest = self.rest?;
         match find_pipe(rest.as_bytes()) {
             Some(k) => {
@@ -207,7 +220,7 @@ impl<'a> Iterator for Intervals<'a> {
 
 /// The first `|` in `b`, eight bytes per step (a unit id is ~15 bytes: two steps).
 #[inline]
-fn find_pipe(b: &[u8]) -> Option<usize> {
+pub(crate) fn find_pipe(b: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     // Bytes of `w` equal to `|` flagged in their high bit; the lowest flag is exact (a borrow
     // can only flag bytes above a true match).

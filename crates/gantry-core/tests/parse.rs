@@ -54,6 +54,7 @@ fn escapes_unknown_fields_nulls_and_whitespace() {
     assert_eq!(tx.gantry_id, "G/1");
     assert_eq!(tx.vehicle_plate.as_deref(), Some("苏A1🚗"));
     assert_eq!(tx.intervals().collect::<Vec<_>>(), ["U1", "U2"]);
+    assert_eq!(tx.unit_count, 2);
     assert_eq!((tx.media_type, tx.card_id, tx.obu_id.clone(), tx.vehicle_class), (MediaType::Cpc, None, None, 0));
     assert_eq!(tx.trans_time_ms % 1000, 500);
 }
@@ -72,6 +73,10 @@ fn each_field_rule_rejects_with_the_field() {
         ("tollIntervalId", None, MissingField(TollIntervalId)),
         ("tollIntervalId", Some(r#""U1||U2""#), OutOfRange(TollIntervalId)),
         ("tollIntervalId", Some(r#""U1|""#), OutOfRange(TollIntervalId)),
+        ("tollIntervalId", Some(r#""""#), OutOfRange(TollIntervalId)),
+        ("tollIntervalId", Some(&format!(r#""{}""#, "U".repeat(65))), OutOfRange(TollIntervalId)),
+        ("tollIntervalId", Some(&format!(r#""U1|{}""#, "U".repeat(65))), OutOfRange(TollIntervalId)),
+        ("tollIntervalId", Some(&format!(r#""{}""#, vec!["U"; 65].join("|"))), OutOfRange(TollIntervalId)),
         ("transTime", None, MissingField(TransTime)),
         ("transTime", Some(r#""2026-11-31T00:00:00""#), OutOfRange(TransTime)),
         ("transTime", Some(r#""yesterday""#), OutOfRange(TransTime)),
@@ -264,5 +269,19 @@ proptest! {
         let json = with("passId", Some(&serde_json::to_string(&s).unwrap()));
         let tx = lane(&json).unwrap();
         prop_assert_eq!(tx.pass_id.as_deref(), Some(s.as_str()));
+    }
+}
+
+/// The unit count the parser keeps agrees with splitting `tollIntervalId`, and the longest
+/// allowed unit and the most units are accepted.
+#[test]
+fn unit_count_is_the_number_of_units() {
+    let longest = "U".repeat(64);
+    let most = vec!["U1"; 64].join("|");
+    for units in ["G0015320030010", "A|B", "A|B|C", longest.as_str(), most.as_str(), &format!("{longest}|{longest}")] {
+        let json = GOOD.replace("\"tollIntervalId\":\"G0015320030010\"", &format!("\"tollIntervalId\":\"{units}\""));
+        let tx = lane(&json).unwrap_or_else(|e| panic!("{units}: {e:?}"));
+        assert_eq!(tx.unit_count as usize, units.split('|').count(), "{units}");
+        assert_eq!(tx.intervals().collect::<Vec<_>>(), units.split('|').collect::<Vec<_>>(), "{units}");
     }
 }
