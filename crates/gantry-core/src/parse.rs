@@ -804,6 +804,9 @@ fn head_words(b: &[u8], p: usize) -> (u64, u64, u64) {
     let w = |k: &[u8]| u64::from_le_bytes(k.try_into().expect("8 bytes"));
     match b.get(p..p + HEAD_BYTES_MAX) {
         Some(h) => (w(&h[..8]), w(&h[8..16]), w(&h[16..])),
+        // At the object's closing brace (after its last member, near the end of every
+        // message) no member follows: zeros match no head.
+        None if b.get(p) == Some(&b'}') => (0, 0, 0),
         None => head_words_tail(b, p),
     }
 }
