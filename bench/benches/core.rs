@@ -4,7 +4,7 @@
 //! the encoding of a batch's rows for ClickHouse.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use gantry_bench::{fixture, parse_config, runs, BorrowedLaneTx, NaiveLaneTx};
+use gantry_bench::{core_pass, core_pass_per_message, fixture, parse_config, BorrowedLaneTx, NaiveLaneTx};
 use gantry_core::accounts::Accounts;
 use gantry_core::codec::Reader;
 use gantry_core::dedup::{DedupSet, IdKind, DEFAULT_WINDOW_MS};
@@ -148,32 +148,9 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(fx.lanes().len() as u64));
     g.sample_size(20);
     // As the pipeline feeds the engine: runs of lane messages (warmed groups).
-    g.bench_function("mixed_batch", |b| {
-        b.iter_custom(|iters| {
-            time_core_path(&fx, iters, |engine, out| {
-                for run in runs(&fx) {
-                    engine.lane_messages(&fx.tariffs, run, out);
-                    // Batches close and are handed on every 10k records, as the pipeline does.
-                    if out.counts.lane_records >= 10_000 {
-                        out.clear();
-                    }
-                }
-            })
-        })
-    });
+    g.bench_function("mixed_batch", |b| b.iter_custom(|iters| time_core_path(&fx, iters, core_pass)));
     // The same one message at a time: what warming the lookups of a group saves.
-    g.bench_function("mixed_batch_per_message", |b| {
-        b.iter_custom(|iters| {
-            time_core_path(&fx, iters, |engine, out| {
-                for (m, src) in fx.sourced_lanes() {
-                    engine.lane_message(&fx.tariffs, m, src, out);
-                    if out.counts.lane_records >= 10_000 {
-                        out.clear();
-                    }
-                }
-            })
-        })
-    });
+    g.bench_function("mixed_batch_per_message", |b| b.iter_custom(|iters| time_core_path(&fx, iters, core_pass_per_message)));
     g.finish();
 
     // The ClickHouse side of landing a batch: sort each table's rows by its ORDER BY key and
@@ -195,14 +172,14 @@ fn benches(c: &mut Criterion) {
 /// passes: restoring the engine (every record must be new again) and dropping it are not part
 /// of the core path. A pipeline worker keeps its engine and reuses its batch for ever, so
 /// `out` is reused here too (its arenas grow in the first pass, as a worker's do once).
-fn time_core_path(fx: &gantry_bench::Fixture, iters: u64, mut pass: impl FnMut(&mut Engine, &mut Batch)) -> std::time::Duration {
+fn time_core_path(fx: &gantry_bench::Fixture, iters: u64, pass: fn(&mut Engine, &gantry_bench::Fixture, &mut Batch)) -> std::time::Duration {
     let mut out = Batch::with_capacity(10_000);
     let mut total = std::time::Duration::ZERO;
     for _ in 0..iters {
         let mut engine = Engine::read_state(fx.cfg, &fx.opened_state).expect("state");
         out.clear();
         let started = std::time::Instant::now();
-        pass(&mut engine, &mut out);
+        pass(&mut engine, fx, &mut out);
         black_box(out.counts);
         total += started.elapsed();
     }

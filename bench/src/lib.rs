@@ -76,6 +76,31 @@ pub fn runs(fx: &Fixture) -> impl Iterator<Item = impl Iterator<Item = (&[u8], S
     })
 }
 
+/// One pass of the core path over the fixture as the pipeline feeds the engine (runs of lane
+/// messages; the batch handed on every 10k records). Shared by the criterion benchmark and
+/// `core_loop`, and not inlined, so both time the same machine code and profilers can count
+/// exactly this (`valgrind --tool=callgrind --toggle-collect=gantry_bench::core_pass`).
+#[inline(never)]
+pub fn core_pass(engine: &mut Engine, fx: &Fixture, out: &mut Batch) {
+    for run in runs(fx) {
+        engine.lane_messages(&fx.tariffs, run, out);
+        if out.counts.lane_records >= 10_000 {
+            out.clear();
+        }
+    }
+}
+
+/// [`core_pass`] one message at a time (no warmed groups).
+#[inline(never)]
+pub fn core_pass_per_message(engine: &mut Engine, fx: &Fixture, out: &mut Batch) {
+    for (m, src) in fx.sourced_lanes() {
+        engine.lane_message(&fx.tariffs, m, src, out);
+        if out.counts.lane_records >= 10_000 {
+            out.clear();
+        }
+    }
+}
+
 /// The source the benchmarks give the engine for lane message `i`: partition 0, its
 /// position as its offset.
 fn lane_source(i: usize, timestamp_ms: i64) -> Source {

@@ -2,7 +2,7 @@
 //! `valgrind --tool=callgrind`): `core_loop [ROUNDS] [CARDS] [grouped|single]`. Prints
 //! records/s per round. A small CARDS (e.g. 2000) keeps every account in cache, which shows
 //! what memory costs; `single` feeds the engine one message at a time (no warmed groups).
-use gantry_bench::{fixture, Fixture};
+use gantry_bench::{core_pass, core_pass_per_message, fixture};
 use gantry_core::{Batch, Engine};
 use std::time::Instant;
 
@@ -23,33 +23,10 @@ fn main() {
         let mut engine = Engine::read_state(fx.cfg, &fx.opened_state).expect("state");
         let t = Instant::now();
         if grouped {
-            run_round(&mut engine, &fx, &mut out);
+            core_pass(&mut engine, &fx, &mut out);
         } else {
-            run_round_single(&mut engine, &fx, &mut out);
+            core_pass_per_message(&mut engine, &fx, &mut out);
         }
         println!("round {round}: {:.0} records/s", fx.lanes().len() as f64 / t.elapsed().as_secs_f64());
-    }
-}
-
-/// One pass over the fixture; not inlined, so profilers can count exactly this
-/// (`valgrind --tool=callgrind --toggle-collect=core_loop::run_round`).
-#[inline(never)]
-fn run_round(engine: &mut Engine, fx: &Fixture, out: &mut Batch) {
-    for run in gantry_bench::runs(fx) {
-        engine.lane_messages(&fx.tariffs, run, out);
-        if out.counts.lane_records >= 10_000 {
-            out.clear();
-        }
-    }
-}
-
-/// [`run_round`] one message at a time.
-#[inline(never)]
-fn run_round_single(engine: &mut Engine, fx: &Fixture, out: &mut Batch) {
-    for (m, src) in fx.sourced_lanes() {
-        engine.lane_message(&fx.tariffs, m, src, out);
-        if out.counts.lane_records >= 10_000 {
-            out.clear();
-        }
     }
 }
