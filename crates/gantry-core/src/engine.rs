@@ -84,11 +84,11 @@ pub struct Engine {
     tariff_texts: TariffTexts,
 }
 
-/// The tariff's texts (version name, unit ids, their owners' ids) already copied into the
-/// current batch's text arena, so each is copied once per batch instead of once per row:
-/// that saved three copies per record, and reading each unit's id from its own allocation,
-/// a cache miss of its own on a network of thousands of units. An entry counts only for
-/// the batch filling ([`crate::output::BatchId`]) and the version it was made for.
+/// The tariff's texts (version name, owners' ids) already copied into the current batch's
+/// text arena, so each is copied once per batch instead of once per row. An entry counts
+/// only for the batch filling ([`crate::output::BatchId`]) and the version it was made for.
+/// (A split's unit id needs no entry: it is a part of the record's `tollIntervalId`, already
+/// in the arena. Entries per unit were a table of thousands that missed the cache.)
 #[derive(Default)]
 struct TariffTexts {
     /// The versions met most recently (records near a version change may alternate).
@@ -104,8 +104,8 @@ struct VersionTexts {
     /// Batch id the name's range is in (0: none).
     name_batch: u64,
     name: Text,
-    /// Per unit: the batch id its ranges are in (0: none), its id's and its owner's range.
-    units: Vec<(u64, Text, Text)>,
+    /// Per owner: the batch id its range is in (0: none), and the range.
+    owners: Vec<(u64, Text)>,
 }
 
 impl TariffTexts {
@@ -117,7 +117,7 @@ impl TariffTexts {
                 if self.versions.len() == TARIFF_TEXT_VERSIONS_MAX {
                     self.versions.remove(0);
                 }
-                self.versions.push(VersionTexts { instance: v.instance(), name_batch: 0, name: Text::EMPTY, units: vec![(0, Text::EMPTY, Text::EMPTY); v.units.len()] });
+                self.versions.push(VersionTexts { instance: v.instance(), name_batch: 0, name: Text::EMPTY, owners: vec![(0, Text::EMPTY); v.owners.len()] });
                 self.versions.len() - 1
             }
         };
@@ -136,17 +136,18 @@ impl VersionTexts {
         self.name
     }
 
-    /// The unit's id and its owner's id.
+    /// The id of the unit's owner.
     #[inline]
-    fn unit(&mut self, v: &TariffVersion, unit: u32, out: &mut Batch) -> (Text, Text) {
+    fn owner(&mut self, v: &TariffVersion, unit: u32, out: &mut Batch) -> Text {
         let batch = out.id().get();
-        match self.units.get_mut(unit as usize) {
-            Some(e) if e.0 == batch => (e.1, e.2),
+        let owner = v.unit(unit).owner;
+        match self.owners.get_mut(owner as usize) {
+            Some(e) if e.0 == batch => e.1,
             Some(e) => {
-                *e = (batch, out.push_text(&v.unit(unit).id), out.push_text(v.owner_of(unit)));
-                (e.1, e.2)
+                *e = (batch, out.push_text(&v.owners[owner as usize]));
+                e.1
             }
-            None => (out.push_text(&v.unit(unit).id), out.push_text(v.owner_of(unit))),
+            None => out.push_text(v.owner_of(unit)),
         }
     }
 }
@@ -315,12 +316,13 @@ impl Engine {
         let issuer_id = card_text.prefix(4);
         let texts = self.tariff_texts.version(version);
         let tariff_version = texts.name(version, out);
+        let toll_interval_id = out.push_text(&tx.toll_interval_id);
         let settlement = Settlement {
             trade_id,
             trans_time_ms: tx.trans_time_ms,
             trade_day,
             gantry_id: out.push_text(&tx.gantry_id),
-            toll_interval_id: out.push_text(&tx.toll_interval_id),
+            toll_interval_id,
             card_id: card_text,
             obu_id: out.push_text(tx.obu_id.as_deref().unwrap_or("")),
             vehicle_plate: out.push_text(tx.vehicle_plate.as_deref().unwrap_or("")),
@@ -343,7 +345,8 @@ impl Engine {
         };
         out.settlements.push(settlement);
         for s in &self.splits {
-            let (interval_id, owner_id) = texts.unit(version, s.unit, out);
+            let interval_id = toll_interval_id.part(s.id_at as u32, s.id_len as u32);
+            let owner_id = texts.owner(version, s.unit, out);
             out.splits.push(SplitRow {
                 trade_id,
                 trade_day,

@@ -20,6 +20,12 @@ impl Text {
     pub fn prefix(self, n: u32) -> Text {
         Text { start: self.start, len: self.len.min(n) }
     }
+
+    /// The `len` bytes from byte `at` of this text (for a part of an id already in the arena).
+    pub fn part(self, at: u32, len: u32) -> Text {
+        debug_assert!(at + len <= self.len);
+        Text { start: self.start + at, len: len.min(self.len.saturating_sub(at)) }
+    }
 }
 
 /// Which input topic a record came from.

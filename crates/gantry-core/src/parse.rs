@@ -25,6 +25,7 @@ pub const UNIT_ID_BYTES_MAX: usize = 64;
 /// handful in practice; 64 bounds the per-record split buffer.
 pub const UNITS_PER_RECORD_MAX: usize = 64;
 const _: () = assert!(UNITS_PER_RECORD_MAX <= u8::MAX as usize, "a record's unit count is kept in a u8");
+const _: () = assert!((UNIT_ID_BYTES_MAX + 1) * UNITS_PER_RECORD_MAX <= u16::MAX as usize, "a unit's place in tollIntervalId is kept in a u16");
 /// Largest absolute money amount accepted in any field, in fen (10 billion yuan): keeps every
 /// sum of amounts far from i64 overflow.
 pub const AMOUNT_ABS_MAX_FEN: i64 = 1_000_000_000_000;

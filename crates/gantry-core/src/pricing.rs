@@ -34,6 +34,10 @@ pub mod flags {
 pub struct Split {
     /// Index of the unit in the version ([`TariffVersion::unit`]).
     pub unit: u32,
+    /// Where the unit's id is in the record's `tollIntervalId` (byte offset and length), so
+    /// a row can refer to the record's own text instead of the tariff's copy of the id.
+    pub id_at: u16,
+    pub id_len: u16,
     /// `base_i`: the unit's fee before discounts (with any axle surcharge).
     pub pay_fee: i64,
     /// `fee_i`.
@@ -75,6 +79,7 @@ pub fn price(tx: &LaneTx<'_>, v: &TariffVersion, network_utc_offset_min: i32, sp
     // Steps 1–2: base fee per unit and payFee.
     let mut pay_fee = 0i64;
     let mut n_units = 0;
+    let interval_id = tx.toll_interval_id.as_ptr() as usize;
     for id in tx.intervals() {
         n_units += 1;
         let Some(idx) = v.unit_index(id) else {
@@ -89,7 +94,10 @@ pub fn price(tx: &LaneTx<'_>, v: &TariffVersion, network_utc_offset_min: i32, sp
             base += round_bp(base, surcharge_axles * v.per_extra_axle_bp as u64);
         }
         pay_fee += base;
-        splits.push(Split { unit: idx, pay_fee: base, fee: base });
+        // Units are slices of `toll_interval_id`, at most 64 of at most 64 bytes (the parser's
+        // limits), so offset and length fit a u16.
+        let id_at = (id.as_ptr() as usize - interval_id) as u16;
+        splits.push(Split { unit: idx, id_at, id_len: id.len() as u16, pay_fee: base, fee: base });
     }
     if n_units > 1 {
         flags |= flags::MULTI_UNIT;

@@ -199,7 +199,8 @@ impl<'a> Intervals<'a> {
 impl<'a> Iterator for Intervals<'a> {
     type Item = &'a str;
 
-    #[inline]
+    // Always inlined: a call per unit (and one more for the end) was a tenth of pricing.
+    #[inline(always)]
     fn next(&mut self) -> Option<&'a str> {
         if let Some(last) = self.last.take() {
             return Some(last);

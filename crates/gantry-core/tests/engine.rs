@@ -68,8 +68,16 @@ fn known_records_give_exact_rows() {
     assert_eq!((s.pay_fee, s.discount_fee, out.text(s.tariff_version)), (1025, 51, "32-20261101-001"));
     assert_eq!(gantry_core::time::format_date(s.trade_day as i64), "2026-11-10");
 
-    let splits: Vec<_> = out.splits.iter().map(|s| (out.text(s.trade_id), out.text(s.owner_id), s.fee)).collect();
-    assert_eq!(splits, vec![("T1", "OP-3201-01", 589), ("T1", "OP-3201-02", 385), ("T2", "OP-3201-01", 589), ("T6", "OP-3201-01", 589)]);
+    let splits: Vec<_> = out.splits.iter().map(|s| (out.text(s.trade_id), out.text(s.interval_id), out.text(s.owner_id), s.fee)).collect();
+    assert_eq!(
+        splits,
+        vec![
+            ("T1", "G0015320030010", "OP-3201-01", 589),
+            ("T1", "G0015320030020", "OP-3201-02", 385),
+            ("T2", "G0015320030010", "OP-3201-01", 589),
+            ("T6", "G0015320030010", "OP-3201-01", 589)
+        ]
+    );
 
     let ledger: Vec<_> = out.ledger.iter().map(|l| (l.kind, out.text(l.entry_id), l.amount, l.balance_after)).collect();
     assert_eq!(

@@ -42,6 +42,10 @@ fn run(set: &TariffSet, json: &str) -> Result<Outcome, RejectReason> {
     let p = price(&tx, v, 480, &mut splits)?;
     assert_eq!(splits.iter().map(|s| s.fee).sum::<i64>(), p.fee, "owners' shares add up to the fee");
     assert_eq!(splits.iter().map(|s| s.pay_fee).sum::<i64>(), p.pay_fee);
+    for s in &splits {
+        let at = s.id_at as usize;
+        assert_eq!(&tx.toll_interval_id[at..at + s.id_len as usize], &*v.unit(s.unit).id, "a split's place in tollIntervalId is its unit's id");
+    }
     Ok(Outcome {
         pay_fee: p.pay_fee,
         discount_fee: p.discount_fee,
