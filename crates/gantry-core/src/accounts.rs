@@ -2,8 +2,9 @@
 //!
 //! Every account is one 32-byte record in fixed-size chunks (no doubling copies as the book
 //! grows), found through an open-addressing index of 8-byte slots (fingerprint and position,
-//! [`CardIndex`]); customer ids are interned once per customer. Every operation returns what changed so the caller can write the ledger row and,
-//! when a card's listing changed, the status-list event.
+//! [`CardIndex`]); customer ids are interned once per customer. Every operation returns what
+//! changed so the caller can write the ledger row and, when a card's listing changed, the
+//! status-list event.
 //!
 //! Listing rule: a card whose status is not `active` is listed with its status as reason;
 //! otherwise a stored-value card below the minimum balance is listed `insufficient_balance`

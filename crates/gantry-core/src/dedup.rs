@@ -119,19 +119,25 @@ impl SlotTable {
         prefetch(self.slots.as_ptr().wrapping_add(self.home(hi)));
     }
 
+    /// The slot holding `s`'s id (`Ok`), or the empty slot that ends its probe run (`Err`).
     #[inline]
-    fn contains(&self, s: Slot) -> bool {
+    fn probe(&self, s: Slot) -> Result<usize, usize> {
         let mut i = self.home(s.hi);
         loop {
             let o = self.slots[i];
             if o.hi == 0 {
-                return false;
+                return Err(i);
             }
             if Self::same_id(o, s) {
-                return true;
+                return Ok(i);
             }
             i = (i + 1) & self.mask();
         }
+    }
+
+    #[inline]
+    fn contains(&self, s: Slot) -> bool {
+        self.probe(s).is_ok()
     }
 
     /// Inserts `s` unless its id is present; `true` if it was inserted.
@@ -140,18 +146,13 @@ impl SlotTable {
         if (self.len + 1) * 5 > self.slots.len() * 4 {
             self.rebuild(self.slots.len() * 2);
         }
-        let mut i = self.home(s.hi);
-        loop {
-            let o = self.slots[i];
-            if o.hi == 0 {
+        match self.probe(s) {
+            Ok(_) => false,
+            Err(i) => {
                 self.slots[i] = s;
                 self.len += 1;
-                return true;
+                true
             }
-            if Self::same_id(o, s) {
-                return false;
-            }
-            i = (i + 1) & self.mask();
         }
     }
 

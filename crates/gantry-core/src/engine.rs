@@ -101,11 +101,28 @@ const TARIFF_TEXT_VERSIONS_MAX: usize = 4;
 
 struct VersionTexts {
     instance: u64,
-    /// Batch id the name's range is in (0: none).
-    name_batch: u64,
-    name: Text,
-    /// Per owner: the batch id its range is in (0: none), and the range.
-    owners: Vec<(u64, Text)>,
+    name: BatchText,
+    /// Per owner, by index.
+    owners: Vec<BatchText>,
+}
+
+/// A text's range in a batch's arena and the batch filling it is in (0: none yet).
+#[derive(Clone, Copy, Default)]
+struct BatchText {
+    batch: u64,
+    range: Text,
+}
+
+impl BatchText {
+    /// The range of `text` in `out`, copied there first if this filling of `out` lacks it.
+    #[inline]
+    fn get(&mut self, text: &str, out: &mut Batch) -> Text {
+        let batch = out.id().get();
+        if self.batch != batch {
+            *self = BatchText { batch, range: out.push_text(text) };
+        }
+        self.range
+    }
 }
 
 impl TariffTexts {
@@ -117,7 +134,7 @@ impl TariffTexts {
                 if self.versions.len() == TARIFF_TEXT_VERSIONS_MAX {
                     self.versions.remove(0);
                 }
-                self.versions.push(VersionTexts { instance: v.instance(), name_batch: 0, name: Text::EMPTY, owners: vec![(0, Text::EMPTY); v.owners.len()] });
+                self.versions.push(VersionTexts { instance: v.instance(), name: BatchText::default(), owners: vec![BatchText::default(); v.owners.len()] });
                 self.versions.len() - 1
             }
         };
@@ -128,27 +145,13 @@ impl TariffTexts {
 impl VersionTexts {
     #[inline]
     fn name(&mut self, v: &TariffVersion, out: &mut Batch) -> Text {
-        let batch = out.id().get();
-        if self.name_batch != batch {
-            self.name = out.push_text(&v.version);
-            self.name_batch = batch;
-        }
-        self.name
+        self.name.get(&v.version, out)
     }
 
     /// The id of the unit's owner.
     #[inline]
     fn owner(&mut self, v: &TariffVersion, unit: u32, out: &mut Batch) -> Text {
-        let batch = out.id().get();
-        let owner = v.unit(unit).owner;
-        match self.owners.get_mut(owner as usize) {
-            Some(e) if e.0 == batch => e.1,
-            Some(e) => {
-                *e = (batch, out.push_text(&v.owners[owner as usize]));
-                e.1
-            }
-            None => out.push_text(v.owner_of(unit)),
-        }
+        self.owners[v.unit(unit).owner as usize].get(v.owner_of(unit), out)
     }
 }
 

@@ -79,7 +79,7 @@ pub fn price(tx: &LaneTx<'_>, v: &TariffVersion, network_utc_offset_min: i32, sp
     // Steps 1–2: base fee per unit and payFee.
     let mut pay_fee = 0i64;
     let mut n_units = 0;
-    let interval_id = tx.toll_interval_id.as_ptr() as usize;
+    let units_at = tx.toll_interval_id.as_ptr() as usize;
     for id in tx.intervals() {
         n_units += 1;
         let Some(idx) = v.unit_index(id) else {
@@ -96,7 +96,7 @@ pub fn price(tx: &LaneTx<'_>, v: &TariffVersion, network_utc_offset_min: i32, sp
         pay_fee += base;
         // Units are slices of `toll_interval_id`, at most 64 of at most 64 bytes (the parser's
         // limits), so offset and length fit a u16.
-        let id_at = (id.as_ptr() as usize - interval_id) as u16;
+        let id_at = (id.as_ptr() as usize - units_at) as u16;
         splits.push(Split { unit: idx, id_at, id_len: id.len() as u16, pay_fee: base, fee: base });
     }
     if n_units > 1 {
