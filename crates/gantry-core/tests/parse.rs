@@ -263,6 +263,33 @@ proptest! {
         }
     }
 
+    /// A value whose first three bytes are not ASCII and the rest is (a plate's province
+    /// character: the parser's short cut) is accepted exactly when it is UTF-8: overlongs,
+    /// surrogates, stray continuation bytes and two- or four-byte leads in those places, with
+    /// ASCII tails that end the string in the first or a later 16-byte block, and good or
+    /// broken UTF-8 after the tail (also where a later block starts).
+    #[test]
+    fn leading_three_byte_sequences_agree_with_std(
+        lead in proptest::collection::vec(proptest::sample::select(vec![0x80u8, 0x9F, 0xA0, 0xBF, 0xC0, 0xC2, 0xDF, 0xE0, 0xE1, 0xE8, 0xEC, 0xED, 0xEE, 0xEF, 0xF0, 0xF4, 0xFF]), 3),
+        tail in "[A-Z0-9_]{0,20}",
+        later in proptest::option::of(proptest::sample::select(vec!["苏".as_bytes(), "é".as_bytes(), b"\xff", b"\xc3", b"\xe8\x8b"])),
+    ) {
+        let mut value = lead.clone();
+        value.extend_from_slice(tail.as_bytes());
+        if let Some(l) = later {
+            value.extend_from_slice(l);
+        }
+        let (head, rest) = GOOD.split_at(GOOD.find("苏A12345_0").unwrap());
+        let mut bytes = head.as_bytes().to_vec();
+        bytes.extend_from_slice(&value);
+        bytes.extend_from_slice(rest["苏A12345_0".len()..].as_bytes());
+        let ours = parse_lane_record(&bytes, &cfg());
+        match std::str::from_utf8(&value) {
+            Ok(v) => prop_assert_eq!(ours.map(|t| t.vehicle_plate.map(|p| p.into_owned())), Ok(Some(v.to_string()))),
+            Err(_) => prop_assert_eq!(ours.err(), Some(RejectReason::NotUtf8)),
+        }
+    }
+
     /// Any string value survives the round trip through JSON escaping.
     #[test]
     fn string_escapes_round_trip(s in "\\PC{0,30}") {
