@@ -21,7 +21,7 @@ use crate::codec::{Reader, StateError};
 use crate::dedup::{DedupKey, DedupSet, IdKind, Verdict, DEFAULT_WINDOW_MS};
 use crate::output::{Batch, DuplicateRow, EntryKind, LedgerRow, RejectRow, Settlement, Source, SplitRow, StatusRow, Text};
 use crate::parse::{for_each_account_event, for_each_lane_record, ParseConfig};
-use crate::pricing::{flags, price, Split};
+use crate::pricing::{flags, price_known_unit, Split};
 use crate::record::{AccountEvent, AccountEventKind, CardId, LaneTx, MediaType, CARD_ID_DIGITS_MAX};
 use crate::reject::RejectReason;
 use crate::tariff::{TariffSet, TariffVersion};
@@ -62,6 +62,15 @@ impl Default for EngineConfig {
 /// stream, so each group's lookups run in one tight loop. 16 records keep several chains in
 /// flight while the group's parsed records (~280 B each) stay in L1.
 pub const WARM_GROUP_RECORDS: usize = 16;
+
+/// What a group's warm-up looked up for one of its records (`None`: look it up when
+/// settling): its trade id's dedup key, and a one-unit record's unit index in the version in
+/// force at its `transTime`.
+#[derive(Clone, Copy, Default)]
+struct Warmed {
+    key: Option<DedupKey>,
+    unit: Option<u32>,
+}
 
 /// A parsed lane record waiting in a group.
 struct Parsed<'m> {
@@ -183,7 +192,7 @@ impl Engine {
     pub fn lane_message(&mut self, tariffs: &TariffSet, msg: &[u8], src: Source, out: &mut Batch) {
         out.counts.messages += 1;
         let parse_cfg = self.cfg.parse;
-        for_each_lane_record(msg, &parse_cfg, |raw, rec| self.lane_outcome(tariffs, raw, rec.as_ref(), None, src, out));
+        for_each_lane_record(msg, &parse_cfg, |raw, rec| self.lane_outcome(tariffs, raw, rec.as_ref(), Warmed::default(), src, out));
     }
 
     /// Processes lane-tx messages in order into `out`: the same rows as
@@ -217,12 +226,12 @@ impl Engine {
 
     /// Warms the group's lookups, then settles its records in order and empties it.
     fn settle_group(&mut self, tariffs: &TariffSet, group: &mut Vec<Parsed<'_>>, out: &mut Batch) {
-        let mut keys = [None; WARM_GROUP_RECORDS * 2];
+        let mut warmed = [Warmed::default(); WARM_GROUP_RECORDS * 2];
         let mut cards = [CardId::from_parts(0, 0); WARM_GROUP_RECORDS * 2];
         let mut n = 0;
-        for (p, key) in group.iter().zip(keys.iter_mut()) {
+        for (p, w) in group.iter().zip(warmed.iter_mut()) {
             if let Ok(tx) = &p.rec {
-                *key = Some(self.dedup.warm(IdKind::Trade, &tx.trade_id, tx.trans_time_ms));
+                w.key = Some(self.dedup.warm(IdKind::Trade, &tx.trade_id, tx.trans_time_ms));
                 if let (MediaType::Etc, Some(card)) = (tx.media_type, tx.card_id) {
                     cards[n] = card;
                     n += 1;
@@ -230,21 +239,30 @@ impl Engine {
             }
         }
         self.accounts.warm(&cards[..n]);
+        // One-unit records' units, looked up here for the whole group: the lookups' cache
+        // misses (index slot, unit, unit id) overlap instead of each stalling its record's
+        // pricing (perf: the lookup's share of samples 12.6 → 6.8%; criterion +0.7–2.6%).
+        for (p, w) in group.iter().zip(warmed.iter_mut()) {
+            if let Ok(tx) = &p.rec {
+                if tx.unit_count == 1 {
+                    w.unit = tariffs.version_at(tx.trans_time_ms).and_then(|v| v.unit_index(&tx.toll_interval_id));
+                }
+            }
+        }
         // By reference, then cleared: moving each ~280-byte record out of the group was a
         // `memcpy` per record.
-        for (i, p) in group.iter().enumerate() {
-            self.lane_outcome(tariffs, p.raw, p.rec.as_ref(), keys.get(i).copied().flatten(), p.src, out);
+        for (p, w) in group.iter().zip(warmed) {
+            self.lane_outcome(tariffs, p.raw, p.rec.as_ref(), w, p.src, out);
         }
         group.clear();
     }
 
-    /// One lane record's parse result into `out`; `key` is its trade id's dedup key if
-    /// already computed.
+    /// One lane record's parse result into `out`, with what the group's warm-up looked up.
     #[inline]
-    fn lane_outcome(&mut self, tariffs: &TariffSet, raw: &[u8], rec: Result<&LaneTx<'_>, &RejectReason>, key: Option<DedupKey>, src: Source, out: &mut Batch) {
+    fn lane_outcome(&mut self, tariffs: &TariffSet, raw: &[u8], rec: Result<&LaneTx<'_>, &RejectReason>, warmed: Warmed, src: Source, out: &mut Batch) {
         out.counts.lane_records += 1;
         match rec {
-            Ok(tx) => self.lane_record(tariffs, tx, raw, key, src, out),
+            Ok(tx) => self.lane_record(tariffs, tx, raw, warmed, src, out),
             Err(&reason) => {
                 out.counts.lane_rejected += 1;
                 reject(out, src, reason, raw, None, src.timestamp_ms.unwrap_or(0));
@@ -252,7 +270,7 @@ impl Engine {
         }
     }
 
-    fn lane_record(&mut self, tariffs: &TariffSet, tx: &LaneTx<'_>, raw: &[u8], key: Option<DedupKey>, src: Source, out: &mut Batch) {
+    fn lane_record(&mut self, tariffs: &TariffSet, tx: &LaneTx<'_>, raw: &[u8], warmed: Warmed, src: Source, out: &mut Batch) {
         let offset = self.cfg.parse.network_utc_offset_min;
         let fail = |out: &mut Batch, reason: RejectReason, detail: Option<&str>| {
             out.counts.lane_rejected += 1;
@@ -265,7 +283,7 @@ impl Engine {
             return fail(out, RejectReason::NoTariffInForce, None);
         };
         self.splits.clear();
-        let priced = match price(tx, version, offset, &mut self.splits) {
+        let priced = match price_known_unit(tx, version, offset, &mut self.splits, warmed.unit) {
             Ok(p) => p,
             Err(RejectReason::UnknownInterval) => {
                 let unknown = tx.intervals().find(|u| version.unit_index(u).is_none()).unwrap_or("");
@@ -273,7 +291,7 @@ impl Engine {
             }
             Err(r) => return fail(out, r, None),
         };
-        let key = key.unwrap_or_else(|| DedupKey::new(IdKind::Trade, &tx.trade_id, tx.trans_time_ms));
+        let key = warmed.key.unwrap_or_else(|| DedupKey::new(IdKind::Trade, &tx.trade_id, tx.trans_time_ms));
         match self.dedup.check_and_insert_key(key, tx.trans_time_ms) {
             Verdict::New => {}
             Verdict::Duplicate => {

@@ -62,6 +62,19 @@ fn round_bp(amount: i64, bp: u64) -> i64 {
 /// Prices `tx` with `v` (the version in force at its `transTime`), appending one [`Split`]
 /// per unit to `splits`. On a reject nothing is left appended.
 pub fn price(tx: &LaneTx<'_>, v: &TariffVersion, network_utc_offset_min: i32, splits: &mut Vec<Split>) -> Result<Priced, RejectReason> {
+    price_known_unit(tx, v, network_utc_offset_min, splits, None)
+}
+
+/// [`price`], given the index in `v` of a one-unit record's unit if the caller already
+/// looked it up (`None`: look it up here).
+#[inline]
+pub fn price_known_unit(
+    tx: &LaneTx<'_>,
+    v: &TariffVersion,
+    network_utc_offset_min: i32,
+    splits: &mut Vec<Split>,
+    known_unit: Option<u32>,
+) -> Result<Priced, RejectReason> {
     let first = splits.len();
     let class_bit = match vehicle_type_index(tx.vehicle_type) {
         Some(i) => 1u16 << i,
@@ -82,7 +95,7 @@ pub fn price(tx: &LaneTx<'_>, v: &TariffVersion, network_utc_offset_min: i32, sp
     let units_at = tx.toll_interval_id.as_ptr() as usize;
     for id in tx.intervals() {
         n_units += 1;
-        let Some(idx) = v.unit_index(id) else {
+        let Some(idx) = known_unit.filter(|_| tx.unit_count == 1).or_else(|| v.unit_index(id)) else {
             splits.truncate(first);
             return Err(RejectReason::UnknownInterval);
         };
