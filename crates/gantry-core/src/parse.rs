@@ -574,7 +574,8 @@ struct Key {
     /// The whole member head as the canonical path expects it, `,"name":` and, for a string
     /// slot, the value's opening quote: little-endian in three words with its byte mask, so a
     /// member is recognised with three loads and compares. `open0` is the first word with
-    /// `{` in place of the comma, for the object's first member.
+    /// `{` in place of the comma, for the object's first member (only the first key is
+    /// looked for there).
     head: [u64; 3],
     head_mask: [u64; 3],
     open0: u64,
@@ -725,7 +726,10 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
             if $k < N {
                 let key = &keys[$k];
                 let (w0, w1, w2) = head_words(b, p);
-                let first = if p == 0 { key.open0 } else { key.head[0] };
+                // Only the first key is looked for right after the `{`: an object without
+                // it is left to the general walk (which decides it the same way), and every
+                // other key's check needs no test of where it is.
+                let first = if $k == 0 { key.open0 } else { key.head[0] };
                 if (w0 & key.head_mask[0]) ^ first | (w1 & key.head_mask[1]) ^ key.head[1] | (w2 & key.head_mask[2]) ^ key.head[2] == 0 {
                     let v = p + key.head_len;
                     match key.slot {
@@ -777,7 +781,11 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
 /// message), which goes through `Cursor::integer`.
 #[inline(always)]
 fn small_integer(b: &[u8], v: usize) -> Option<(i64, usize)> {
-    let w = b.get(v..v + 3)?;
+    if !fits(b, v, 3) {
+        return None;
+    }
+    // SAFETY: `fits` checked that the 3 bytes at `v` are inside `b`.
+    let w = unsafe { b.get_unchecked(v..v + 3) };
     let (d0, d1) = (w[0].wrapping_sub(b'0'), w[1].wrapping_sub(b'0'));
     if d0 <= 9 && matches!(w[1], b',' | b'}') {
         Some((d0 as i64, v + 1))
@@ -1271,10 +1279,13 @@ mod tests {
         let (fast, general) = both(long.as_bytes());
         assert!(fast.is_some());
         assert_eq!(fast, general);
-        // Whitespace, other orders, unknown fields, nulls and duplicates go the general way.
+        // Whitespace, other orders, a first member other than the first key, unknown fields,
+        // nulls and duplicates go the general way.
         for other in [
             &br#"{ "tradeId":"T1"}"#[..],
             br#"{"gantryId":"G","tradeId":"T1"}"#,
+            br#"{"gantryId":"G"}"#,
+            br#"{"fee":1}"#,
             br#"{"tradeId":"T1","x":1}"#,
             br#"{"tradeId":null}"#,
             br#"{"tradeId":"T1","tradeId":"T2"}"#,
@@ -1304,7 +1315,7 @@ mod tests {
                 format!(r#""passId":"{}苏"}}"#, "P".repeat(n)),
                 format!(r#""passId":"{}","fee":{}}}"#, "P".repeat(n), "9".repeat(n % 12 + 1)),
             ] {
-                for first in [r#"{"tradeId":"T1","#, "{", r#"{"tradeId":"G0015320030010102026111012000001","gantryId":"G1","#] {
+                for first in [r#"{"tradeId":"T1","#, r#"{"tradeId":"","#, r#"{"tradeId":"G0015320030010102026111012000001","gantryId":"G1","#] {
                     let msg = format!("{first}{last}");
                     let (fast, general) = both(msg.as_bytes());
                     assert!(fast.is_some(), "{msg}");
@@ -1318,7 +1329,7 @@ mod tests {
                 }
             }
         }
-        for msg in [&br#"{"fee":1}"#[..], br#"{"obuId":""}"#, br#"{"obuId":"\u00e9"}"#, br#"{"obuId":"ab"#, br#"{"obuId":"a"#, b"{\"obuId\":\"\xE8\x8B\x8F\"}"] {
+        for msg in [&br#"{"tradeId":"","fee":1}"#[..], br#"{"tradeId":"","obuId":""}"#, br#"{"tradeId":"","obuId":"\u00e9"}"#, br#"{"tradeId":"","obuId":"ab"#, br#"{"tradeId":"","obuId":"a"#, b"{\"tradeId\":\"\",\"obuId\":\"\xE8\x8B\x8F\"}"] {
             let (fast, general) = both(msg);
             if fast.is_some() {
                 assert_eq!(fast, general, "{}", String::from_utf8_lossy(msg));
@@ -1326,7 +1337,7 @@ mod tests {
                 assert!(msg.contains(&b'\\') || general.is_none(), "{}", String::from_utf8_lossy(msg));
             }
         }
-        assert!(both(br#"{"fee":1}"#).0.is_some() && both(b"{\"obuId\":\"\xE8\x8B\x8F\"}").0.is_some());
+        assert!(both(br#"{"tradeId":"","fee":1}"#).0.is_some() && both(b"{\"tradeId\":\"\",\"obuId\":\"\xE8\x8B\x8F\"}").0.is_some());
     }
 
     /// Integers read inline (one or two digits) and through `Cursor::integer` agree with the
@@ -1338,7 +1349,7 @@ mod tests {
             for msg in [
                 format!(r#"{{"tradeId":"T1","mediaType":{v},"vehicleType":1}}"#),
                 format!(r#"{{"tradeId":"T1","vehicleType":{v}}}"#),
-                format!(r#"{{"vehicleSeat":{v}}}"#),
+                format!(r#"{{"tradeId":"","vehicleSeat":{v}}}"#),
                 format!(r#"{{"tradeId":"T1","axleCount":{v},"fee":{v}}}"#),
             ] {
                 let (fast, general) = both(msg.as_bytes());
