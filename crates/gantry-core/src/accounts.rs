@@ -127,8 +127,9 @@ pub struct Accounts {
     min_balance_fen: i64,
 }
 
-/// Most cards [`Accounts::warm`] takes at once (more are not warmed).
-pub const WARM_CARDS_MAX: usize = 64;
+/// Most cards [`Accounts::warm`] takes at once (more are not warmed): as many as the
+/// engine's warm-up group can hold (twice [`crate::engine::WARM_GROUP_RECORDS`]).
+pub const WARM_CARDS_MAX: usize = 128;
 
 #[inline]
 fn card_hash(c: CardId) -> u64 {

@@ -7,6 +7,7 @@
 
 use gantry_core::output::{Batch, Source, Topic};
 use gantry_core::tariff::TariffSet;
+use gantry_core::engine::WARM_GROUP_RECORDS;
 use gantry_core::{Engine, EngineConfig};
 use gantry_gen::{Network, Traffic, TrafficConfig};
 
@@ -38,7 +39,7 @@ fn stream(records: u64, duplicate_rate: f64) -> Stream {
     }
     // A few messages holding more records than a group has room for (a lane's backlog sent
     // at once): the group is settled in the middle of a message.
-    for w in lanes.chunks(70).skip(2).step_by(6).take(3) {
+    for w in lanes.chunks(2 * WARM_GROUP_RECORDS + 6).skip(2).step_by(6).take(3) {
         let mut joined = Vec::new();
         for &i in w {
             joined.extend_from_slice(&msgs[i].1);
@@ -100,7 +101,8 @@ fn runs_of_any_length_give_the_same_batch_and_state() {
     // The stream exercises what the groups must get right.
     assert!(want.counts.lane_duplicates > 100 && want.counts.lane_rejected > 100 && want.counts.settled > 4_000, "{:?}", want.counts);
     assert!(!want.status.is_empty());
-    for run in [1, 2, 15, 16, 17, 33, 256, usize::MAX] {
+    const G: usize = WARM_GROUP_RECORDS;
+    for run in [1, 2, 15, 16, 17, 33, G - 1, G, G + 1, 2 * G + 1, 4 * G, usize::MAX] {
         let (got, got_state) = in_runs(&s, run);
         assert_eq!(got.counts, want.counts, "run {run}");
         assert!(got == want, "run {run}: rows differ");
