@@ -75,10 +75,13 @@ impl DedupKey {
     }
 }
 
-/// Remembered ids: open addressing with linear probing over 16-byte slots, at most 4/5 full
-/// (20–40 bytes per id over a growth cycle; `with_capacity` sizes it once). An id's slot is
-/// known from its hash alone, so a group's slots can be prefetched before any is looked
-/// at. `hi == 0` is an empty slot.
+/// Remembered ids: open addressing with linear probing over 16-byte slots, at most 4/5 full.
+/// The table has any number of slots, not a power of two: an id's home slot is its hash
+/// scaled to the table (`hi × slots / 2⁶⁴`, one multiply), and the table grows by half, so
+/// it is between 8/15 and 4/5 full once past its first size: 20–30 bytes per id, where
+/// doubling a power of two swung between 20 and 40 (`with_capacity` sizes it once, at 4/5).
+/// An id's slot is known from its hash alone, so a group's slots can be prefetched before
+/// any is looked at. `hi == 0` is an empty slot.
 struct SlotTable {
     slots: Vec<Slot>,
     len: usize,
@@ -95,17 +98,24 @@ impl SlotTable {
 
     /// Slots for `ids` ids at most 4/5 full.
     fn slots_for(ids: usize) -> usize {
-        (ids.saturating_mul(5) / 4 + 1).next_power_of_two().max(SLOT_TABLE_SLOTS_MIN)
+        (ids.saturating_mul(5) / 4 + 1).max(SLOT_TABLE_SLOTS_MIN)
     }
 
-    #[inline]
-    fn mask(&self) -> usize {
-        self.slots.len() - 1
-    }
-
+    /// The slot an id's probe starts at: its hash scaled to the table (the high half of
+    /// `hi × slots`), uniform over any table size without a division.
     #[inline]
     fn home(&self, hi: u64) -> usize {
-        hi as usize & self.mask()
+        ((hi as u128 * self.slots.len() as u128) >> 64) as usize
+    }
+
+    /// The slot after `i`, wrapping at the end.
+    #[inline]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() {
+            0
+        } else {
+            i + 1
+        }
     }
 
     /// The same id: equal hash bits (the minute is the id's time, not part of it).
@@ -131,7 +141,7 @@ impl SlotTable {
             if Self::same_id(o, s) {
                 return Ok(i);
             }
-            i = (i + 1) & self.mask();
+            i = self.next(i);
         }
     }
 
@@ -144,7 +154,8 @@ impl SlotTable {
     #[inline]
     fn insert_new(&mut self, s: Slot) -> bool {
         if (self.len + 1) * 5 > self.slots.len() * 4 {
-            self.rebuild(self.slots.len() * 2);
+            // By half: at 4/5 before, 8/15 after.
+            self.rebuild(self.slots.len() + self.slots.len() / 2);
         }
         match self.probe(s) {
             Ok(_) => false,
@@ -163,13 +174,12 @@ impl SlotTable {
     /// A kept id is only moved if its run has lost a slot before it: a sweep that drops
     /// nothing only reads the table.
     fn retain(&mut self, keep: impl Fn(Slot) -> bool) {
-        let mask = self.mask();
         let start = self.slots.iter().position(|s| s.hi == 0).expect("a table at most 4/5 full has an empty slot");
         let mut i = start;
         // A slot of the current probe run has been emptied by this sweep.
         let mut holed = false;
         for _ in 0..self.slots.len() {
-            i = (i + 1) & mask;
+            i = self.next(i);
             let s = self.slots[i];
             if s.hi == 0 {
                 holed = false;
@@ -203,7 +213,7 @@ impl SlotTable {
     fn place(&mut self, s: Slot) {
         let mut i = self.home(s.hi);
         while self.slots[i].hi != 0 {
-            i = (i + 1) & self.mask();
+            i = self.next(i);
         }
         self.slots[i] = s;
     }
@@ -371,6 +381,25 @@ mod tests {
         // Late but inside the window: deduplicated normally.
         assert_eq!(d.check_and_insert(IdKind::Trade, "late", T0 + 7 * H), Verdict::New);
         assert_eq!(d.check_and_insert(IdKind::Trade, "late", T0 + 7 * H), Verdict::Duplicate);
+    }
+
+    /// The memory target, ≤ 32 bytes per remembered id, holds at every size from a few
+    /// hundred ids up, at every point of the growth cycle (not only where a power of two
+    /// happens to be nearly full), and a table sized up front holds 20.
+    #[test]
+    fn at_most_32_bytes_per_id_at_every_size() {
+        let mut d = DedupSet::new(DEFAULT_WINDOW_MS);
+        let mut worst = 0f64;
+        for i in 0..300_000u64 {
+            d.check_and_insert(IdKind::Trade, &format!("T{i}"), T0);
+            if i >= 500 {
+                worst = worst.max(d.allocated_bytes() as f64 / d.len() as f64);
+            }
+        }
+        assert_eq!(d.len(), 300_000);
+        assert!(worst <= 32.0, "{worst} bytes per id");
+        let sized = DedupSet::with_capacity(DEFAULT_WINDOW_MS, 300_000);
+        assert!(sized.allocated_bytes() as f64 / 300_000.0 <= 20.0 + 1e-3);
     }
 
     /// The table against a `HashMap` model of the same rules (window, sweeps every 1/8
