@@ -128,8 +128,8 @@ pub struct Accounts {
 }
 
 /// Most cards [`Accounts::warm`] takes at once (more are not warmed): as many as the
-/// engine's warm-up group can hold (twice [`crate::engine::WARM_GROUP_RECORDS`]).
-pub const WARM_CARDS_MAX: usize = 128;
+/// engine's warm-up group can hold.
+pub const WARM_CARDS_MAX: usize = crate::engine::WARM_GROUP_CAPACITY;
 
 #[inline]
 fn card_hash(c: CardId) -> u64 {

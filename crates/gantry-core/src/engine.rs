@@ -66,6 +66,11 @@ impl Default for EngineConfig {
 /// ~19 KiB) still fit L1.
 pub const WARM_GROUP_RECORDS: usize = 64;
 
+/// Records a warm-up group holds at most: a message's records go into one group whole unless
+/// it has more than [`WARM_GROUP_RECORDS`] of them, so a group may fill past that before it
+/// is settled. [`crate::accounts::WARM_CARDS_MAX`] is this, so every card of a group is warmed.
+pub const WARM_GROUP_CAPACITY: usize = WARM_GROUP_RECORDS * 2;
+
 /// What a group's warm-up looked up for one of its records (`None`: look it up when
 /// settling): its trade id's dedup key, and a one-unit record's unit index in the version in
 /// force at its `transTime`.
@@ -205,7 +210,7 @@ impl Engine {
     /// queueing one record after another (see [`Accounts::warm`]).
     pub fn lane_messages<'m>(&mut self, tariffs: &TariffSet, msgs: impl IntoIterator<Item = (&'m [u8], Source)>, out: &mut Batch) {
         let parse_cfg = self.cfg.parse;
-        let mut group: Vec<Parsed<'m>> = Vec::with_capacity(WARM_GROUP_RECORDS * 2);
+        let mut group: Vec<Parsed<'m>> = Vec::with_capacity(WARM_GROUP_CAPACITY);
         for (msg, src) in msgs {
             out.counts.messages += 1;
             for_each_lane_record(msg, &parse_cfg, |raw, rec| {
@@ -229,8 +234,8 @@ impl Engine {
 
     /// Warms the group's lookups, then settles its records in order and empties it.
     fn settle_group(&mut self, tariffs: &TariffSet, group: &mut Vec<Parsed<'_>>, out: &mut Batch) {
-        let mut warmed = [Warmed::default(); WARM_GROUP_RECORDS * 2];
-        let mut cards = [CardId::from_parts(0, 0); WARM_GROUP_RECORDS * 2];
+        let mut warmed = [Warmed::default(); WARM_GROUP_CAPACITY];
+        let mut cards = [CardId::from_parts(0, 0); WARM_GROUP_CAPACITY];
         let mut n = 0;
         for (p, w) in group.iter().zip(warmed.iter_mut()) {
             if let Ok(tx) = &p.rec {

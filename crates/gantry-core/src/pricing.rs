@@ -93,9 +93,10 @@ pub fn price_known_unit(
     let mut pay_fee = 0i64;
     let mut n_units = 0;
     let units_at = tx.toll_interval_id.as_ptr() as usize;
+    let known_unit = known_unit.filter(|_| tx.unit_count == 1);
     for id in tx.intervals() {
         n_units += 1;
-        let Some(idx) = known_unit.filter(|_| tx.unit_count == 1).or_else(|| v.unit_index(id)) else {
+        let Some(idx) = known_unit.or_else(|| v.unit_index(id)) else {
             splits.truncate(first);
             return Err(RejectReason::UnknownInterval);
         };

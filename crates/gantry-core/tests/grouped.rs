@@ -7,7 +7,7 @@
 
 use gantry_core::output::{Batch, Source, Topic};
 use gantry_core::tariff::TariffSet;
-use gantry_core::engine::WARM_GROUP_RECORDS;
+use gantry_core::engine::{WARM_GROUP_CAPACITY, WARM_GROUP_RECORDS};
 use gantry_core::{Engine, EngineConfig};
 use gantry_gen::{Network, Traffic, TrafficConfig};
 
@@ -39,7 +39,7 @@ fn stream(records: u64, duplicate_rate: f64) -> Stream {
     }
     // A few messages holding more records than a group has room for (a lane's backlog sent
     // at once): the group is settled in the middle of a message.
-    for w in lanes.chunks(2 * WARM_GROUP_RECORDS + 6).skip(2).step_by(6).take(3) {
+    for w in lanes.chunks(WARM_GROUP_CAPACITY + 6).skip(2).step_by(6).take(3) {
         let mut joined = Vec::new();
         for &i in w {
             joined.extend_from_slice(&msgs[i].1);
