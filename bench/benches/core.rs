@@ -4,14 +4,16 @@
 //! the encoding of a batch's rows for ClickHouse.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use gantry_bench::{core_pass, core_pass_per_message, fixture, parse_config, BorrowedLaneTx, NaiveLaneTx};
+use gantry_bench::{
+    core_pass, core_pass_per_message, fixture, parse_config, BorrowedLaneTx, NaiveLaneTx,
+};
+use gantry_clickhouse::{encode_batch, TopicNames};
 use gantry_core::accounts::Accounts;
 use gantry_core::codec::Reader;
 use gantry_core::dedup::{DedupSet, IdKind, DEFAULT_WINDOW_MS};
 use gantry_core::parse::{for_each_lane_record, parse_lane_record};
 use gantry_core::pricing::price;
 use gantry_core::record::CardId;
-use gantry_clickhouse::{encode_batch, TopicNames};
 use gantry_core::{Batch, Engine};
 
 /// mimalloc keeps freed memory for reuse: with the system allocator, batch-sized buffers
@@ -25,12 +27,24 @@ const RECORDS: u64 = 100_000;
 
 fn benches(c: &mut Criterion) {
     let fx = fixture(CARDS, RECORDS);
-    let valid: Vec<&[u8]> = fx.lanes().map(|(m, _)| m).filter(|m| serde_json::from_slice::<NaiveLaneTx>(m).is_ok()).collect();
+    let valid: Vec<&[u8]> = fx
+        .lanes()
+        .map(|(m, _)| m)
+        .filter(|m| serde_json::from_slice::<NaiveLaneTx>(m).is_ok())
+        .collect();
     let bytes: u64 = valid.iter().map(|m| m.len() as u64).sum();
-    eprintln!("fixture: {} lane messages, {} well-formed, {:.0} bytes each on average", fx.lanes().len(), valid.len(), bytes as f64 / valid.len() as f64);
+    eprintln!(
+        "fixture: {} lane messages, {} well-formed, {:.0} bytes each on average",
+        fx.lanes().len(),
+        valid.len(),
+        bytes as f64 / valid.len() as f64
+    );
     let pc = parse_config();
 
-    for (group, throughput) in [("parse_bytes", Throughput::Bytes(bytes)), ("parse_records", Throughput::Elements(valid.len() as u64))] {
+    for (group, throughput) in [
+        ("parse_bytes", Throughput::Bytes(bytes)),
+        ("parse_records", Throughput::Elements(valid.len() as u64)),
+    ] {
         let mut g = c.benchmark_group(group);
         g.throughput(throughput);
         g.bench_function("gantry", |b| {
@@ -98,7 +112,9 @@ fn benches(c: &mut Criterion) {
             |mut d| {
                 let mut dups = 0;
                 for tx in &parsed {
-                    dups += (d.check_and_insert(IdKind::Trade, &tx.trade_id, tx.trans_time_ms) == gantry_core::dedup::Verdict::Duplicate) as u32;
+                    dups += (d.check_and_insert(IdKind::Trade, &tx.trade_id, tx.trans_time_ms)
+                        == gantry_core::dedup::Verdict::Duplicate)
+                        as u32;
                 }
                 black_box(dups)
             },
@@ -118,7 +134,9 @@ fn benches(c: &mut Criterion) {
                     }
                     for (tx, k) in group.iter().zip(keys) {
                         let k = k.expect("warmed above");
-                        dups += (d.check_and_insert_key(k, tx.trans_time_ms) == gantry_core::dedup::Verdict::Duplicate) as u32;
+                        dups += (d.check_and_insert_key(k, tx.trans_time_ms)
+                            == gantry_core::dedup::Verdict::Duplicate)
+                            as u32;
                     }
                 }
                 black_box(dups)
@@ -148,9 +166,13 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(fx.lanes().len() as u64));
     g.sample_size(20);
     // As the pipeline feeds the engine: runs of lane messages (warmed groups).
-    g.bench_function("mixed_batch", |b| b.iter_custom(|iters| time_core_path(&fx, iters, core_pass)));
+    g.bench_function("mixed_batch", |b| {
+        b.iter_custom(|iters| time_core_path(&fx, iters, core_pass))
+    });
     // The same one message at a time: what warming the lookups of a group saves.
-    g.bench_function("mixed_batch_per_message", |b| b.iter_custom(|iters| time_core_path(&fx, iters, core_pass_per_message)));
+    g.bench_function("mixed_batch_per_message", |b| {
+        b.iter_custom(|iters| time_core_path(&fx, iters, core_pass_per_message))
+    });
     g.finish();
 
     // The ClickHouse side of landing a batch: sort each table's rows by its ORDER BY key and
@@ -160,7 +182,10 @@ fn benches(c: &mut Criterion) {
     for (m, src) in fx.sourced_lanes() {
         engine.lane_message(&fx.tariffs, m, src, &mut batch);
     }
-    let topics = TopicNames { lane_tx: "gantry.lane-tx".into(), account_events: "gantry.account-events".into() };
+    let topics = TopicNames {
+        lane_tx: "gantry.lane-tx".into(),
+        account_events: "gantry.account-events".into(),
+    };
     let mut g = c.benchmark_group("clickhouse");
     g.throughput(Throughput::Elements(batch.counts.lane_records));
     g.sample_size(20);
@@ -172,7 +197,11 @@ fn benches(c: &mut Criterion) {
 /// passes: restoring the engine (every record must be new again) and dropping it are not part
 /// of the core path. A pipeline worker keeps its engine and reuses its batch for ever, so
 /// `out` is reused here too (its arenas grow in the first pass, as a worker's do once).
-fn time_core_path(fx: &gantry_bench::Fixture, iters: u64, pass: fn(&mut Engine, &gantry_bench::Fixture, &mut Batch)) -> std::time::Duration {
+fn time_core_path(
+    fx: &gantry_bench::Fixture,
+    iters: u64,
+    pass: fn(&mut Engine, &gantry_bench::Fixture, &mut Batch),
+) -> std::time::Duration {
     let mut out = Batch::with_capacity(10_000);
     let mut total = std::time::Duration::ZERO;
     for _ in 0..iters {

@@ -1,7 +1,6 @@
 //! Shared fixtures for the benchmarks: a generated network and traffic, and the naive
 //! baseline parser the real one is measured against.
 
-
 use gantry_core::parse::ParseConfig;
 use gantry_core::tariff::TariffSet;
 use gantry_core::{Batch, Engine, EngineConfig, Source, Topic};
@@ -31,14 +30,21 @@ pub fn fixture(cards: usize, records: u64) -> Fixture {
     let tariffs = TariffSet::default().with(v).expect("one version");
     // Steady state: the dedup table is sized for the window (`dedup_expected_ids`), as in
     // production, so the benchmark does not measure its one-off growth from empty.
-    let cfg = EngineConfig { max_future_skew_ms: i64::MAX / 4, dedup_expected_ids: records as usize, ..EngineConfig::default() };
+    let cfg = EngineConfig {
+        max_future_skew_ms: i64::MAX / 4,
+        dedup_expected_ids: records as usize,
+        ..EngineConfig::default()
+    };
     let mut engine = Engine::new(cfg);
     let mut out = Batch::new();
     // One day of traffic: a partition sees millions of records a day and the dedup window is
     // swept every 21 hours of record time; spread over the generator's default 14 days, these
     // records would sweep a full table 16 times per 100k records, a thousand times more often
     // than in production.
-    let mut traffic = Traffic::new(TrafficConfig { cards, records, topup_rate: 0.0, days: 1, ..TrafficConfig::default() }, &net);
+    let mut traffic = Traffic::new(
+        TrafficConfig { cards, records, topup_rate: 0.0, days: 1, ..TrafficConfig::default() },
+        &net,
+    );
     let mut lane_bytes = Vec::new();
     let mut lane_index = Vec::new();
     let mut offset = 0;
@@ -46,12 +52,22 @@ pub fn fixture(cards: usize, records: u64) -> Fixture {
         offset += 1;
         match m.topic {
             gantry_gen::Topic::AccountEvents => {
-                engine.account_message(m.value, Source { topic: Topic::AccountEvents, partition: 0, offset, timestamp_ms: Some(m.timestamp_ms) }, &mut out);
+                engine.account_message(
+                    m.value,
+                    Source {
+                        topic: Topic::AccountEvents,
+                        partition: 0,
+                        offset,
+                        timestamp_ms: Some(m.timestamp_ms),
+                    },
+                    &mut out,
+                );
                 out.clear();
             }
             gantry_gen::Topic::LaneTx => {
                 lane_bytes.extend_from_slice(m.value);
-                lane_index.push((lane_bytes.len() - m.value.len()..lane_bytes.len(), m.timestamp_ms));
+                lane_index
+                    .push((lane_bytes.len() - m.value.len()..lane_bytes.len(), m.timestamp_ms));
             }
         }
     }
@@ -106,7 +122,12 @@ pub fn core_pass_per_message(engine: &mut Engine, fx: &Fixture, out: &mut Batch)
 /// The source the benchmarks give the engine for lane message `i`: partition 0, its
 /// position as its offset.
 fn lane_source(i: usize, timestamp_ms: i64) -> Source {
-    Source { topic: Topic::LaneTx, partition: 0, offset: i as i64, timestamp_ms: Some(timestamp_ms) }
+    Source {
+        topic: Topic::LaneTx,
+        partition: 0,
+        offset: i as i64,
+        timestamp_ms: Some(timestamp_ms),
+    }
 }
 
 impl Fixture {

@@ -136,19 +136,27 @@ fn main() -> anyhow::Result<()> {
         Command::Topics { brokers, partitions, names } => {
             use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
             use rdkafka::client::DefaultClientContext;
-            let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
-            let topics: Vec<NewTopic> = names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
+            let admin: AdminClient<DefaultClientContext> =
+                rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+            let topics: Vec<NewTopic> = names
+                .iter()
+                .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+                .collect();
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             for r in rt.block_on(admin.create_topics(&topics, &AdminOptions::new()))? {
                 match r {
                     Ok(t) => eprintln!("created {t} ({partitions} partitions)"),
-                    Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => eprintln!("{t} exists"),
+                    Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                        eprintln!("{t} exists")
+                    }
                     Err((t, e)) => anyhow::bail!("creating {t}: {e}"),
                 }
             }
         }
         Command::Tariff { net, out } => {
-            Network::new(net.seed, net.units, net.owners).write_tariff_dir(&out).with_context(|| format!("writing {}", out.display()))?;
+            Network::new(net.seed, net.units, net.owners)
+                .write_tariff_dir(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
             eprintln!("tariff written to {}", out.display());
         }
         Command::Lanes { net, traffic, out } => {
@@ -157,21 +165,35 @@ fn main() -> anyhow::Result<()> {
             let mut body = lines.join(&b'\n');
             body.push(b'\n');
             std::fs::write(&out, body).with_context(|| format!("writing {}", out.display()))?;
-            eprintln!("{} lane records written to {}: {}", lines.len(), out.display(), tally_json(&tally, Duration::ZERO));
+            eprintln!(
+                "{} lane records written to {}: {}",
+                lines.len(),
+                out.display(),
+                tally_json(&tally, Duration::ZERO)
+            );
         }
         Command::Run { net, traffic, brokers, lane_topic, account_topic, rate, tally, quiet } => {
             let network = Network::new(net.seed, net.units, net.owners);
             let cfg = traffic.config(net.seed);
             let total = cfg.records + cfg.cards as u64;
             let mut gen = Traffic::new(cfg, &network);
-            let producer: ThreadedProducer<DefaultProducerContext> = gantry_kafka::producer_config(&brokers).create()?;
+            let producer: ThreadedProducer<DefaultProducerContext> =
+                gantry_kafka::producer_config(&brokers).create()?;
             let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
-            bar.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {per_sec} {msg}").expect("template"));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:40}] {pos}/{len} {per_sec} {msg}",
+                )
+                .expect("template"),
+            );
             let started = Instant::now();
             let mut sent = 0u64;
             while let Some(m) = gen.next() {
                 let topic = if m.topic == Topic::LaneTx { &lane_topic } else { &account_topic };
-                gantry_kafka::send_waiting(&producer, BaseRecord::to(topic).key(m.key).payload(m.value).timestamp(m.timestamp_ms))?;
+                gantry_kafka::send_waiting(
+                    &producer,
+                    BaseRecord::to(topic).key(m.key).payload(m.value).timestamp(m.timestamp_ms),
+                )?;
                 sent += 1;
                 if sent % 1024 == 0 {
                     bar.set_position(sent);
@@ -187,9 +209,14 @@ fn main() -> anyhow::Result<()> {
             bar.finish_and_clear();
             let elapsed = started.elapsed();
             let t = tally_json(&gen.tally, elapsed);
-            eprintln!("sent {sent} messages in {:.1} s ({:.0} msg/s): {t}", elapsed.as_secs_f64(), sent as f64 / elapsed.as_secs_f64());
+            eprintln!(
+                "sent {sent} messages in {:.1} s ({:.0} msg/s): {t}",
+                elapsed.as_secs_f64(),
+                sent as f64 / elapsed.as_secs_f64()
+            );
             if let Some(p) = tally {
-                std::fs::write(&p, serde_json::to_vec_pretty(&t)?).with_context(|| format!("writing {}", p.display()))?;
+                std::fs::write(&p, serde_json::to_vec_pretty(&t)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
             }
         }
     }

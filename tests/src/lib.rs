@@ -33,8 +33,16 @@ pub fn fixture_tariffs() -> PathBuf {
 impl Env {
     /// Fresh topics (`partitions` each), group and database named after `test`.
     pub fn new(test: &str, partitions: i32) -> Env {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+                % 1_000_000_000;
         let id = format!("{test}_{}_{nanos}", std::process::id());
         let cfg = PipelineConfig {
             lane_topic: format!("t.{id}.lane-tx"),
@@ -48,9 +56,12 @@ impl Env {
             ..PipelineConfig::default()
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", BROKERS).create().unwrap();
-        let topics: Vec<NewTopic> =
-            [&cfg.lane_topic, &cfg.account_topic, &cfg.status_topic].iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+        let admin: AdminClient<DefaultClientContext> =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", BROKERS).create().unwrap();
+        let topics: Vec<NewTopic> = [&cfg.lane_topic, &cfg.account_topic, &cfg.status_topic]
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
         for r in rt.block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap() {
             r.unwrap();
         }
@@ -69,7 +80,10 @@ impl Env {
     }
 
     pub fn produce(&self, topic: &str, key: &str, value: &[u8], ts: i64) {
-        self.producer.send(BaseRecord::to(topic).key(key).payload(value).timestamp(ts)).map_err(|(e, _)| e).unwrap();
+        self.producer
+            .send(BaseRecord::to(topic).key(key).payload(value).timestamp(ts))
+            .map_err(|(e, _)| e)
+            .unwrap();
     }
 
     pub fn flush(&self) {
@@ -80,11 +94,18 @@ impl Env {
     pub fn run(&self, cfg: &PipelineConfig, tariff_root: &Path) -> RunSummary {
         self.flush();
         let set = TariffStore::load_root(tariff_root, cfg.network_utc_offset_min).unwrap();
-        gantry_pipeline::run(cfg.clone(), Arc::new(TariffStore::new(set)), Arc::new(AtomicBool::new(false))).expect("gantry run")
+        gantry_pipeline::run(
+            cfg.clone(),
+            Arc::new(TariffStore::new(set)),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .expect("gantry run")
     }
 
     pub fn query<T: clickhouse::RowOwned + clickhouse::RowRead>(&self, sql: &str) -> Vec<T> {
-        self.rt.block_on(self.store.query_client().query(sql).fetch_all::<T>()).unwrap_or_else(|e| panic!("{sql}: {e}"))
+        self.rt
+            .block_on(self.store.query_client().query(sql).fetch_all::<T>())
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     pub fn exec(&self, sql: &str) {
@@ -93,8 +114,11 @@ impl Env {
 
     /// A query's answer as text (`TSV`), for comparing with golden files.
     pub fn text(&self, sql: &str) -> String {
-        let bytes = self.rt.block_on(async { self.store.query_client().query(sql).fetch_bytes("TSV")?.collect().await });
-        String::from_utf8(bytes.unwrap_or_else(|e| panic!("{sql}: {e}")).to_vec()).expect("UTF-8 answer")
+        let bytes = self.rt.block_on(async {
+            self.store.query_client().query(sql).fetch_bytes("TSV")?.collect().await
+        });
+        String::from_utf8(bytes.unwrap_or_else(|e| panic!("{sql}: {e}")).to_vec())
+            .expect("UTF-8 answer")
     }
 
     /// Runs an INSERT whose body is given as is (e.g. `... FORMAT Native`).
@@ -110,7 +134,10 @@ impl Env {
 
     /// Every message of the status-list topic as (key, value).
     pub fn status_messages(&self) -> Vec<(String, String)> {
-        let c: BaseConsumer = gantry_kafka::reader_config(BROKERS, &format!("{}-status-reader", self.cfg.group_id)).create().unwrap();
+        let c: BaseConsumer =
+            gantry_kafka::reader_config(BROKERS, &format!("{}-status-reader", self.cfg.group_id))
+                .create()
+                .unwrap();
         c.subscribe(&[&self.cfg.status_topic]).unwrap();
         let mut out = Vec::new();
         let mut idle = 0;
@@ -118,7 +145,10 @@ impl Env {
             match c.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     idle = 0;
-                    out.push((String::from_utf8_lossy(m.key().unwrap_or(&[])).into_owned(), String::from_utf8_lossy(m.payload().unwrap_or(&[])).into_owned()));
+                    out.push((
+                        String::from_utf8_lossy(m.key().unwrap_or(&[])).into_owned(),
+                        String::from_utf8_lossy(m.payload().unwrap_or(&[])).into_owned(),
+                    ));
                 }
                 _ => idle += 1,
             }
@@ -131,15 +161,27 @@ impl Env {
     /// window, held as a reject), every top-up booked once, and each card's ledger a gapless
     /// chain from its opening balance to its last balance.
     pub fn assert_settled_exactly_once(&self, tally: &gantry_gen::Tally) {
-        let totals: Vec<(u64, u64)> = self.query("SELECT count(), uniqExact(trade_id) FROM settlements");
+        let totals: Vec<(u64, u64)> =
+            self.query("SELECT count(), uniqExact(trade_id) FROM settlements");
         assert_eq!(totals[0].0, tally.valid, "every valid record settled once");
         assert_eq!(totals[0].1, tally.valid, "no trade settled twice");
         let dups: Vec<u64> = self.query("SELECT count() FROM duplicates WHERE kind = 'trade'");
-        let too_old: Vec<u64> = self.query("SELECT count() FROM rejects WHERE reason = 'outside_dedup_window'");
-        assert_eq!(dups[0] + too_old[0], tally.duplicates, "every re-sent record is a duplicate or too old");
-        let rejects: Vec<(u64, u64)> = self.query("SELECT countIf(reason = 'unknown_card'), count() FROM rejects");
-        assert_eq!(rejects[0], (tally.unknown_card, tally.unknown_card + tally.bad + too_old[0]), "rejects");
-        let topups: Vec<(u64, i64)> = self.query("SELECT count(), sum(amount) FROM ledger WHERE kind = 'topup'");
+        let too_old: Vec<u64> =
+            self.query("SELECT count() FROM rejects WHERE reason = 'outside_dedup_window'");
+        assert_eq!(
+            dups[0] + too_old[0],
+            tally.duplicates,
+            "every re-sent record is a duplicate or too old"
+        );
+        let rejects: Vec<(u64, u64)> =
+            self.query("SELECT countIf(reason = 'unknown_card'), count() FROM rejects");
+        assert_eq!(
+            rejects[0],
+            (tally.unknown_card, tally.unknown_card + tally.bad + too_old[0]),
+            "rejects"
+        );
+        let topups: Vec<(u64, i64)> =
+            self.query("SELECT count(), sum(amount) FROM ledger WHERE kind = 'topup'");
         assert_eq!(topups[0], (tally.topups, tally.topup_amount), "top-ups");
         let opens: Vec<u64> = self.query("SELECT count() FROM ledger WHERE kind = 'open'");
         assert_eq!(opens[0], tally.opens, "card openings");
@@ -148,15 +190,23 @@ impl Env {
             "SELECT count() FROM (SELECT card_id, sum(amount) AS total, argMax(balance_after, (time, source_offset)) AS last FROM ledger GROUP BY card_id) WHERE total != last",
         );
         assert_eq!(broken[0], 0, "cards whose ledger does not add up to their balance");
-        let ledger: Vec<(u64, u64)> = self.query("SELECT count(), uniqExact(card_id, kind, entry_id) FROM ledger");
+        let ledger: Vec<(u64, u64)> =
+            self.query("SELECT count(), uniqExact(card_id, kind, entry_id) FROM ledger");
         assert_eq!(ledger[0].0, ledger[0].1, "no ledger entry written twice");
         // The rollups saw each row of their source tables exactly once too.
         let splits: Vec<(u64, i64)> = self.query("SELECT count(), sum(fee) FROM settlement_splits");
         let clearing: Vec<(u64, i64)> = self.query("SELECT sum(n), sum(fee) FROM clearing_daily");
         assert_eq!(clearing[0], splits[0], "clearing_daily against settlement_splits");
-        let trips: Vec<(u64, i64)> = self.query("SELECT count(), sum(fee) FROM settlements WHERE card_id != ''");
-        let usage: Vec<(u64, i64, u64, i64)> = self.query("SELECT sum(trips), sum(fee), sum(topups), sum(topup_amount) FROM customer_usage_daily");
-        assert_eq!(usage[0], (trips[0].0, trips[0].1, tally.topups, tally.topup_amount), "customer_usage_daily against settlements and top-ups");
+        let trips: Vec<(u64, i64)> =
+            self.query("SELECT count(), sum(fee) FROM settlements WHERE card_id != ''");
+        let usage: Vec<(u64, i64, u64, i64)> = self.query(
+            "SELECT sum(trips), sum(fee), sum(topups), sum(topup_amount) FROM customer_usage_daily",
+        );
+        assert_eq!(
+            usage[0],
+            (trips[0].0, trips[0].1, tally.topups, tally.topup_amount),
+            "customer_usage_daily against settlements and top-ups"
+        );
     }
 }
 

@@ -20,7 +20,11 @@ fn readable(env: &Env, table: &str) -> String {
         .map(|l| {
             let mut f = l.split('\t');
             let (name, ty) = (f.next().expect("name"), f.next().expect("type"));
-            if ty == "DateTime" { format!("toUnixTimestamp({name})") } else { name.to_string() }
+            if ty == "DateTime" {
+                format!("toUnixTimestamp({name})")
+            } else {
+                name.to_string()
+            }
         })
         .collect();
     let exprs = exprs.join(", ");

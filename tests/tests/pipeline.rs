@@ -13,40 +13,101 @@ fn ts(t: &str) -> i64 {
 }
 
 fn lane(id: &str, card: &str, units: &str, time: &str, vtype: u8) -> String {
-    format!(r#"{{"tradeId":"{id}","gantryId":"G1","tollIntervalId":"{units}","transTime":"{time}","mediaType":1,"cpuCardId":"{card}","vehicleType":{vtype}}}"#)
+    format!(
+        r#"{{"tradeId":"{id}","gantryId":"G1","tollIntervalId":"{units}","transTime":"{time}","mediaType":1,"cpuCardId":"{card}","vehicleType":{vtype}}}"#
+    )
 }
 
 #[test]
 fn known_records_give_exact_rows_in_every_table() {
     let env = Env::new("known", 2);
     let open = |card: &str, customer: &str, ty: u8, balance: i64, credit: i64| {
-        format!(r#"{{"type":"open","cardId":"{card}","time":"2026-11-01T08:00:00","customerId":"{customer}","cardType":{ty},"vehicleType":1,"balance":{balance},"creditLimit":{credit}}}"#)
+        format!(
+            r#"{{"type":"open","cardId":"{card}","time":"2026-11-01T08:00:00","customerId":"{customer}","cardType":{ty},"vehicleType":1,"balance":{balance},"creditLimit":{credit}}}"#
+        )
     };
     env.produce_account(CARD, &open(CARD, "CU1", 22, 1000, 0), ts("2026-11-01T08:00:00"));
     env.produce_account(CARD2, &open(CARD2, "CU2", 23, 0, 500), ts("2026-11-01T08:00:00"));
     env.flush();
     // Lane records (the account events above have older timestamps, so merge puts them first).
     let u12 = "G0015320030010|G0015320030020";
-    env.produce_lane(CARD, &lane("T1", CARD, u12, "2026-11-10T12:00:00", 1), ts("2026-11-10T12:00:00")); // 974 → 26
-    env.produce_lane(CARD, &lane("T1", CARD, u12, "2026-11-10T12:00:00", 1), ts("2026-11-10T12:00:30")); // duplicate
-    env.produce_lane(CARD, &lane("T2", CARD, "G0015320030010", "2026-11-10T12:05:00", 1), ts("2026-11-10T12:05:00")); // → −563, listed
-    env.produce_lane(CARD2, &lane("T3", CARD2, "G0015320030010", "2026-11-10T12:06:00", 1), ts("2026-11-10T12:06:00")); // postpaid → −589, overdrawn
-    env.produce_lane("3201999", &lane("T4", "32019999999999999999", "G0015320030010", "2026-11-10T12:07:00", 1), ts("2026-11-10T12:07:00"));
-    env.produce_lane(CARD, &lane("T5", CARD, "G9", "2026-11-10T12:08:00", 1), ts("2026-11-10T12:08:00"));
-    env.produce(&env.cfg.lane_topic.clone(), CARD, b"{\"tradeId\":\"T6\"", ts("2026-11-10T12:09:00"));
+    env.produce_lane(
+        CARD,
+        &lane("T1", CARD, u12, "2026-11-10T12:00:00", 1),
+        ts("2026-11-10T12:00:00"),
+    ); // 974 → 26
+    env.produce_lane(
+        CARD,
+        &lane("T1", CARD, u12, "2026-11-10T12:00:00", 1),
+        ts("2026-11-10T12:00:30"),
+    ); // duplicate
+    env.produce_lane(
+        CARD,
+        &lane("T2", CARD, "G0015320030010", "2026-11-10T12:05:00", 1),
+        ts("2026-11-10T12:05:00"),
+    ); // → −563, listed
+    env.produce_lane(
+        CARD2,
+        &lane("T3", CARD2, "G0015320030010", "2026-11-10T12:06:00", 1),
+        ts("2026-11-10T12:06:00"),
+    ); // postpaid → −589, overdrawn
+    env.produce_lane(
+        "3201999",
+        &lane("T4", "32019999999999999999", "G0015320030010", "2026-11-10T12:07:00", 1),
+        ts("2026-11-10T12:07:00"),
+    );
+    env.produce_lane(
+        CARD,
+        &lane("T5", CARD, "G9", "2026-11-10T12:08:00", 1),
+        ts("2026-11-10T12:08:00"),
+    );
+    env.produce(
+        &env.cfg.lane_topic.clone(),
+        CARD,
+        b"{\"tradeId\":\"T6\"",
+        ts("2026-11-10T12:09:00"),
+    );
     env.produce_lane("cpc", r#"{"tradeId":"C1","gantryId":"G1","tollIntervalId":"G0015320030010","transTime":"2026-11-10T12:10:00","mediaType":2,"obuId":"CPC1","vehicleType":2}"#, ts("2026-11-10T12:10:00"));
     env.flush();
     env.produce_account(CARD, &format!(r#"{{"type":"topup","cardId":"{CARD}","time":"2026-11-10T13:00:00","topupId":"TU1","amount":10000}}"#), ts("2026-11-10T13:00:00"));
     env.produce_account(CARD, &format!(r#"{{"type":"topup","cardId":"{CARD}","time":"2026-11-10T13:00:00","topupId":"TU1","amount":10000}}"#), ts("2026-11-10T13:00:05"));
-    env.produce_account(CARD, &format!(r#"{{"type":"status","cardId":"{CARD}","time":"2026-11-10T14:00:00","status":"lost"}}"#), ts("2026-11-10T14:00:00"));
-    env.produce_lane(CARD, &lane("T7", CARD, "G0015320030010", "2026-11-10T14:30:00", 1), ts("2026-11-10T14:30:00")); // lost card: still debited
+    env.produce_account(
+        CARD,
+        &format!(
+            r#"{{"type":"status","cardId":"{CARD}","time":"2026-11-10T14:00:00","status":"lost"}}"#
+        ),
+        ts("2026-11-10T14:00:00"),
+    );
+    env.produce_lane(
+        CARD,
+        &lane("T7", CARD, "G0015320030010", "2026-11-10T14:30:00", 1),
+        ts("2026-11-10T14:30:00"),
+    ); // lost card: still debited
     env.run(&env.cfg, &fixture_tariffs());
 
     let settled: Vec<(String, String, i64, u32, String, String, String, u8)> = env.query(
         "SELECT trade_id, concat(toString(pay_fee), '/', toString(discount_fee), '/', toString(fee)), balance_after, flags, card_id, issuer_id, customer_id, media_type FROM settlements ORDER BY trade_id",
     );
-    let s = |id: &str, pay: i64, disc: i64, fee: i64, bal: i64, flags: u32, card: &str, issuer: &str, cu: &str, media: u8| {
-        (id.to_string(), format!("{pay}/{disc}/{fee}"), bal, flags, card.to_string(), issuer.to_string(), cu.to_string(), media)
+    let s = |id: &str,
+             pay: i64,
+             disc: i64,
+             fee: i64,
+             bal: i64,
+             flags: u32,
+             card: &str,
+             issuer: &str,
+             cu: &str,
+             media: u8| {
+        (
+            id.to_string(),
+            format!("{pay}/{disc}/{fee}"),
+            bal,
+            flags,
+            card.to_string(),
+            issuer.to_string(),
+            cu.to_string(),
+            media,
+        )
     };
     assert_eq!(
         settled,
@@ -64,7 +125,9 @@ fn known_records_give_exact_rows_in_every_table() {
     assert_eq!(splits[2], ("T1".into(), "G0015320030020".into(), "OP-3201-02".into(), 405, 385));
 
     let ledger: Vec<(String, String, String, i64, i64)> = env.query("SELECT card_id, kind, entry_id, amount, balance_after FROM ledger ORDER BY card_id, time, kind");
-    let l = |c: &str, k: &str, e: &str, a: i64, b: i64| (c.to_string(), k.to_string(), e.to_string(), a, b);
+    let l = |c: &str, k: &str, e: &str, a: i64, b: i64| {
+        (c.to_string(), k.to_string(), e.to_string(), a, b)
+    };
     assert_eq!(
         ledger,
         vec![
@@ -77,15 +140,22 @@ fn known_records_give_exact_rows_in_every_table() {
             l(CARD2, "debit", "T3", -589, -589),
         ]
     );
-    let rejects: Vec<(String, String)> = env.query("SELECT reason, detail FROM rejects ORDER BY reason");
-    assert_eq!(rejects.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["not_json", "unknown_card", "unknown_interval"]);
+    let rejects: Vec<(String, String)> =
+        env.query("SELECT reason, detail FROM rejects ORDER BY reason");
+    assert_eq!(
+        rejects.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["not_json", "unknown_card", "unknown_interval"]
+    );
     assert!(rejects[1].1.contains(r#""fee":589"#), "{}", rejects[1].1);
     assert_eq!(rejects[2].1, "G9");
     let raw: Vec<String> = env.query("SELECT raw FROM rejects WHERE reason = 'not_json'");
     assert_eq!(raw[0], "{\"tradeId\":\"T6\"");
-    let dups: Vec<(String, String)> = env.query("SELECT trade_id, kind FROM duplicates ORDER BY trade_id");
+    let dups: Vec<(String, String)> =
+        env.query("SELECT trade_id, kind FROM duplicates ORDER BY trade_id");
     assert_eq!(dups, vec![("T1".into(), "trade".into()), ("TU1".into(), "topup".into())]);
-    let status: Vec<(String, u8, String)> = env.query("SELECT card_id, listed, reason FROM status_list ORDER BY card_id, time, listed DESC");
+    let status: Vec<(String, u8, String)> = env.query(
+        "SELECT card_id, listed, reason FROM status_list ORDER BY card_id, time, listed DESC",
+    );
     assert_eq!(
         status,
         vec![
@@ -98,7 +168,13 @@ fn known_records_give_exact_rows_in_every_table() {
     let mut msgs = env.status_messages();
     msgs.sort();
     assert_eq!(msgs.len(), 4);
-    assert!(msgs.iter().any(|(k, v)| k == CARD2 && v.contains(r#""listed":true"#) && v.contains("overdrawn") && v.contains("2026-11-10T12:06:00+08:00")), "{msgs:?}");
+    assert!(
+        msgs.iter().any(|(k, v)| k == CARD2
+            && v.contains(r#""listed":true"#)
+            && v.contains("overdrawn")
+            && v.contains("2026-11-10T12:06:00+08:00")),
+        "{msgs:?}"
+    );
 
     let clearing: Vec<(String, String, u64, i64)> = env.query("SELECT owner_id, issuer_id, sum(n), sum(fee) FROM clearing_daily GROUP BY owner_id, issuer_id ORDER BY owner_id, issuer_id");
     assert_eq!(
@@ -112,7 +188,13 @@ fn known_records_give_exact_rows_in_every_table() {
     );
     let usage: Vec<(String, String, u64, i64, u64, i64)> =
         env.query("SELECT customer_id, card_id, sum(trips), sum(fee), sum(topups), sum(topup_amount) FROM customer_usage_daily GROUP BY customer_id, card_id ORDER BY customer_id");
-    assert_eq!(usage, vec![("CU1".into(), CARD.into(), 3, 974 + 589 + 589, 1, 10000), ("CU2".into(), CARD2.into(), 1, 589, 0, 0)]);
+    assert_eq!(
+        usage,
+        vec![
+            ("CU1".into(), CARD.into(), 3, 974 + 589 + 589, 1, 10000),
+            ("CU2".into(), CARD2.into(), 1, 589, 0, 0)
+        ]
+    );
 
     // Reconciliation: every lane record is settled, rejected or a duplicate.
     let recon: Vec<(u64, u64)> = env.query("SELECT sum(lane_records), sum(settled + lane_rejected + lane_duplicates) FROM gantry_batches WHERE phase = 'committed'");
@@ -138,13 +220,24 @@ fn second_run_continues_exactly_once(name: &str, checkpoint_every_batches: u64) 
     let net = Network::new(5, 200, 8);
     let tariff_dir = std::env::temp_dir().join(format!("gantry-test-tariff-{}", env.cfg.database));
     net.write_tariff_dir(&tariff_dir).unwrap();
-    let mut traffic = Traffic::new(TrafficConfig { records: 6_000, cards: 800, seed: 9, ..TrafficConfig::default() }, &net);
+    let mut traffic = Traffic::new(
+        TrafficConfig { records: 6_000, cards: 800, seed: 9, ..TrafficConfig::default() },
+        &net,
+    );
     let mut sent = 0;
     let mut half_done = false;
     // Many small batches in the first run.
-    let first = gantry_pipeline::PipelineConfig { batch_rows_max: 500, checkpoint_every_batches, ..env.cfg.clone() };
+    let first = gantry_pipeline::PipelineConfig {
+        batch_rows_max: 500,
+        checkpoint_every_batches,
+        ..env.cfg.clone()
+    };
     while let Some(m) = traffic.next() {
-        let topic = if m.topic == Topic::LaneTx { env.cfg.lane_topic.clone() } else { env.cfg.account_topic.clone() };
+        let topic = if m.topic == Topic::LaneTx {
+            env.cfg.lane_topic.clone()
+        } else {
+            env.cfg.account_topic.clone()
+        };
         env.produce(&topic, std::str::from_utf8(m.key).unwrap(), m.value, m.timestamp_ms);
         sent += 1;
         if sent == 4_000 && !half_done {
@@ -153,7 +246,8 @@ fn second_run_continues_exactly_once(name: &str, checkpoint_every_batches: u64) 
         }
     }
     let tally = traffic.tally;
-    let batches_before: Vec<u64> = env.query("SELECT count() FROM gantry_batches WHERE phase = 'committed'");
+    let batches_before: Vec<u64> =
+        env.query("SELECT count() FROM gantry_batches WHERE phase = 'committed'");
     assert!(batches_before[0] > 3, "the first run wrote several batches");
     let checkpoints: Vec<u64> = env.query("SELECT count() FROM gantry_checkpoints");
     if checkpoint_every_batches <= 3 {
@@ -177,13 +271,24 @@ fn a_planned_batch_is_completed_with_only_its_missing_rows() {
     let net = Network::new(5, 200, 8);
     let tariff_dir = std::env::temp_dir().join(format!("gantry-test-tariff-{}", env.cfg.database));
     net.write_tariff_dir(&tariff_dir).unwrap();
-    let mut traffic = Traffic::new(TrafficConfig { records: 3_000, cards: 500, seed: 11, ..TrafficConfig::default() }, &net);
+    let mut traffic = Traffic::new(
+        TrafficConfig { records: 3_000, cards: 500, seed: 11, ..TrafficConfig::default() },
+        &net,
+    );
     while let Some(m) = traffic.next() {
-        let topic = if m.topic == Topic::LaneTx { env.cfg.lane_topic.clone() } else { env.cfg.account_topic.clone() };
+        let topic = if m.topic == Topic::LaneTx {
+            env.cfg.lane_topic.clone()
+        } else {
+            env.cfg.account_topic.clone()
+        };
         env.produce(&topic, std::str::from_utf8(m.key).unwrap(), m.value, m.timestamp_ms);
     }
     // Small batches, no checkpoints: the second run replays the journal up to the broken batch.
-    let cfg = gantry_pipeline::PipelineConfig { batch_rows_max: 400, checkpoint_every_batches: 1_000, ..env.cfg.clone() };
+    let cfg = gantry_pipeline::PipelineConfig {
+        batch_rows_max: 400,
+        checkpoint_every_batches: 1_000,
+        ..env.cfg.clone()
+    };
     env.run(&cfg, &tariff_dir);
     let totals = || -> (u64, u64, u64, u64) {
         let s: Vec<(u64, u64)> = env.query("SELECT count(), uniqExact(trade_id) FROM settlements");
@@ -197,11 +302,21 @@ fn a_planned_batch_is_completed_with_only_its_missing_rows() {
     // The newest batch of a partition that wrote settlements, splits and ledger rows.
     let newest: Vec<(u16, u64)> = env.query("SELECT gantry_partition, max(batch_seq) FROM gantry_batches GROUP BY gantry_partition ORDER BY gantry_partition");
     let rows_of = |table: &str, p: u16, seq: u64| -> u64 {
-        env.query::<u64>(&format!("SELECT count() FROM {table} WHERE gantry_partition = {p} AND batch_seq = {seq}"))[0]
+        env.query::<u64>(&format!(
+            "SELECT count() FROM {table} WHERE gantry_partition = {p} AND batch_seq = {seq}"
+        ))[0]
     };
     let (p, seq, settled, splits, ledger) = newest
         .iter()
-        .map(|&(p, seq)| (p, seq, rows_of("settlements", p, seq), rows_of("settlement_splits", p, seq), rows_of("ledger", p, seq)))
+        .map(|&(p, seq)| {
+            (
+                p,
+                seq,
+                rows_of("settlements", p, seq),
+                rows_of("settlement_splits", p, seq),
+                rows_of("ledger", p, seq),
+            )
+        })
         .find(|b| b.2 > 0 && b.3 > 0 && b.4 > 0)
         .expect("a newest batch with rows in the three tables");
     for sql in [
@@ -213,7 +328,10 @@ fn a_planned_batch_is_completed_with_only_its_missing_rows() {
     }
     let mut waited = 0;
     loop {
-        let pending: Vec<u64> = env.query(&format!("SELECT count() FROM system.mutations WHERE database = '{}' AND is_done = 0", env.cfg.database));
+        let pending: Vec<u64> = env.query(&format!(
+            "SELECT count() FROM system.mutations WHERE database = '{}' AND is_done = 0",
+            env.cfg.database
+        ));
         if pending[0] == 0 {
             break;
         }
@@ -222,11 +340,19 @@ fn a_planned_batch_is_completed_with_only_its_missing_rows() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let broken = totals();
-    assert_eq!((broken.0, broken.2, broken.3), (before.0 - settled, before.2, before.3 - ledger), "the batch is gone from two tables only");
+    assert_eq!(
+        (broken.0, broken.2, broken.3),
+        (before.0 - settled, before.2, before.3 - ledger),
+        "the batch is gone from two tables only"
+    );
 
     env.run(&cfg, &tariff_dir);
     assert_eq!(totals(), before, "the batch's missing rows are back, and nothing doubled");
-    assert_eq!(rows_of("settlement_splits", p, seq), splits, "the table that had the batch was not written again");
+    assert_eq!(
+        rows_of("settlement_splits", p, seq),
+        splits,
+        "the table that had the batch was not written again"
+    );
     let committed: Vec<u64> = env.query(&format!("SELECT count() FROM gantry_batches WHERE gantry_partition = {p} AND batch_seq = {seq} AND phase = 'committed'"));
     assert_eq!(committed[0], 1, "the batch is committed again");
     let _ = std::fs::remove_dir_all(tariff_dir);

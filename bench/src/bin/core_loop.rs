@@ -27,6 +27,9 @@ fn main() {
         } else {
             core_pass_per_message(&mut engine, &fx, &mut out);
         }
-        println!("round {round}: {:.0} records/s", fx.lanes().len() as f64 / t.elapsed().as_secs_f64());
+        println!(
+            "round {round}: {:.0} records/s",
+            fx.lanes().len() as f64 / t.elapsed().as_secs_f64()
+        );
     }
 }

@@ -73,9 +73,18 @@ struct Run {
 }
 
 fn setup(args: &Args, id: &str, rt: &tokio::runtime::Runtime) -> anyhow::Result<Run> {
-    let run = Run { id: id.into(), lane: format!("{id}.lane-tx"), acct: format!("{id}.account-events"), status: format!("{id}.status-list") };
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", &args.brokers).create()?;
-    let topics: Vec<NewTopic> = [&run.lane, &run.acct, &run.status].iter().map(|t| NewTopic::new(t, args.partitions, TopicReplication::Fixed(1))).collect();
+    let run = Run {
+        id: id.into(),
+        lane: format!("{id}.lane-tx"),
+        acct: format!("{id}.account-events"),
+        status: format!("{id}.status-list"),
+    };
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &args.brokers).create()?;
+    let topics: Vec<NewTopic> = [&run.lane, &run.acct, &run.status]
+        .iter()
+        .map(|t| NewTopic::new(t, args.partitions, TopicReplication::Fixed(1)))
+        .collect();
     for r in rt.block_on(admin.create_topics(&topics, &AdminOptions::new()))? {
         r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
     }
@@ -94,24 +103,43 @@ fn pipeline(args: &Args, run: &Run, exit_when_idle_ms: u64) -> PipelineConfig {
         database: run.id.clone(),
         exit_when_idle_ms,
         insert_compression: args.insert_compression,
-        flush_interval_ms: args.flush_interval_ms.unwrap_or(PipelineConfig::default().flush_interval_ms),
+        flush_interval_ms: args
+            .flush_interval_ms
+            .unwrap_or(PipelineConfig::default().flush_interval_ms),
         ..PipelineConfig::default()
     }
 }
 
 /// Produces the traffic; `rate` messages/s (0: as fast as possible); `wall_clock`: stamp
 /// messages with the time of sending instead of the record's own time.
-fn produce(args: &Args, run: &Run, gen: &mut Traffic, rate: f64, wall_clock: bool, max: Duration) -> anyhow::Result<u64> {
-    let producer: ThreadedProducer<DefaultProducerContext> = gantry_kafka::producer_config(&args.brokers).create()?;
+fn produce(
+    args: &Args,
+    run: &Run,
+    gen: &mut Traffic,
+    rate: f64,
+    wall_clock: bool,
+    max: Duration,
+) -> anyhow::Result<u64> {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        gantry_kafka::producer_config(&args.brokers).create()?;
     let started = Instant::now();
     let mut sent = 0u64;
     while let Some(m) = gen.next() {
         let topic = if m.topic == Topic::LaneTx { &run.lane } else { &run.acct };
-        let ts = if wall_clock { std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64 } else { m.timestamp_ms };
-        gantry_kafka::send_waiting(&producer, BaseRecord::to(topic).key(m.key).payload(m.value).timestamp(ts))?;
+        let ts = if wall_clock {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64
+        } else {
+            m.timestamp_ms
+        };
+        gantry_kafka::send_waiting(
+            &producer,
+            BaseRecord::to(topic).key(m.key).payload(m.value).timestamp(ts),
+        )?;
         sent += 1;
         if rate > 0.0 && sent % 64 == 0 {
-            if let Some(ahead) = Duration::from_secs_f64(sent as f64 / rate).checked_sub(started.elapsed()) {
+            if let Some(ahead) =
+                Duration::from_secs_f64(sent as f64 / rate).checked_sub(started.elapsed())
+            {
                 std::thread::sleep(ahead);
             }
         }
@@ -143,8 +171,14 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
 
 /// CPU seconds of this process (Gantry, during the drain), ClickHouse and Tansu.
 fn cpu_snapshot(stack_dir: &std::path::Path) -> [Option<f64>; 3] {
-    let pid = |name: &str| std::fs::read_to_string(stack_dir.join(name)).ok().map(|s| s.trim().to_string());
-    [cpu_seconds("self"), pid("clickhouse.pid").and_then(|p| cpu_seconds(&p)), pid("tansu.pid").and_then(|p| cpu_seconds(&p))]
+    let pid = |name: &str| {
+        std::fs::read_to_string(stack_dir.join(name)).ok().map(|s| s.trim().to_string())
+    };
+    [
+        cpu_seconds("self"),
+        pid("clickhouse.pid").and_then(|p| cpu_seconds(&p)),
+        pid("tansu.pid").and_then(|p| cpu_seconds(&p)),
+    ]
 }
 
 fn tariffs(dir: &std::path::Path) -> anyhow::Result<Arc<TariffStore>> {
@@ -158,16 +192,25 @@ fn main() -> anyhow::Result<()> {
     let net = Network::new(1, 2_000, 24);
     let tariff_dir = std::env::temp_dir().join(format!("gantry-e2e-{stamp}"));
     net.write_tariff_dir(&tariff_dir)?;
-    let traffic = || TrafficConfig { records: args.records, cards: args.cards, ..TrafficConfig::default() };
+    let traffic =
+        || TrafficConfig { records: args.records, cards: args.cards, ..TrafficConfig::default() };
 
     // 1. Pre-load.
     let run = setup(&args, &format!("e2e{stamp}"), &rt)?;
     let t = Instant::now();
-    let total = produce(&args, &run, &mut Traffic::new(traffic(), &net), 0.0, false, Duration::from_secs(3600))?;
+    let total = produce(
+        &args,
+        &run,
+        &mut Traffic::new(traffic(), &net),
+        0.0,
+        false,
+        Duration::from_secs(3600),
+    )?;
     println!("produced {total} messages in {:.1} s", t.elapsed().as_secs_f64());
 
     // 2. Baseline: a bare consumer, same librdkafka settings.
-    let consumer: BaseConsumer = gantry_kafka::reader_config(&args.brokers, &format!("{}-raw", run.id)).create()?;
+    let consumer: BaseConsumer =
+        gantry_kafka::reader_config(&args.brokers, &format!("{}-raw", run.id)).create()?;
     consumer.subscribe(&[&run.lane, &run.acct])?;
     let raw_cpu_before = cpu_seconds("self");
     let (mut n, mut first) = (0u64, None);
@@ -183,7 +226,8 @@ fn main() -> anyhow::Result<()> {
     drop(consumer);
     // What consuming alone costs (librdkafka's threads included): the floor of Gantry's own
     // CPU per message.
-    let raw_cpu_us = raw_cpu_before.zip(cpu_seconds("self")).map(|(b, a)| (a - b) * 1e6 / n.max(1) as f64);
+    let raw_cpu_us =
+        raw_cpu_before.zip(cpu_seconds("self")).map(|(b, a)| (a - b) * 1e6 / n.max(1) as f64);
     println!(
         "baseline: bare consumer read {n} messages in {raw_secs:.2} s = {raw_rate:.0} msg/s, cpu {} µs per message",
         raw_cpu_us.map_or("?".into(), |u| format!("{u:.2}"))
@@ -191,18 +235,25 @@ fn main() -> anyhow::Result<()> {
 
     // 3. Gantry drains the same topics into ClickHouse.
     let cpu_before = cpu_snapshot(&args.stack_dir);
-    let summary = gantry_pipeline::run(pipeline(&args, &run, 2_000), tariffs(&tariff_dir)?, Arc::new(AtomicBool::new(false)))?;
+    let summary = gantry_pipeline::run(
+        pipeline(&args, &run, 2_000),
+        tariffs(&tariff_dir)?,
+        Arc::new(AtomicBool::new(false)),
+    )?;
     let cpu_after = cpu_snapshot(&args.stack_dir);
     let secs = summary.until_last_landed.as_secs_f64();
     let rate = summary.messages as f64 / secs;
     println!("gantry: {} messages into ClickHouse in {secs:.2} s = {rate:.0} msg/s ({:.2}x the bare consumer)", summary.messages, rate / raw_rate);
     // Where the two cores went during the drain (including the idle wait before stopping,
     // and ClickHouse's background merges of what was inserted).
-    let mut cpu_line = raw_cpu_us.map_or(String::new(), |u| format!("baseline_cpu_us_per_msg={u:.2}\n"));
+    let mut cpu_line =
+        raw_cpu_us.map_or(String::new(), |u| format!("baseline_cpu_us_per_msg={u:.2}\n"));
     for (i, name) in ["gantry", "clickhouse", "tansu"].iter().enumerate() {
         if let (Some(b), Some(a)) = (cpu_before[i], cpu_after[i]) {
             let (used, per_msg_us) = (a - b, (a - b) * 1e6 / summary.messages as f64);
-            cpu_line.push_str(&format!("{name}_cpu_s={used:.1}\n{name}_cpu_us_per_msg={per_msg_us:.2}\n"));
+            cpu_line.push_str(&format!(
+                "{name}_cpu_s={used:.1}\n{name}_cpu_us_per_msg={per_msg_us:.2}\n"
+            ));
             println!("  cpu {name}: {used:.1} s = {per_msg_us:.2} µs per message");
         }
     }
@@ -212,10 +263,22 @@ fn main() -> anyhow::Result<()> {
     let target = rate * args.latency_rate_fraction;
     let cfg = pipeline(&args, &lat, 3_000);
     let store = tariffs(&tariff_dir)?;
-    let runner = std::thread::spawn(move || gantry_pipeline::run(cfg, store, Arc::new(AtomicBool::new(false))));
+    let runner = std::thread::spawn(move || {
+        gantry_pipeline::run(cfg, store, Arc::new(AtomicBool::new(false)))
+    });
     // Accounts first (not timed), then lane traffic at the target rate.
-    let mut gen = Traffic::new(TrafficConfig { records: (target * args.latency_seconds as f64) as u64, ..traffic() }, &net);
-    let sent = produce(&args, &lat, &mut gen, target, true, Duration::from_secs(args.latency_seconds + 60))?;
+    let mut gen = Traffic::new(
+        TrafficConfig { records: (target * args.latency_seconds as f64) as u64, ..traffic() },
+        &net,
+    );
+    let sent = produce(
+        &args,
+        &lat,
+        &mut gen,
+        target,
+        true,
+        Duration::from_secs(args.latency_seconds + 60),
+    )?;
     let lsum = runner.join().map_err(|_| anyhow::anyhow!("gantry thread panicked"))??;
     let h = &lsum.latency_ms;
     println!(
@@ -245,12 +308,15 @@ fn main() -> anyhow::Result<()> {
         ) + &cpu_line,
     )?;
     // Tansu's memory:// storage keeps every message until its topic is deleted.
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", &args.brokers).create()?;
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &args.brokers).create()?;
     for r in [&run, &lat] {
-        let _ = rt.block_on(admin.delete_topics(&[&r.lane, &r.acct, &r.status], &AdminOptions::new()));
+        let _ =
+            rt.block_on(admin.delete_topics(&[&r.lane, &r.acct, &r.status], &AdminOptions::new()));
     }
     for db in [&run.id, &lat.id] {
-        let _ = rt.block_on(gantry_clickhouse::Store::new(&args.clickhouse_url, db).drop_database());
+        let _ =
+            rt.block_on(gantry_clickhouse::Store::new(&args.clickhouse_url, db).drop_database());
     }
     let _ = std::fs::remove_dir_all(&tariff_dir);
     Ok(())

@@ -43,7 +43,9 @@ enum SchemaCommand {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         // Colours only on a terminal: a log file or journald gets plain `key=value` lines.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -35,12 +35,22 @@ pub struct PriceArgs {
 }
 
 pub fn run(args: PriceArgs) -> anyhow::Result<()> {
-    let tariffs = TariffStore::load_root(&args.tariff, args.utc_offset_min).with_context(|| format!("loading tariffs from {}", args.tariff.display()))?;
-    anyhow::ensure!(!tariffs.versions().is_empty(), "no tariff version under {}", args.tariff.display());
+    let tariffs = TariffStore::load_root(&args.tariff, args.utc_offset_min)
+        .with_context(|| format!("loading tariffs from {}", args.tariff.display()))?;
+    anyhow::ensure!(
+        !tariffs.versions().is_empty(),
+        "no tariff version under {}",
+        args.tariff.display()
+    );
     let input: Box<dyn BufRead> = match args.file.as_deref() {
         None => Box::new(BufReader::with_capacity(INPUT_BUFFER_BYTES, io::stdin().lock())),
-        Some(p) if p.as_os_str() == "-" => Box::new(BufReader::with_capacity(INPUT_BUFFER_BYTES, io::stdin().lock())),
-        Some(p) => Box::new(BufReader::with_capacity(INPUT_BUFFER_BYTES, File::open(p).with_context(|| format!("opening {}", p.display()))?)),
+        Some(p) if p.as_os_str() == "-" => {
+            Box::new(BufReader::with_capacity(INPUT_BUFFER_BYTES, io::stdin().lock()))
+        }
+        Some(p) => Box::new(BufReader::with_capacity(
+            INPUT_BUFFER_BYTES,
+            File::open(p).with_context(|| format!("opening {}", p.display()))?,
+        )),
     };
     let stdout = io::stdout().lock();
     let mut out = BufWriter::with_capacity(OUTPUT_BUFFER_BYTES, stdout);
@@ -58,7 +68,12 @@ pub fn run(args: PriceArgs) -> anyhow::Result<()> {
 }
 
 /// Prices every line of `input` into `out`.
-pub fn price_stream(mut input: impl BufRead, out: &mut impl Write, tariffs: &TariffSet, offset_min: i32) -> io::Result<()> {
+pub fn price_stream(
+    mut input: impl BufRead,
+    out: &mut impl Write,
+    tariffs: &TariffSet,
+    offset_min: i32,
+) -> io::Result<()> {
     let cfg = ParseConfig { network_utc_offset_min: offset_min };
     let mut line = Vec::with_capacity(4096);
     let mut splits: Vec<Split> = Vec::with_capacity(8);
@@ -172,21 +187,35 @@ mod tests {
         let net = Network::new(3, 100, 8);
         let v = net.tariff_version().unwrap();
         let set = TariffSet::default().with(v).unwrap();
-        let (lines, tally) = lane_lines(TrafficConfig { records: 5_000, cards: 500, ..TrafficConfig::default() }, &net);
+        let (lines, tally) = lane_lines(
+            TrafficConfig { records: 5_000, cards: 500, ..TrafficConfig::default() },
+            &net,
+        );
         let input = lines.join(&b'\n');
         let mut out = Vec::new();
         price_stream(&input[..], &mut out, &set, OFFSET_MIN).unwrap();
-        let rows: Vec<serde_json::Value> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        let rows: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
         assert_eq!(rows.len() as u64, tally.lane_records());
         let priced = rows.iter().filter(|r| r.get("fee").is_some()).count() as u64;
         let rejected = rows.iter().filter(|r| r.get("reject").is_some()).count() as u64;
         assert_eq!(priced + rejected, rows.len() as u64);
         // Duplicates and unknown cards are priced here (no dedup, no accounts); bad ones are not.
-        assert!(priced >= tally.valid + tally.duplicates + tally.unknown_card, "{priced} {tally:?}");
+        assert!(
+            priced >= tally.valid + tally.duplicates + tally.unknown_card,
+            "{priced} {tally:?}"
+        );
         for r in rows.iter().filter(|r| r.get("fee").is_some()) {
-            let split_sum: i64 = r["splits"].as_array().unwrap().iter().map(|s| s["fee"].as_i64().unwrap()).sum();
+            let split_sum: i64 =
+                r["splits"].as_array().unwrap().iter().map(|s| s["fee"].as_i64().unwrap()).sum();
             assert_eq!(split_sum, r["fee"].as_i64().unwrap());
-            assert_eq!(r["payFee"].as_i64().unwrap() - r["fee"].as_i64().unwrap(), r["discountFee"].as_i64().unwrap());
+            assert_eq!(
+                r["payFee"].as_i64().unwrap() - r["fee"].as_i64().unwrap(),
+                r["discountFee"].as_i64().unwrap()
+            );
         }
         // Line numbers point at the input.
         assert_eq!(rows[0]["line"], 1);

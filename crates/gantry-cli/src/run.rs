@@ -44,15 +44,19 @@ pub struct SchemaArgs {
 pub fn schema_apply(args: SchemaArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let store = gantry_clickhouse::Store::new(&args.clickhouse_url, &args.database);
-    rt.block_on(store.apply_schema()).with_context(|| format!("applying the schema to {} ({})", args.clickhouse_url, args.database))?;
+    rt.block_on(store.apply_schema()).with_context(|| {
+        format!("applying the schema to {} ({})", args.clickhouse_url, args.database)
+    })?;
     eprintln!("schema applied to database `{}`", args.database);
     Ok(())
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut cfg: PipelineConfig = match &args.config {
-        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
-            .with_context(|| format!("in {}", p.display()))?,
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("in {}", p.display()))?,
         None => PipelineConfig::default(),
     };
     if let Some(v) = args.brokers {
@@ -71,17 +75,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         cfg.exit_when_idle_ms = v;
     }
     cfg.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-    let set = TariffStore::load_root(&args.tariff, cfg.network_utc_offset_min).with_context(|| format!("loading tariffs from {}", args.tariff.display()))?;
-    anyhow::ensure!(!set.versions().is_empty(), "no tariff version under {}", args.tariff.display());
+    let set = TariffStore::load_root(&args.tariff, cfg.network_utc_offset_min)
+        .with_context(|| format!("loading tariffs from {}", args.tariff.display()))?;
+    anyhow::ensure!(
+        !set.versions().is_empty(),
+        "no tariff version under {}",
+        args.tariff.display()
+    );
     let tariffs = Arc::new(TariffStore::new(set));
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
         // SIGINT/SIGTERM: stop polling, land the open batches, exit.
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("signal runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("signal runtime");
             rt.block_on(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}

@@ -53,8 +53,15 @@ fn gantry_killed_mid_run_settles_every_record_exactly_once() {
     .unwrap();
     let log = tmp.join("gantry.log");
 
-    let mut traffic =
-        Traffic::new(TrafficConfig { records: RECORDS_PER_ROUND * (KILLS + 1), cards: 2_000, seed: 23, ..TrafficConfig::default() }, &net);
+    let mut traffic = Traffic::new(
+        TrafficConfig {
+            records: RECORDS_PER_ROUND * (KILLS + 1),
+            cards: 2_000,
+            seed: 23,
+            ..TrafficConfig::default()
+        },
+        &net,
+    );
     let produce = |traffic: &mut Traffic, n: u64| {
         let mut sent = 0;
         while sent < n {
@@ -65,7 +72,8 @@ fn gantry_killed_mid_run_settles_every_record_exactly_once() {
         }
         env.flush();
     };
-    let committed = || env.query::<u64>("SELECT count() FROM gantry_batches WHERE phase = 'committed'")[0];
+    let committed =
+        || env.query::<u64>("SELECT count() FROM gantry_batches WHERE phase = 'committed'")[0];
     let in_flight = || {
         env.query::<u64>(
             "SELECT count() FROM (SELECT gantry_partition, batch_seq, countIf(phase = 'committed') AS c FROM gantry_batches GROUP BY gantry_partition, batch_seq) WHERE c = 0",
@@ -81,10 +89,18 @@ fn gantry_killed_mid_run_settles_every_record_exactly_once() {
         // point that varies from round to round.
         let started = Instant::now();
         while committed() < before + 2 + kill {
-            assert!(child.try_wait().unwrap().is_none(), "gantry exited before it was killed; see {}", log.display());
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "gantry exited before it was killed; see {}",
+                log.display()
+            );
             // A hang guard, not a speed check: a restart commits its first batches after the
             // group's session timeout (6 s here), so 300 s means it is stuck.
-            assert!(started.elapsed() < Duration::from_secs(300), "no batch committed in 300 s; see {}", log.display());
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "no batch committed in 300 s; see {}",
+                log.display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         if kill % 2 == 1 {
@@ -108,7 +124,8 @@ fn gantry_killed_mid_run_settles_every_record_exactly_once() {
             child.kill().unwrap();
             child.wait().unwrap();
         }
-        killed_after.push((committed() - before, if drained { "drained, not killed" } else { "killed" }));
+        killed_after
+            .push((committed() - before, if drained { "drained, not killed" } else { "killed" }));
     }
     // The last run drains everything and exits.
     produce(&mut traffic, u64::MAX);
@@ -119,16 +136,32 @@ fn gantry_killed_mid_run_settles_every_record_exactly_once() {
     // What the restarts had to do, from their logs: batches replayed from the journal after a
     // checkpoint, and planned batches finished (the crash fell inside their landing).
     let (mut replayed, mut completed) = (0u64, 0u64);
-    for line in std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains("partition recovered")) {
+    for line in
+        std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains("partition recovered"))
+    {
         let field = |name: &str| -> u64 {
             let at = line.find(&format!(" {name}=")).map(|i| i + name.len() + 2);
-            at.map(|i| line[i..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()).unwrap_or(0)
+            at.map(|i| {
+                line[i..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse()
+                    .unwrap()
+            })
+            .unwrap_or(0)
         };
         replayed += field("replayed");
         completed += field("completed");
     }
-    eprintln!("recoveries: {replayed} committed batches replayed, {completed} planned batches completed");
-    assert!(replayed > 0, "no restart replayed a batch: the kills did not exercise recovery; see {}", log.display());
+    eprintln!(
+        "recoveries: {replayed} committed batches replayed, {completed} planned batches completed"
+    );
+    assert!(
+        replayed > 0,
+        "no restart replayed a batch: the kills did not exercise recovery; see {}",
+        log.display()
+    );
 
     env.assert_settled_exactly_once(&traffic.tally);
     let _ = std::fs::remove_dir_all(tmp);

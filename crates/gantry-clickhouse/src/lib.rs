@@ -16,7 +16,9 @@ mod rows;
 pub mod schema;
 
 use clickhouse::{Client, Compression, Row};
-use gantry_core::output::{Batch, Counts, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow, StatusRow, Topic};
+use gantry_core::output::{
+    Batch, Counts, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow, StatusRow, Topic,
+};
 use serde::{Deserialize, Serialize};
 
 use order::{insert_order, KeyBytes};
@@ -87,7 +89,12 @@ pub struct BatchRecord {
 
 impl BatchRecord {
     pub fn ranges(&self) -> Ranges {
-        Ranges { lane_from: self.lane_from, lane_to: self.lane_to, acct_from: self.acct_from, acct_to: self.acct_to }
+        Ranges {
+            lane_from: self.lane_from,
+            lane_to: self.lane_to,
+            acct_from: self.acct_from,
+            acct_to: self.acct_to,
+        }
     }
     pub fn is_committed(&self) -> bool {
         self.phase == PHASE_COMMITTED
@@ -163,7 +170,9 @@ pub struct Store {
 }
 
 fn now_secs() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
 }
 
 impl Store {
@@ -197,7 +206,10 @@ impl Store {
 
     /// Creates the database and every table and view; safe to run again.
     pub async fn apply_schema(&self) -> Result<()> {
-        let root = Client::default().with_url(&self.url).with_validation(false).with_compression(Compression::None);
+        let root = Client::default()
+            .with_url(&self.url)
+            .with_validation(false)
+            .with_compression(Compression::None);
         root.query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database)).execute().await?;
         for stmt in schema::statements() {
             self.queries.query(&stmt).execute().await?;
@@ -207,7 +219,10 @@ impl Store {
 
     /// Drops the database (tests).
     pub async fn drop_database(&self) -> Result<()> {
-        let root = Client::default().with_url(&self.url).with_validation(false).with_compression(Compression::None);
+        let root = Client::default()
+            .with_url(&self.url)
+            .with_validation(false)
+            .with_compression(Compression::None);
         root.query(&format!("DROP DATABASE IF EXISTS `{}`", self.database)).execute().await?;
         Ok(())
     }
@@ -217,7 +232,14 @@ impl Store {
         Ok(())
     }
 
-    fn batch_record(partition: u16, seq: u64, phase: &str, r: Ranges, c: &Counts, instance: &str) -> BatchRecord {
+    fn batch_record(
+        partition: u16,
+        seq: u64,
+        phase: &str,
+        r: Ranges,
+        c: &Counts,
+        instance: &str,
+    ) -> BatchRecord {
         BatchRecord {
             gantry_partition: partition,
             batch_seq: seq,
@@ -240,7 +262,11 @@ impl Store {
         }
     }
 
-    async fn insert_one<T: Row + Serialize + for<'a> clickhouse::RowWrite<Value<'a> = T>>(&self, table: &str, row: &T) -> Result<()> {
+    async fn insert_one<T: Row + Serialize + for<'a> clickhouse::RowWrite<Value<'a> = T>>(
+        &self,
+        table: &str,
+        row: &T,
+    ) -> Result<()> {
         let mut ins = self.inserts.insert::<T>(table).await?;
         ins.write(row).await?;
         ins.end().await?;
@@ -248,23 +274,57 @@ impl Store {
     }
 
     /// Records the inputs of batch `seq` before any of its rows is written.
-    pub async fn plan_batch(&self, partition: u16, seq: u64, r: Ranges, instance: &str) -> Result<()> {
-        self.insert_one("gantry_batches", &Self::batch_record(partition, seq, PHASE_PLANNED, r, &Counts::default(), instance)).await
+    pub async fn plan_batch(
+        &self,
+        partition: u16,
+        seq: u64,
+        r: Ranges,
+        instance: &str,
+    ) -> Result<()> {
+        self.insert_one(
+            "gantry_batches",
+            &Self::batch_record(partition, seq, PHASE_PLANNED, r, &Counts::default(), instance),
+        )
+        .await
     }
 
     /// Marks batch `seq` as fully written.
-    pub async fn commit_batch(&self, partition: u16, seq: u64, r: Ranges, counts: &Counts, instance: &str) -> Result<()> {
-        self.insert_one("gantry_batches", &Self::batch_record(partition, seq, PHASE_COMMITTED, r, counts, instance)).await
+    pub async fn commit_batch(
+        &self,
+        partition: u16,
+        seq: u64,
+        r: Ranges,
+        counts: &Counts,
+        instance: &str,
+    ) -> Result<()> {
+        self.insert_one(
+            "gantry_batches",
+            &Self::batch_record(partition, seq, PHASE_COMMITTED, r, counts, instance),
+        )
+        .await
     }
 
     /// [`Store::plan_batch`] for several batches in one INSERT (one part: all or none).
     pub async fn plan_batches(&self, batches: &[JournalEntry], instance: &str) -> Result<()> {
-        self.insert_records(batches.iter().map(|b| Self::batch_record(b.partition, b.seq, PHASE_PLANNED, b.ranges, &Counts::default(), instance))).await
+        self.insert_records(batches.iter().map(|b| {
+            Self::batch_record(
+                b.partition,
+                b.seq,
+                PHASE_PLANNED,
+                b.ranges,
+                &Counts::default(),
+                instance,
+            )
+        }))
+        .await
     }
 
     /// [`Store::commit_batch`] for several batches in one INSERT (one part: all or none).
     pub async fn commit_batches(&self, batches: &[JournalEntry], instance: &str) -> Result<()> {
-        self.insert_records(batches.iter().map(|b| Self::batch_record(b.partition, b.seq, PHASE_COMMITTED, b.ranges, &b.counts, instance))).await
+        self.insert_records(batches.iter().map(|b| {
+            Self::batch_record(b.partition, b.seq, PHASE_COMMITTED, b.ranges, &b.counts, instance)
+        }))
+        .await
     }
 
     async fn insert_records(&self, records: impl Iterator<Item = BatchRecord>) -> Result<()> {
@@ -315,7 +375,9 @@ impl Store {
     async fn rows_of_batch(&self, table: &str, partition: u16, seq: u64) -> Result<u64> {
         Ok(self
             .queries
-            .query(&format!("SELECT count() FROM {table} WHERE gantry_partition = ? AND batch_seq = ?"))
+            .query(&format!(
+                "SELECT count() FROM {table} WHERE gantry_partition = ? AND batch_seq = ?"
+            ))
             .bind(partition)
             .bind(seq)
             .fetch_one::<u64>()
@@ -325,7 +387,14 @@ impl Store {
     /// Writes every table's rows of `batch` as batch `seq` of `partition`: one INSERT per
     /// table. With `only_missing`, tables that already hold the batch are skipped (recovery
     /// of a batch that was planned but not committed).
-    pub async fn write_batch(&self, partition: u16, seq: u64, batch: &Batch, topics: &TopicNames, only_missing: bool) -> Result<()> {
+    pub async fn write_batch(
+        &self,
+        partition: u16,
+        seq: u64,
+        batch: &Batch,
+        topics: &TopicNames,
+        only_missing: bool,
+    ) -> Result<()> {
         self.write_batches(&[BatchToWrite { partition, seq, batch }], topics, only_missing).await
     }
 
@@ -340,7 +409,12 @@ impl Store {
     ///
     /// Rows go out sorted by their table's `ORDER BY` key across the whole group (see
     /// [`encode_batches`]).
-    pub async fn write_batches(&self, batches: &[BatchToWrite<'_>], topics: &TopicNames, only_missing: bool) -> Result<()> {
+    pub async fn write_batches(
+        &self,
+        batches: &[BatchToWrite<'_>],
+        topics: &TopicNames,
+        only_missing: bool,
+    ) -> Result<()> {
         let mut present: Vec<(&'static str, usize)> = Vec::new();
         if only_missing {
             for (i, b) in batches.iter().enumerate() {
@@ -352,7 +426,13 @@ impl Store {
                     if found == rows as u64 {
                         present.push((table, i));
                     } else if found != 0 {
-                        return Err(StoreError::PartialBatch { table, partition: b.partition, batch_seq: b.seq, found, expected: rows as u64 });
+                        return Err(StoreError::PartialBatch {
+                            table,
+                            partition: b.partition,
+                            batch_seq: b.seq,
+                            found,
+                            expected: rows as u64,
+                        });
                     }
                 }
             }
@@ -360,13 +440,18 @@ impl Store {
         // The tables' INSERTs run concurrently: ClickHouse handles each in its own thread,
         // and one after the other left its cores idle while Gantry waited on each in turn.
         let tables = encode_batches(batches, topics, |table, i| !present.contains(&(table, i)));
-        futures_util::future::try_join_all(tables.into_iter().map(|t| self.insert_table(t))).await?;
+        futures_util::future::try_join_all(tables.into_iter().map(|t| self.insert_table(t)))
+            .await?;
         Ok(())
     }
 
     async fn insert_table(&self, table: EncodedTable) -> Result<()> {
         let columns: Vec<&str> = table.columns.iter().map(|(name, _)| *name).collect();
-        let mut ins = self.inserts.insert_formatted_with(format!("INSERT INTO {} ({}) FORMAT Native", table.name, columns.join(", ")));
+        let mut ins = self.inserts.insert_formatted_with(format!(
+            "INSERT INTO {} ({}) FORMAT Native",
+            table.name,
+            columns.join(", ")
+        ));
         for piece in table.pieces {
             // A column can be megabytes; slices of it share its buffer (no copy).
             let piece = bytes::Bytes::from(piece);
@@ -405,7 +490,14 @@ pub use rows::{ColumnList, OUTPUT_TABLES};
 
 /// Rows per output table of a batch, in the order tables are written.
 pub fn table_rows(b: &Batch) -> [(&'static str, usize); 6] {
-    let rows = [b.settlements.len(), b.splits.len(), b.ledger.len(), b.rejects.len(), b.duplicates.len(), b.status.len()];
+    let rows = [
+        b.settlements.len(),
+        b.splits.len(),
+        b.ledger.len(),
+        b.rejects.len(),
+        b.duplicates.len(),
+        b.status.len(),
+    ];
     std::array::from_fn(|i| (OUTPUT_TABLES[i].0, rows[i]))
 }
 
@@ -451,7 +543,12 @@ fn status_key<'b>(b: &'b Batch, r: &StatusRow) -> (&'b [u8], i64) {
 }
 
 /// Encodes every non-empty table of a batch (a pure function: the benchmarks call it too).
-pub fn encode_batch(batch: &Batch, partition: u16, seq: u64, topics: &TopicNames) -> Vec<EncodedTable> {
+pub fn encode_batch(
+    batch: &Batch,
+    partition: u16,
+    seq: u64,
+    topics: &TopicNames,
+) -> Vec<EncodedTable> {
     encode_batches(&[BatchToWrite { partition, seq, batch }], topics, |_, _| true)
 }
 
@@ -460,7 +557,11 @@ pub fn encode_batch(batch: &Batch, partition: u16, seq: u64, topics: &TopicNames
 /// (see `schema.sql`) across all the batches: ClickHouse sorts an inserted block anyway, and
 /// handed a sorted one it skips the shuffle (2–3.5× cheaper inserts on 18.16, measured:
 /// settlements 90 → 46, splits 57 → 19, ledger 45 → 13 CPU ticks per 0.3M rows).
-pub fn encode_batches(batches: &[BatchToWrite<'_>], topics: &TopicNames, include: impl Fn(&'static str, usize) -> bool) -> Vec<EncodedTable> {
+pub fn encode_batches(
+    batches: &[BatchToWrite<'_>],
+    topics: &TopicNames,
+    include: impl Fn(&'static str, usize) -> bool,
+) -> Vec<EncodedTable> {
     let mut tables = Vec::new();
     // A row is (batch index, row index); its text lives in its own batch's arena.
     let mut refs: Vec<(u32, u32)> = Vec::new();
@@ -476,12 +577,23 @@ pub fn encode_batches(batches: &[BatchToWrite<'_>], topics: &TopicNames, include
                 let row = |k: usize| {
                     let (j, i) = refs[k];
                     let b = &batches[j as usize];
-                    (b.batch, &b.batch.$field[i as usize], Tag { gantry_partition: b.partition, batch_seq: b.seq })
+                    (
+                        b.batch,
+                        &b.batch.$field[i as usize],
+                        Tag { gantry_partition: b.partition, batch_seq: b.seq },
+                    )
                 };
-                let order = insert_order(refs.len(), |k| { let (b, r, _) = row(k); $prefix(b, r) }, |a, c| {
-                    let ((ba, ra, _), (bc, rc, _)) = (row(a), row(c));
-                    $key(ba, ra).cmp(&$key(bc, rc))
-                });
+                let order = insert_order(
+                    refs.len(),
+                    |k| {
+                        let (b, r, _) = row(k);
+                        $prefix(b, r)
+                    },
+                    |a, c| {
+                        let ((ba, ra, _), (bc, rc, _)) = (row(a), row(c));
+                        $key(ba, ra).cmp(&$key(bc, rc))
+                    },
+                );
                 let mut columns = Columns::new($columns, refs.len());
                 for (n, &k) in order.iter().enumerate() {
                     if let Some(&ahead) = order.get(n + PREFETCH_ROWS_AHEAD) {
@@ -495,37 +607,91 @@ pub fn encode_batches(batches: &[BatchToWrite<'_>], topics: &TopicNames, include
                     $encode(b, r, tag, &mut columns);
                 }
                 let pieces = columns.finish();
-                tables.push(EncodedTable { name: $name, columns: $columns, rows: refs.len(), pieces });
+                tables.push(EncodedTable {
+                    name: $name,
+                    columns: $columns,
+                    rows: refs.len(),
+                    pieces,
+                });
             }
         };
     }
     // Widths: each text's usual length fits with a byte to spare (see `order.rs`), so the
     // compact key is the whole key for nearly every row. The text prefetched is one near the
     // start of the row's texts in its arena (they were pushed together).
-    table!("settlements", SETTLEMENT_COLUMNS, settlements,
-        |b: &Batch, r: &Settlement| KeyBytes::new().int(r.trade_day as i64, 4).text(b.text_bytes(r.trade_id), 28).finish(),
+    table!(
+        "settlements",
+        SETTLEMENT_COLUMNS,
+        settlements,
+        |b: &Batch, r: &Settlement| KeyBytes::new()
+            .int(r.trade_day as i64, 4)
+            .text(b.text_bytes(r.trade_id), 28)
+            .finish(),
         settlement_key,
-        |r: &Settlement| r.trade_id, settlement_row);
-    table!("settlement_splits", SPLIT_COLUMNS, splits,
-        |b: &Batch, r: &SplitRow| KeyBytes::new().int(r.trade_day as i64, 4).text(b.text_bytes(r.owner_id), 12).text(b.text_bytes(r.interval_id), 16).finish(),
+        |r: &Settlement| r.trade_id,
+        settlement_row
+    );
+    table!(
+        "settlement_splits",
+        SPLIT_COLUMNS,
+        splits,
+        |b: &Batch, r: &SplitRow| KeyBytes::new()
+            .int(r.trade_day as i64, 4)
+            .text(b.text_bytes(r.owner_id), 12)
+            .text(b.text_bytes(r.interval_id), 16)
+            .finish(),
         split_key,
-        |r: &SplitRow| r.interval_id, split_row);
-    table!("ledger", LEDGER_COLUMNS, ledger,
-        |b: &Batch, r: &LedgerRow| KeyBytes::new().text(b.text_bytes(r.customer_id), 11).text(b.text_bytes(r.card_id), 21).finish(),
+        |r: &SplitRow| r.interval_id,
+        split_row
+    );
+    table!(
+        "ledger",
+        LEDGER_COLUMNS,
+        ledger,
+        |b: &Batch, r: &LedgerRow| KeyBytes::new()
+            .text(b.text_bytes(r.customer_id), 11)
+            .text(b.text_bytes(r.card_id), 21)
+            .finish(),
         ledger_key,
-        |r: &LedgerRow| r.card_id, ledger_row);
-    table!("rejects", REJECT_COLUMNS, rejects,
-        |_: &Batch, r: &RejectRow| KeyBytes::new().text(r.reason.as_bytes(), 24).int(secs(r.time_ms), 8).finish(),
+        |r: &LedgerRow| r.card_id,
+        ledger_row
+    );
+    table!(
+        "rejects",
+        REJECT_COLUMNS,
+        rejects,
+        |_: &Batch, r: &RejectRow| KeyBytes::new()
+            .text(r.reason.as_bytes(), 24)
+            .int(secs(r.time_ms), 8)
+            .finish(),
         reject_key,
-        |r: &RejectRow| r.detail, |b, r, tag, out| reject_row(b, r, topics, tag, out));
-    table!("duplicates", DUPLICATE_COLUMNS, duplicates,
-        |b: &Batch, r: &DuplicateRow| KeyBytes::new().int(secs(r.time_ms), 8).text(b.text_bytes(r.id), 24).finish(),
+        |r: &RejectRow| r.detail,
+        |b, r, tag, out| reject_row(b, r, topics, tag, out)
+    );
+    table!(
+        "duplicates",
+        DUPLICATE_COLUMNS,
+        duplicates,
+        |b: &Batch, r: &DuplicateRow| KeyBytes::new()
+            .int(secs(r.time_ms), 8)
+            .text(b.text_bytes(r.id), 24)
+            .finish(),
         duplicate_key,
-        |r: &DuplicateRow| r.id, |b, r, tag, out| duplicate_row(b, r, topics, tag, out));
-    table!("status_list", STATUS_COLUMNS, status,
-        |b: &Batch, r: &StatusRow| KeyBytes::new().text(b.text_bytes(r.card_id), 24).int(secs(r.time_ms), 8).finish(),
+        |r: &DuplicateRow| r.id,
+        |b, r, tag, out| duplicate_row(b, r, topics, tag, out)
+    );
+    table!(
+        "status_list",
+        STATUS_COLUMNS,
+        status,
+        |b: &Batch, r: &StatusRow| KeyBytes::new()
+            .text(b.text_bytes(r.card_id), 24)
+            .int(secs(r.time_ms), 8)
+            .finish(),
         status_key,
-        |r: &StatusRow| r.card_id, status_row);
+        |r: &StatusRow| r.card_id,
+        status_row
+    );
     tables
 }
 
@@ -538,9 +704,18 @@ mod tests {
     /// A small batch touching every table and every kind of value: a plate in UTF-8, a lane
     /// fee present and absent, two batches' tags, an empty text, a raw reject.
     fn golden_batches() -> (Batch, Batch) {
-        let src = |topic, offset| Source { topic, partition: 2, offset, timestamp_ms: Some(1_794_000_000_000) };
+        let src = |topic, offset| Source {
+            topic,
+            partition: 2,
+            offset,
+            timestamp_ms: Some(1_794_000_000_000),
+        };
         let mut a = Batch::new();
-        for (i, (trade, plate, lane_fee, fee)) in [("G0001-B", "苏A12345_0", Some(589), 589), ("G0001-A", "", None, 1178)].into_iter().enumerate() {
+        for (i, (trade, plate, lane_fee, fee)) in
+            [("G0001-B", "苏A12345_0", Some(589), 589), ("G0001-A", "", None, 1178)]
+                .into_iter()
+                .enumerate()
+        {
             let s = Settlement {
                 trade_id: a.push_text(trade),
                 trans_time_ms: 1_794_000_000_000 + i as i64 * 1000,
@@ -595,10 +770,21 @@ mod tests {
             a.settlements.push(s);
         }
         let raw = a.push_raw(b"{\"tradeId\":");
-        a.rejects.push(RejectRow { source: src(Topic::LaneTx, 12), reason: "not_json", detail: Text::EMPTY, raw, time_ms: 1_794_000_000_000 });
+        a.rejects.push(RejectRow {
+            source: src(Topic::LaneTx, 12),
+            reason: "not_json",
+            detail: Text::EMPTY,
+            raw,
+            time_ms: 1_794_000_000_000,
+        });
         let mut b = Batch::new();
         let dup = b.push_text("G0001-A");
-        b.duplicates.push(DuplicateRow { id: dup, kind: "trade", source: src(Topic::LaneTx, 13), time_ms: 1_794_000_001_000 });
+        b.duplicates.push(DuplicateRow {
+            id: dup,
+            kind: "trade",
+            source: src(Topic::LaneTx, 13),
+            time_ms: 1_794_000_001_000,
+        });
         let card = b.push_text("32010000000000000042");
         let topup = b.push_text("TU1");
         let customer = b.push_text("CU42");
@@ -613,7 +799,13 @@ mod tests {
             entry_day: 20_764,
             source: src(Topic::AccountEvents, 3),
         });
-        b.status.push(StatusRow { card_id: card, listed: true, reason: ListReason::InsufficientBalance, time_ms: 1_794_000_002_000, source: src(Topic::AccountEvents, 3) });
+        b.status.push(StatusRow {
+            card_id: card,
+            listed: true,
+            reason: ListReason::InsufficientBalance,
+            time_ms: 1_794_000_002_000,
+            source: src(Topic::AccountEvents, 3),
+        });
         (a, b)
     }
 
@@ -624,10 +816,19 @@ mod tests {
     #[test]
     fn encoder_writes_the_golden_native_blocks() {
         let (a, b) = golden_batches();
-        let topics = TopicNames { lane_tx: "gantry.lane-tx".into(), account_events: "gantry.account-events".into() };
-        let batches = [BatchToWrite { partition: 2, seq: 7, batch: &a }, BatchToWrite { partition: 2, seq: 8, batch: &b }];
+        let topics = TopicNames {
+            lane_tx: "gantry.lane-tx".into(),
+            account_events: "gantry.account-events".into(),
+        };
+        let batches = [
+            BatchToWrite { partition: 2, seq: 7, batch: &a },
+            BatchToWrite { partition: 2, seq: 8, batch: &b },
+        ];
         let tables = encode_batches(&batches, &topics, |_, _| true);
-        assert_eq!(tables.iter().map(|t| t.name).collect::<Vec<_>>(), ["settlements", "settlement_splits", "ledger", "rejects", "duplicates", "status_list"]);
+        assert_eq!(
+            tables.iter().map(|t| t.name).collect::<Vec<_>>(),
+            ["settlements", "settlement_splits", "ledger", "rejects", "duplicates", "status_list"]
+        );
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/native");
         let bless = std::env::var_os("GANTRY_BLESS_NATIVE").is_some();
         for t in tables {
@@ -638,7 +839,11 @@ mod tests {
                 std::fs::write(&path, &body).expect("write golden");
             }
             let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert!(golden == body, "{}: the encoding changed (rerun with GANTRY_BLESS_NATIVE=1 if on purpose)", t.name);
+            assert!(
+                golden == body,
+                "{}: the encoding changed (rerun with GANTRY_BLESS_NATIVE=1 if on purpose)",
+                t.name
+            );
         }
     }
 }

@@ -48,7 +48,11 @@ impl KeyBytes {
             return self;
         }
         let bits = 8 * width as u32;
-        let (lo, hi) = if width >= 8 { (i64::MIN, i64::MAX) } else { (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1) };
+        let (lo, hi) = if width >= 8 {
+            (i64::MIN, i64::MAX)
+        } else {
+            (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
+        };
         let biased = (v.clamp(lo, hi) as i128 - lo as i128) as u64;
         self.b[self.n..self.n + width].copy_from_slice(&biased.to_be_bytes()[8 - width..]);
         self.n += width;
@@ -84,7 +88,10 @@ impl KeyBytes {
     /// equal keys).
     #[inline]
     pub fn finish(self) -> (Prefix, bool) {
-        let p = Prefix(u128::from_be_bytes(self.b[..16].try_into().expect("16 bytes")), u128::from_be_bytes(self.b[16..].try_into().expect("16 bytes")));
+        let p = Prefix(
+            u128::from_be_bytes(self.b[..16].try_into().expect("16 bytes")),
+            u128::from_be_bytes(self.b[16..].try_into().expect("16 bytes")),
+        );
         (p, !self.closed)
     }
 }
@@ -94,7 +101,11 @@ const CLOSED: u32 = 1 << 31;
 
 /// The indices `0..n` in the order of `full`, computed through `prefix` (built with
 /// [`KeyBytes`] from the same key). Ties on the full key keep index order.
-pub(crate) fn insert_order(n: usize, prefix: impl Fn(usize) -> (Prefix, bool), full: impl Fn(usize, usize) -> Ordering) -> Vec<u32> {
+pub(crate) fn insert_order(
+    n: usize,
+    prefix: impl Fn(usize) -> (Prefix, bool),
+    full: impl Fn(usize, usize) -> Ordering,
+) -> Vec<u32> {
     assert!(n < CLOSED as usize, "a batch holds fewer than 2^31 rows");
     let mut keyed: Vec<(Prefix, u32)> = (0..n)
         .map(|i| {

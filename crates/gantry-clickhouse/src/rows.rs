@@ -21,7 +21,9 @@
 //! read back as the golden rows (`tests/native/*.tsv`) on 18.16 (`tests/tests/native.rs`)
 //! and on current ClickHouse (`tests/sql_compat.py`, through chdb).
 
-use gantry_core::output::{Batch, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow, StatusRow};
+use gantry_core::output::{
+    Batch, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow, StatusRow,
+};
 
 use crate::TopicNames;
 
@@ -88,7 +90,8 @@ const TEXT_BYTES_PER_ROW_RESERVED: usize = 32;
 impl Columns {
     pub(crate) fn new(list: ColumnList, rows: usize) -> Columns {
         let mut bufs = Vec::with_capacity(list.len() + 2);
-        let chunk = |bytes: usize| Vec::with_capacity(bytes.min(COLUMN_CHUNK_BYTES) + CHUNK_SLACK_BYTES);
+        let chunk =
+            |bytes: usize| Vec::with_capacity(bytes.min(COLUMN_CHUNK_BYTES) + CHUNK_SLACK_BYTES);
         for (_, ty) in list {
             let width = match *ty {
                 "UInt8" => 1,
@@ -121,7 +124,10 @@ impl Columns {
     fn set_aside_full_chunks(&mut self) {
         for (buf, full) in self.bufs.iter_mut().zip(&mut self.full) {
             if buf.len() >= COLUMN_CHUNK_BYTES {
-                full.push(std::mem::replace(buf, Vec::with_capacity(COLUMN_CHUNK_BYTES + CHUNK_SLACK_BYTES)));
+                full.push(std::mem::replace(
+                    buf,
+                    Vec::with_capacity(COLUMN_CHUNK_BYTES + CHUNK_SLACK_BYTES),
+                ));
             }
         }
     }
@@ -362,11 +368,20 @@ pub(crate) const DUPLICATE_COLUMNS: ColumnList = &[
     ("batch_seq", "UInt64"),
 ];
 
-pub(crate) fn duplicate_row(b: &Batch, d: &DuplicateRow, topics: &TopicNames, t: Tag, c: &mut Columns) {
+pub(crate) fn duplicate_row(
+    b: &Batch,
+    d: &DuplicateRow,
+    topics: &TopicNames,
+    t: Tag,
+    c: &mut Columns,
+) {
     c.row()
         .str(b.text_bytes(d.id))
         .str(d.kind.as_bytes())
-        .str(format!("{}/{}/{}", topics.name(d.source.topic), d.source.partition, d.source.offset).as_bytes())
+        .str(
+            format!("{}/{}/{}", topics.name(d.source.topic), d.source.partition, d.source.offset)
+                .as_bytes(),
+        )
         .u32(datetime(d.time_ms))
         .tag(t);
 }
@@ -451,7 +466,12 @@ mod tests {
 
     #[test]
     fn numbers_are_little_endian_and_nullable_is_a_null_map_then_values() {
-        const LIST: ColumnList = &[("p", "Int32"), ("n", NULLABLE_I64), ("gantry_partition", "UInt16"), ("batch_seq", "UInt64")];
+        const LIST: ColumnList = &[
+            ("p", "Int32"),
+            ("n", NULLABLE_I64),
+            ("gantry_partition", "UInt16"),
+            ("batch_seq", "UInt64"),
+        ];
         let mut c = Columns::new(LIST, 2);
         c.row().i32(-2).nullable_i64(None).tag(Tag { gantry_partition: 3, batch_seq: 7 });
         c.row().i32(1).nullable_i64(Some(5)).tag(Tag { gantry_partition: 3, batch_seq: 8 });
@@ -472,7 +492,9 @@ mod tests {
     fn column_lists_match_the_schema_names_and_types() {
         let schema = crate::schema::SCHEMA_SQL;
         for (table, cols) in OUTPUT_TABLES {
-            let start = schema.find(&format!("CREATE TABLE IF NOT EXISTS {table} (")).expect("table in schema");
+            let start = schema
+                .find(&format!("CREATE TABLE IF NOT EXISTS {table} ("))
+                .expect("table in schema");
             let body = &schema[start..start + schema[start..].find(") ENGINE").expect("engine")];
             let mut declared: Vec<(String, String)> = body
                 .lines()
@@ -483,7 +505,8 @@ mod tests {
                     Some((name.to_string(), ty.trim().to_string()))
                 })
                 .collect();
-            let mut listed: Vec<(String, String)> = cols.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
+            let mut listed: Vec<(String, String)> =
+                cols.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
             declared.sort();
             listed.sort();
             assert_eq!(listed, declared, "{table}");

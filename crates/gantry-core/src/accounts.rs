@@ -224,7 +224,14 @@ impl CardIndex {
 
 impl Accounts {
     pub fn new(min_balance_fen: i64) -> Accounts {
-        Accounts { chunks: Vec::new(), len: 0, index: CardIndex::new(), customers: Vec::new(), customer_index: HashTable::new(), min_balance_fen }
+        Accounts {
+            chunks: Vec::new(),
+            len: 0,
+            index: CardIndex::new(),
+            customers: Vec::new(),
+            customer_index: HashTable::new(),
+            min_balance_fen,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -277,7 +284,12 @@ impl Accounts {
                 prefetch(a);
             }
         }
-        let customers = || accounts[..cards.len()].iter().flatten().filter_map(|a| self.customers.get(a.customer as usize));
+        let customers = || {
+            accounts[..cards.len()]
+                .iter()
+                .flatten()
+                .filter_map(|a| self.customers.get(a.customer as usize))
+        };
         for c in customers() {
             prefetch(c as *const Box<str>);
         }
@@ -321,8 +333,12 @@ impl Accounts {
             CardStatus::Suspended => Some(ListReason::Suspended),
             CardStatus::Cancelled => Some(ListReason::Cancelled),
             CardStatus::Active => match a.card_type() {
-                CardType::StoredValue if a.balance < self.min_balance_fen => Some(ListReason::InsufficientBalance),
-                CardType::Postpaid if a.balance < -(a.credit_limit as i64) => Some(ListReason::Overdrawn),
+                CardType::StoredValue if a.balance < self.min_balance_fen => {
+                    Some(ListReason::InsufficientBalance)
+                }
+                CardType::Postpaid if a.balance < -(a.credit_limit as i64) => {
+                    Some(ListReason::Overdrawn)
+                }
                 _ => None,
             },
         }
@@ -380,7 +396,8 @@ impl Accounts {
         let i = self.position(card)?;
         let a = self.get_mut(i);
         a.balance += amount;
-        let (balance_after, customer, card_type, was_listed) = (a.balance, a.customer, a.card_type(), a.listed != 0);
+        let (balance_after, customer, card_type, was_listed) =
+            (a.balance, a.customer, a.card_type(), a.listed != 0);
         let change = self.relist(i);
         Some(Movement { balance_after, customer, card_type, was_listed, change })
     }
@@ -395,7 +412,8 @@ impl Accounts {
 
     /// Heap bytes held for accounts (chunks and index), excluding the customer directory.
     pub fn account_bytes(&self) -> usize {
-        self.chunks.iter().map(|c| c.capacity() * std::mem::size_of::<Account>()).sum::<usize>() + self.index.allocated_bytes()
+        self.chunks.iter().map(|c| c.capacity() * std::mem::size_of::<Account>()).sum::<usize>()
+            + self.index.allocated_bytes()
     }
 
     /// Heap bytes held by the customer directory.
@@ -438,7 +456,9 @@ impl Accounts {
             let h = xxh3_64(c.as_bytes());
             acc.customers.push(c.into());
             let customers = &acc.customers;
-            acc.customer_index.insert_unique(h, customers.len() as u32 - 1, |&j| xxh3_64(customers[j as usize].as_bytes()));
+            acc.customer_index.insert_unique(h, customers.len() as u32 - 1, |&j| {
+                xxh3_64(customers[j as usize].as_bytes())
+            });
         }
         let n = r.len(29)?;
         for _ in 0..n {
@@ -480,11 +500,25 @@ mod tests {
         assert_eq!(a.apply(c, -1000).unwrap().change, None, "exactly 0 is not below the minimum");
         let m = a.apply(c, -1).unwrap();
         assert_eq!(m.balance_after, -1);
-        assert_eq!(m.change, Some(StatusChange { card_id: c, listed: true, reason: ListReason::InsufficientBalance }));
+        assert_eq!(
+            m.change,
+            Some(StatusChange {
+                card_id: c,
+                listed: true,
+                reason: ListReason::InsufficientBalance
+            })
+        );
         assert_eq!(a.apply(c, -500).unwrap().change, None, "already listed");
         let m = a.apply(c, 501).unwrap();
         assert_eq!((m.balance_after, m.was_listed), (0, true));
-        assert_eq!(m.change, Some(StatusChange { card_id: c, listed: false, reason: ListReason::InsufficientBalance }));
+        assert_eq!(
+            m.change,
+            Some(StatusChange {
+                card_id: c,
+                listed: false,
+                reason: ListReason::InsufficientBalance
+            })
+        );
         assert!(a.apply(card("1"), -5).is_none());
     }
 
@@ -505,14 +539,21 @@ mod tests {
         let mut a = Accounts::new(100);
         let c = card("32010000000000000003");
         let m = a.open(c, "C3", CardType::StoredValue, 1, 50, 0).unwrap();
-        assert_eq!(m.change.map(|c| (c.listed, c.reason)), Some((true, ListReason::InsufficientBalance)), "opened below the minimum");
+        assert_eq!(
+            m.change.map(|c| (c.listed, c.reason)),
+            Some((true, ListReason::InsufficientBalance)),
+            "opened below the minimum"
+        );
         let ch = a.set_status(c, CardStatus::Lost).unwrap().unwrap();
         assert_eq!((ch.listed, ch.reason), (true, ListReason::Lost));
         assert_eq!(a.set_status(c, CardStatus::Lost), Some(None));
         assert_eq!(a.apply(c, 1000).unwrap().change, None, "still lost");
         let ch = a.set_status(c, CardStatus::Active).unwrap().unwrap();
         assert_eq!((ch.listed, ch.reason), (false, ListReason::Lost));
-        for (s, r) in [(CardStatus::Suspended, ListReason::Suspended), (CardStatus::Cancelled, ListReason::Cancelled)] {
+        for (s, r) in [
+            (CardStatus::Suspended, ListReason::Suspended),
+            (CardStatus::Cancelled, ListReason::Cancelled),
+        ] {
             assert_eq!(a.set_status(c, s).unwrap().map(|c| c.reason), Some(r));
         }
         assert_eq!(a.set_status(card("9"), CardStatus::Lost), None);
@@ -522,7 +563,10 @@ mod tests {
     fn every_card_is_found_and_no_other() {
         let mut a = Accounts::new(0);
         // Consecutive ids (as issuers hand them out) and scattered ones, across many doublings.
-        let ids: Vec<String> = (0..30_000u64).map(|i| format!("3201{:016}", i)).chain((0..30_000u64).map(|i| format!("{}", i * 7_919_113 + 11))).collect();
+        let ids: Vec<String> = (0..30_000u64)
+            .map(|i| format!("3201{:016}", i))
+            .chain((0..30_000u64).map(|i| format!("{}", i * 7_919_113 + 11)))
+            .collect();
         for (i, id) in ids.iter().enumerate() {
             a.open(card(id), "CU1", CardType::StoredValue, 1, i as i64, 0).unwrap();
         }
@@ -554,7 +598,10 @@ mod tests {
         assert_eq!(b.len(), n as usize);
         assert!(a.iter().eq(b.iter()));
         let x = b.get(card("32010000000000000007")).unwrap();
-        assert_eq!((x.balance, x.listed(), b.customer(x.customer_index())), (-93, Some(ListReason::InsufficientBalance), "CU3"));
+        assert_eq!(
+            (x.balance, x.listed(), b.customer(x.customer_index())),
+            (-93, Some(ListReason::InsufficientBalance), "CU3")
+        );
         let per_account = a.account_bytes() as f64 / n as f64;
         assert!(per_account <= 64.0, "{per_account} bytes per account");
     }

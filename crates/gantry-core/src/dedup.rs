@@ -174,7 +174,11 @@ impl SlotTable {
     /// A kept id is only moved if its run has lost a slot before it: a sweep that drops
     /// nothing only reads the table.
     fn retain(&mut self, keep: impl Fn(Slot) -> bool) {
-        let start = self.slots.iter().position(|s| s.hi == 0).expect("a table at most 4/5 full has an empty slot");
+        let start = self
+            .slots
+            .iter()
+            .position(|s| s.hi == 0)
+            .expect("a table at most 4/5 full has an empty slot");
         let mut i = start;
         // A slot of the current probe run has been emptied by this sweep.
         let mut holed = false;
@@ -232,7 +236,12 @@ pub struct DedupSet {
 
 impl DedupSet {
     pub fn new(window_ms: i64) -> DedupSet {
-        DedupSet { table: SlotTable::with_capacity(0), window_ms, newest_ms: i64::MIN, last_sweep_ms: i64::MIN }
+        DedupSet {
+            table: SlotTable::with_capacity(0),
+            window_ms,
+            newest_ms: i64::MIN,
+            last_sweep_ms: i64::MIN,
+        }
     }
 
     pub fn with_capacity(window_ms: i64, ids: usize) -> DedupSet {
@@ -391,41 +400,47 @@ mod tests {
     fn agrees_with_a_map_model() {
         use proptest::prelude::*;
         use std::collections::HashMap;
-        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 64, ..ProptestConfig::default() });
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 64,
+            ..ProptestConfig::default()
+        });
         runner
-            .run(&proptest::collection::vec((0u32..3_000, 0i64..40 * 60_000, 0u8..3), 1..6_000), |ops| {
-                let window = 24 * H;
-                let mut d = DedupSet::new(window);
-                let mut model: HashMap<(u8, u32), u32> = HashMap::new();
-                let (mut newest, mut last_sweep) = (i64::MIN, i64::MIN);
-                let mut t = T0;
-                for (id, step, kind) in ops {
-                    // Mostly forward in time, sometimes back by up to a day and a half.
-                    t = if id % 17 == 0 { t - step * 50 } else { t + step };
-                    let k = [IdKind::Trade, IdKind::Topup, IdKind::Adjust][kind as usize];
-                    let want = if t < newest.saturating_sub(window) {
-                        Verdict::TooOld
-                    } else if model.contains_key(&(kind, id)) {
-                        Verdict::Duplicate
-                    } else {
-                        model.insert((kind, id), (t / 60_000) as u32);
-                        if t > newest {
-                            newest = t;
-                            if last_sweep == i64::MIN {
-                                last_sweep = t;
-                            } else if t - last_sweep >= window / SWEEPS_PER_WINDOW {
-                                let h = ((newest - window) / 60_000) as u32;
-                                model.retain(|_, m| *m >= h);
-                                last_sweep = newest;
+            .run(
+                &proptest::collection::vec((0u32..3_000, 0i64..40 * 60_000, 0u8..3), 1..6_000),
+                |ops| {
+                    let window = 24 * H;
+                    let mut d = DedupSet::new(window);
+                    let mut model: HashMap<(u8, u32), u32> = HashMap::new();
+                    let (mut newest, mut last_sweep) = (i64::MIN, i64::MIN);
+                    let mut t = T0;
+                    for (id, step, kind) in ops {
+                        // Mostly forward in time, sometimes back by up to a day and a half.
+                        t = if id % 17 == 0 { t - step * 50 } else { t + step };
+                        let k = [IdKind::Trade, IdKind::Topup, IdKind::Adjust][kind as usize];
+                        let want = if t < newest.saturating_sub(window) {
+                            Verdict::TooOld
+                        } else if model.contains_key(&(kind, id)) {
+                            Verdict::Duplicate
+                        } else {
+                            model.insert((kind, id), (t / 60_000) as u32);
+                            if t > newest {
+                                newest = t;
+                                if last_sweep == i64::MIN {
+                                    last_sweep = t;
+                                } else if t - last_sweep >= window / SWEEPS_PER_WINDOW {
+                                    let h = ((newest - window) / 60_000) as u32;
+                                    model.retain(|_, m| *m >= h);
+                                    last_sweep = newest;
+                                }
                             }
-                        }
-                        Verdict::New
-                    };
-                    prop_assert_eq!(d.check_and_insert(k, &format!("G{id}"), t), want);
-                    prop_assert_eq!(d.len(), model.len());
-                }
-                Ok(())
-            })
+                            Verdict::New
+                        };
+                        prop_assert_eq!(d.check_and_insert(k, &format!("G{id}"), t), want);
+                        prop_assert_eq!(d.len(), model.len());
+                    }
+                    Ok(())
+                },
+            )
             .unwrap();
     }
 
@@ -435,30 +450,42 @@ mod tests {
     #[test]
     fn retain_closes_probe_runs() {
         use proptest::prelude::*;
-        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 2_000, ..ProptestConfig::default() });
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 2_000,
+            ..ProptestConfig::default()
+        });
         runner
-            .run(&(proptest::collection::btree_set(1u64..200, 1..50), any::<u64>(), 0u64..64), |(ids, drop_bits, home_shift)| {
-                let mut t = SlotTable::with_capacity(40);
-                let n = t.slots.len() as u64;
-                // The smallest hash whose home is slot `h` (homes are the hash scaled to the
-                // table); the id added to it stays inside that slot's share of hashes.
-                let at_home = |h: u64| ((h as u128 * (1u128 << 64)).div_ceil(n as u128)) as u64;
-                // Homes only in the last 4 slots or the first 4 (wrapping): long runs across
-                // the end.
-                let slot = |id: u64| Slot { hi: at_home((n - 4 + (id + home_shift) % 8) % n) + id, lo_minute: id };
-                let ids: Vec<u64> = ids.into_iter().take(t.slots.len() * 4 / 5 - 1).collect();
-                for &id in &ids {
-                    prop_assert_eq!(t.home(slot(id).hi) as u64, (n - 4 + (id + home_shift) % 8) % n);
-                    prop_assert!(t.insert_new(slot(id)));
-                }
-                let dropped = |id: u64| drop_bits >> (id % 64) & 1 == 1;
-                t.retain(|s| !dropped(s.lo_minute));
-                for &id in &ids {
-                    prop_assert_eq!(t.contains(slot(id)), !dropped(id), "id {}", id);
-                }
-                prop_assert_eq!(t.len, ids.iter().filter(|&&id| !dropped(id)).count());
-                Ok(())
-            })
+            .run(
+                &(proptest::collection::btree_set(1u64..200, 1..50), any::<u64>(), 0u64..64),
+                |(ids, drop_bits, home_shift)| {
+                    let mut t = SlotTable::with_capacity(40);
+                    let n = t.slots.len() as u64;
+                    // The smallest hash whose home is slot `h` (homes are the hash scaled to the
+                    // table); the id added to it stays inside that slot's share of hashes.
+                    let at_home = |h: u64| ((h as u128 * (1u128 << 64)).div_ceil(n as u128)) as u64;
+                    // Homes only in the last 4 slots or the first 4 (wrapping): long runs across
+                    // the end.
+                    let slot = |id: u64| Slot {
+                        hi: at_home((n - 4 + (id + home_shift) % 8) % n) + id,
+                        lo_minute: id,
+                    };
+                    let ids: Vec<u64> = ids.into_iter().take(t.slots.len() * 4 / 5 - 1).collect();
+                    for &id in &ids {
+                        prop_assert_eq!(
+                            t.home(slot(id).hi) as u64,
+                            (n - 4 + (id + home_shift) % 8) % n
+                        );
+                        prop_assert!(t.insert_new(slot(id)));
+                    }
+                    let dropped = |id: u64| drop_bits >> (id % 64) & 1 == 1;
+                    t.retain(|s| !dropped(s.lo_minute));
+                    for &id in &ids {
+                        prop_assert_eq!(t.contains(slot(id)), !dropped(id), "id {}", id);
+                    }
+                    prop_assert_eq!(t.len, ids.iter().filter(|&&id| !dropped(id)).count());
+                    Ok(())
+                },
+            )
             .unwrap();
     }
 

@@ -16,7 +16,8 @@ pub(crate) fn non_digits(w: u64, mask: u64) -> u64 {
     // A digit is 0x30..=0x39: high nibble 3, and adding 6 keeps the high nibble 3. A carry out
     // of a byte only happens for bytes >= 0xFA, which already fail the first test.
     let hi_nibbles = 0xF0F0_F0F0_F0F0_F0F0 & mask;
-    ((w & hi_nibbles) ^ (ZEROS & hi_nibbles)) | ((w.wrapping_add(0x0606_0606_0606_0606) & hi_nibbles) ^ (ZEROS & hi_nibbles))
+    ((w & hi_nibbles) ^ (ZEROS & hi_nibbles))
+        | ((w.wrapping_add(0x0606_0606_0606_0606) & hi_nibbles) ^ (ZEROS & hi_nibbles))
 }
 
 /// The value of eight ASCII digits (already checked with [`non_digits`]), first byte most

@@ -19,10 +19,15 @@
 use crate::accounts::{Accounts, Movement};
 use crate::codec::{Reader, StateError};
 use crate::dedup::{DedupKey, DedupSet, IdKind, Verdict, DEFAULT_WINDOW_MS};
-use crate::output::{Batch, DuplicateRow, EntryKind, LedgerRow, RejectRow, Settlement, Source, SplitRow, StatusRow, Text};
+use crate::output::{
+    Batch, DuplicateRow, EntryKind, LedgerRow, RejectRow, Settlement, Source, SplitRow, StatusRow,
+    Text,
+};
 use crate::parse::{for_each_account_event, for_each_lane_record, ParseConfig};
 use crate::pricing::{flags, price_known_unit, Split};
-use crate::record::{AccountEvent, AccountEventKind, CardId, LaneTx, MediaType, CARD_ID_DIGITS_MAX};
+use crate::record::{
+    AccountEvent, AccountEventKind, CardId, LaneTx, MediaType, CARD_ID_DIGITS_MAX,
+};
 use crate::reject::RejectReason;
 use crate::tariff::{TariffSet, TariffVersion};
 use crate::time::local_day;
@@ -151,7 +156,11 @@ impl TariffTexts {
                 if self.versions.len() == TARIFF_TEXT_VERSIONS_MAX {
                     self.versions.remove(0);
                 }
-                self.versions.push(VersionTexts { instance: v.instance(), name: BatchText::default(), owners: vec![BatchText::default(); v.owners.len()] });
+                self.versions.push(VersionTexts {
+                    instance: v.instance(),
+                    name: BatchText::default(),
+                    owners: vec![BatchText::default(); v.owners.len()],
+                });
                 self.versions.len() - 1
             }
         };
@@ -200,7 +209,9 @@ impl Engine {
     pub fn lane_message(&mut self, tariffs: &TariffSet, msg: &[u8], src: Source, out: &mut Batch) {
         out.counts.messages += 1;
         let parse_cfg = self.cfg.parse;
-        for_each_lane_record(msg, &parse_cfg, |raw, rec| self.lane_outcome(tariffs, raw, rec.as_ref(), Warmed::default(), src, out));
+        for_each_lane_record(msg, &parse_cfg, |raw, rec| {
+            self.lane_outcome(tariffs, raw, rec.as_ref(), Warmed::default(), src, out)
+        });
     }
 
     /// Processes lane-tx messages in order into `out`: the same rows as
@@ -208,7 +219,12 @@ impl Engine {
     /// [`WARM_GROUP_RECORDS`] at a time and their cards and trade ids looked up together
     /// before any of them is settled, so the cache misses of a group overlap instead of
     /// queueing one record after another (see [`Accounts::warm`]).
-    pub fn lane_messages<'m>(&mut self, tariffs: &TariffSet, msgs: impl IntoIterator<Item = (&'m [u8], Source)>, out: &mut Batch) {
+    pub fn lane_messages<'m>(
+        &mut self,
+        tariffs: &TariffSet,
+        msgs: impl IntoIterator<Item = (&'m [u8], Source)>,
+        out: &mut Batch,
+    ) {
         let parse_cfg = self.cfg.parse;
         let mut group: Vec<Parsed<'m>> = Vec::with_capacity(WARM_GROUP_CAPACITY);
         for (msg, src) in msgs {
@@ -253,7 +269,9 @@ impl Engine {
         for (p, w) in group.iter().zip(warmed.iter_mut()) {
             if let Ok(tx) = &p.rec {
                 if tx.unit_count == 1 {
-                    w.unit = tariffs.version_at(tx.trans_time_ms).and_then(|v| v.unit_index(&tx.toll_interval_id));
+                    w.unit = tariffs
+                        .version_at(tx.trans_time_ms)
+                        .and_then(|v| v.unit_index(&tx.toll_interval_id));
                 }
             }
         }
@@ -267,7 +285,15 @@ impl Engine {
 
     /// One lane record's parse result into `out`, with what the group's warm-up looked up.
     #[inline]
-    fn lane_outcome(&mut self, tariffs: &TariffSet, raw: &[u8], rec: Result<&LaneTx<'_>, &RejectReason>, warmed: Warmed, src: Source, out: &mut Batch) {
+    fn lane_outcome(
+        &mut self,
+        tariffs: &TariffSet,
+        raw: &[u8],
+        rec: Result<&LaneTx<'_>, &RejectReason>,
+        warmed: Warmed,
+        src: Source,
+        out: &mut Batch,
+    ) {
         out.counts.lane_records += 1;
         match rec {
             Ok(tx) => self.lane_record(tariffs, tx, raw, warmed, src, out),
@@ -278,13 +304,24 @@ impl Engine {
         }
     }
 
-    fn lane_record(&mut self, tariffs: &TariffSet, tx: &LaneTx<'_>, raw: &[u8], warmed: Warmed, src: Source, out: &mut Batch) {
+    fn lane_record(
+        &mut self,
+        tariffs: &TariffSet,
+        tx: &LaneTx<'_>,
+        raw: &[u8],
+        warmed: Warmed,
+        src: Source,
+        out: &mut Batch,
+    ) {
         let offset = self.cfg.parse.network_utc_offset_min;
         let fail = |out: &mut Batch, reason: RejectReason, detail: Option<&str>| {
             out.counts.lane_rejected += 1;
             reject(out, src, reason, raw, detail, tx.trans_time_ms);
         };
-        if src.timestamp_ms.is_some_and(|ts| tx.trans_time_ms > ts.saturating_add(self.cfg.max_future_skew_ms)) {
+        if src
+            .timestamp_ms
+            .is_some_and(|ts| tx.trans_time_ms > ts.saturating_add(self.cfg.max_future_skew_ms))
+        {
             return fail(out, RejectReason::TimeInFuture, None);
         }
         let Some(version) = tariffs.version_at(tx.trans_time_ms) else {
@@ -294,18 +331,26 @@ impl Engine {
         let priced = match price_known_unit(tx, version, offset, &mut self.splits, warmed.unit) {
             Ok(p) => p,
             Err(RejectReason::UnknownInterval) => {
-                let unknown = tx.intervals().find(|u| version.unit_index(u).is_none()).unwrap_or("");
+                let unknown =
+                    tx.intervals().find(|u| version.unit_index(u).is_none()).unwrap_or("");
                 return fail(out, RejectReason::UnknownInterval, Some(unknown));
             }
             Err(r) => return fail(out, r, None),
         };
-        let key = warmed.key.unwrap_or_else(|| DedupKey::new(IdKind::Trade, &tx.trade_id, tx.trans_time_ms));
+        let key = warmed
+            .key
+            .unwrap_or_else(|| DedupKey::new(IdKind::Trade, &tx.trade_id, tx.trans_time_ms));
         match self.dedup.check_and_insert_key(key, tx.trans_time_ms) {
             Verdict::New => {}
             Verdict::Duplicate => {
                 out.counts.lane_duplicates += 1;
                 let id = out.push_text(&tx.trade_id);
-                out.duplicates.push(DuplicateRow { id, kind: "trade", source: src, time_ms: tx.trans_time_ms });
+                out.duplicates.push(DuplicateRow {
+                    id,
+                    kind: "trade",
+                    source: src,
+                    time_ms: tx.trans_time_ms,
+                });
                 return;
             }
             Verdict::TooOld => return fail(out, RejectReason::OutsideDedupWindow, None),
@@ -335,7 +380,11 @@ impl Engine {
                 if m.balance_after < 0 {
                     row_flags |= flags::ARREARS;
                 }
-                (out.push_text(self.accounts.customer(m.customer)), m.card_type as u8, m.balance_after)
+                (
+                    out.push_text(self.accounts.customer(m.customer)),
+                    m.card_type as u8,
+                    m.balance_after,
+                )
             }
             None => (Text::EMPTY, 0, 0),
         };
@@ -430,7 +479,12 @@ impl Engine {
     }
 
     /// Applies one event: `Ok(true)` applied, `Ok(false)` duplicate.
-    fn account_event(&mut self, ev: &AccountEvent<'_>, src: Source, out: &mut Batch) -> Result<bool, (RejectReason, i64)> {
+    fn account_event(
+        &mut self,
+        ev: &AccountEvent<'_>,
+        src: Source,
+        out: &mut Batch,
+    ) -> Result<bool, (RejectReason, i64)> {
         let t = ev.time_ms;
         let err = |r| (r, t);
         if src.timestamp_ms.is_some_and(|ts| t > ts.saturating_add(self.cfg.max_future_skew_ms)) {
@@ -439,8 +493,18 @@ impl Engine {
         let mut card_buf = [0u8; CARD_ID_DIGITS_MAX];
         let card = ev.card_id;
         let (entry, kind, amount, entry_kind) = match &ev.kind {
-            AccountEventKind::Open { customer_id, card_type, vehicle_type, balance, credit_limit, .. } => {
-                let m = self.accounts.open(card, customer_id, *card_type, *vehicle_type, *balance, *credit_limit).map_err(err)?;
+            AccountEventKind::Open {
+                customer_id,
+                card_type,
+                vehicle_type,
+                balance,
+                credit_limit,
+                ..
+            } => {
+                let m = self
+                    .accounts
+                    .open(card, customer_id, *card_type, *vehicle_type, *balance, *credit_limit)
+                    .map_err(err)?;
                 let card_text = out.push_text(card.write_to(&mut card_buf));
                 let customer = out.push_text(customer_id);
                 out.ledger.push(LedgerRow {
@@ -458,15 +522,28 @@ impl Engine {
                 return Ok(true);
             }
             AccountEventKind::Status { status } => {
-                let change = self.accounts.set_status(card, *status).ok_or(err(RejectReason::UnknownCard))?;
+                let change = self
+                    .accounts
+                    .set_status(card, *status)
+                    .ok_or(err(RejectReason::UnknownCard))?;
                 if let Some(c) = change {
                     let card_text = out.push_text(card.write_to(&mut card_buf));
-                    out.status.push(StatusRow { card_id: card_text, listed: c.listed, reason: c.reason, time_ms: t, source: src });
+                    out.status.push(StatusRow {
+                        card_id: card_text,
+                        listed: c.listed,
+                        reason: c.reason,
+                        time_ms: t,
+                        source: src,
+                    });
                 }
                 return Ok(true);
             }
-            AccountEventKind::Topup { topup_id, amount, .. } => (topup_id, IdKind::Topup, *amount, EntryKind::Topup),
-            AccountEventKind::Adjust { adjust_id, amount, .. } => (adjust_id, IdKind::Adjust, *amount, EntryKind::Adjust),
+            AccountEventKind::Topup { topup_id, amount, .. } => {
+                (topup_id, IdKind::Topup, *amount, EntryKind::Topup)
+            }
+            AccountEventKind::Adjust { adjust_id, amount, .. } => {
+                (adjust_id, IdKind::Adjust, *amount, EntryKind::Adjust)
+            }
         };
         // Money events: an unknown card is rejected before the id is remembered, so the
         // issuer can resend the same top-up once the card is opened.
@@ -488,7 +565,17 @@ impl Engine {
         let customer_id = out.push_text(self.accounts.customer(m.customer));
         let entry_id = out.push_text(entry);
         let entry_day = local_day(t, self.cfg.parse.network_utc_offset_min) as i32;
-        out.ledger.push(LedgerRow { card_id: card_text, customer_id, entry_id, kind: entry_kind, amount, balance_after: m.balance_after, time_ms: t, entry_day, source: src });
+        out.ledger.push(LedgerRow {
+            card_id: card_text,
+            customer_id,
+            entry_id,
+            kind: entry_kind,
+            amount,
+            balance_after: m.balance_after,
+            time_ms: t,
+            entry_day,
+            source: src,
+        });
         push_status(out, m, card_text, t, src);
         Ok(true)
     }
@@ -515,17 +602,37 @@ impl Engine {
         if r.remaining() != 0 {
             return Err(StateError::Corrupt("trailing bytes after the state"));
         }
-        Ok(Engine { cfg, dedup, event_dedup, accounts, splits: Vec::with_capacity(8), tariff_texts: TariffTexts::default() })
+        Ok(Engine {
+            cfg,
+            dedup,
+            event_dedup,
+            accounts,
+            splits: Vec::with_capacity(8),
+            tariff_texts: TariffTexts::default(),
+        })
     }
 }
 
 fn push_status(out: &mut Batch, m: Movement, card: Text, time_ms: i64, source: Source) {
     if let Some(c) = m.change {
-        out.status.push(StatusRow { card_id: card, listed: c.listed, reason: c.reason, time_ms, source });
+        out.status.push(StatusRow {
+            card_id: card,
+            listed: c.listed,
+            reason: c.reason,
+            time_ms,
+            source,
+        });
     }
 }
 
-fn reject(out: &mut Batch, source: Source, reason: RejectReason, raw: &[u8], detail: Option<&str>, time_ms: i64) {
+fn reject(
+    out: &mut Batch,
+    source: Source,
+    reason: RejectReason,
+    raw: &[u8],
+    detail: Option<&str>,
+    time_ms: i64,
+) {
     let detail = match (detail, reason.field()) {
         (Some(d), _) => out.push_text(d),
         (None, Some(f)) => out.push_text(f.name()),

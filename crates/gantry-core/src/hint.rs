@@ -7,7 +7,9 @@ pub fn prefetch<T: ?Sized>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch never faults, whatever the address.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const u8 as *const i8)
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            p as *const u8 as *const i8,
+        )
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;

@@ -299,7 +299,12 @@ impl Batch {
 
     /// Rows of all tables.
     pub fn rows(&self) -> usize {
-        self.settlements.len() + self.splits.len() + self.ledger.len() + self.rejects.len() + self.duplicates.len() + self.status.len()
+        self.settlements.len()
+            + self.splits.len()
+            + self.ledger.len()
+            + self.rejects.len()
+            + self.duplicates.len()
+            + self.status.len()
     }
 
     /// Bytes held in the arenas (a batch closes on bytes as well as rows).

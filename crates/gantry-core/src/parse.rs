@@ -24,8 +24,12 @@ pub const UNIT_ID_BYTES_MAX: usize = 64;
 /// Most tolling units in one record. A gantry fills in the units it missed, which is a
 /// handful in practice; 64 bounds the per-record split buffer.
 pub const UNITS_PER_RECORD_MAX: usize = 64;
-const _: () = assert!(UNITS_PER_RECORD_MAX <= u8::MAX as usize, "a record's unit count is kept in a u8");
-const _: () = assert!((UNIT_ID_BYTES_MAX + 1) * UNITS_PER_RECORD_MAX <= u16::MAX as usize, "a unit's place in tollIntervalId is kept in a u16");
+const _: () =
+    assert!(UNITS_PER_RECORD_MAX <= u8::MAX as usize, "a record's unit count is kept in a u8");
+const _: () = assert!(
+    (UNIT_ID_BYTES_MAX + 1) * UNITS_PER_RECORD_MAX <= u16::MAX as usize,
+    "a unit's place in tollIntervalId is kept in a u16"
+);
 /// Largest absolute money amount accepted in any field, in fen (10 billion yuan): keeps every
 /// sum of amounts far from i64 overflow.
 pub const AMOUNT_ABS_MAX_FEN: i64 = 1_000_000_000_000;
@@ -46,17 +50,28 @@ impl Default for ParseConfig {
 
 /// Calls `f(raw, result)` for every lane record in a message, in order. `raw` is the record's
 /// own bytes (for the reject row). A message with no record at all yields one reject.
-pub fn for_each_lane_record<'a>(msg: &'a [u8], cfg: &ParseConfig, mut f: impl FnMut(&'a [u8], Result<LaneTx<'a>, RejectReason>)) {
+pub fn for_each_lane_record<'a>(
+    msg: &'a [u8],
+    cfg: &ParseConfig,
+    mut f: impl FnMut(&'a [u8], Result<LaneTx<'a>, RejectReason>),
+) {
     for_each_object(msg, &mut |c: &mut Cursor<'a>| parse_lane_object(c, cfg), &mut f)
 }
 
 /// Calls `f(raw, result)` for every account event in a message, in order.
-pub fn for_each_account_event<'a>(msg: &'a [u8], cfg: &ParseConfig, mut f: impl FnMut(&'a [u8], Result<AccountEvent<'a>, RejectReason>)) {
+pub fn for_each_account_event<'a>(
+    msg: &'a [u8],
+    cfg: &ParseConfig,
+    mut f: impl FnMut(&'a [u8], Result<AccountEvent<'a>, RejectReason>),
+) {
     for_each_object(msg, &mut |c: &mut Cursor<'a>| parse_account_object(c, cfg), &mut f)
 }
 
 /// Parses a single lane record (convenience for tools and tests): the first object only.
-pub fn parse_lane_record<'a>(bytes: &'a [u8], cfg: &ParseConfig) -> Result<LaneTx<'a>, RejectReason> {
+pub fn parse_lane_record<'a>(
+    bytes: &'a [u8],
+    cfg: &ParseConfig,
+) -> Result<LaneTx<'a>, RejectReason> {
     let mut first = None;
     for_each_lane_record(bytes, cfg, |_, r| {
         if first.is_none() {
@@ -101,7 +116,9 @@ fn for_each_object<'a, T>(
                 let end = memchr::memchr(b'\n', &b[from..]).map_or(b.len(), |k| from + k);
                 let e = match e {
                     _ if std::str::from_utf8(&b[start..end]).is_err() => RejectReason::NotUtf8,
-                    RejectReason::NotJson { at } => RejectReason::NotJson { at: at.saturating_sub(start as u32) },
+                    RejectReason::NotJson { at } => {
+                        RejectReason::NotJson { at: at.saturating_sub(start as u32) }
+                    }
                     e => e,
                 };
                 f(&b[start..end], Err(e));
@@ -177,7 +194,11 @@ impl<'a> Cursor<'a> {
                 let m = classify16(block.try_into().expect("16 bytes"));
                 let (stop, nonascii) = (m.quote | m.stop, m.nonascii);
                 // A non-ASCII byte before the stop marks the text as such (in `HI` terms).
-                let before = if stop == 0 { nonascii } else { nonascii & ((1u32 << stop.trailing_zeros()) - 1) };
+                let before = if stop == 0 {
+                    nonascii
+                } else {
+                    nonascii & ((1u32 << stop.trailing_zeros()) - 1)
+                };
                 if before != 0 {
                     high |= HI;
                 }
@@ -292,7 +313,8 @@ impl<'a> Cursor<'a> {
                 0..=0x1f => return Err(self.syntax()),
                 _ => {
                     // Copy the plain run up to the next quote or backslash in one go.
-                    let run = memchr::memchr2(b'"', b'\\', &self.b[self.i..]).map_or(self.b.len(), |k| self.i + k);
+                    let run = memchr::memchr2(b'"', b'\\', &self.b[self.i..])
+                        .map_or(self.b.len(), |k| self.i + k);
                     if let Some(k) = self.b[self.i..run].iter().position(|&b| b < 0x20) {
                         self.i += k;
                         return Err(self.syntax());
@@ -350,7 +372,10 @@ impl<'a> Cursor<'a> {
             }
         }
         let n = i - start;
-        if n == 0 || (n > 1 && self.b[start] == b'0') || matches!(self.b.get(i), Some(b'.' | b'e' | b'E')) {
+        if n == 0
+            || (n > 1 && self.b[start] == b'0')
+            || matches!(self.b.get(i), Some(b'.' | b'e' | b'E'))
+        {
             return self.integer_slow(field);
         }
         self.i = i;
@@ -369,7 +394,10 @@ impl<'a> Cursor<'a> {
         let mut overflow = false;
         while let Some(c @ b'0'..=b'9') = self.peek() {
             let d = (c - b'0') as i64;
-            match v.checked_mul(10).and_then(|x| if neg { x.checked_sub(d) } else { x.checked_add(d) }) {
+            match v
+                .checked_mul(10)
+                .and_then(|x| if neg { x.checked_sub(d) } else { x.checked_add(d) })
+            {
                 Some(x) => v = x,
                 None => overflow = true,
             }
@@ -497,7 +525,9 @@ impl<'a> Cursor<'a> {
         match self.peek() {
             Some(b'"') => self.string().map(Some),
             Some(b'n') => self.literal(b"null").map(|_| None),
-            Some(b'-' | b'0'..=b'9' | b't' | b'f' | b'{' | b'[') => Err(ObjError::Syntax(RejectReason::WrongType(field))),
+            Some(b'-' | b'0'..=b'9' | b't' | b'f' | b'{' | b'[') => {
+                Err(ObjError::Syntax(RejectReason::WrongType(field)))
+            }
             _ => Err(self.syntax()),
         }
     }
@@ -509,7 +539,9 @@ impl<'a> Cursor<'a> {
         match self.peek() {
             Some(b'-' | b'0'..=b'9') => self.integer(field).map(Some),
             Some(b'n') => self.literal(b"null").map(|_| None),
-            Some(b'"' | b't' | b'f' | b'{' | b'[') => Err(ObjError::Syntax(RejectReason::WrongType(field))),
+            Some(b'"' | b't' | b'f' | b'{' | b'[') => {
+                Err(ObjError::Syntax(RejectReason::WrongType(field)))
+            }
             _ => Err(self.syntax()),
         }
     }
@@ -520,7 +552,11 @@ impl<'a> Cursor<'a> {
     /// Lanes write their fields in the same order every time, so the key after key `k` is
     /// predicted to be `k + 1` and checked with one comparison; only a miss scans the key.
     #[inline]
-    fn object(&mut self, keys: &[Key], mut member: impl FnMut(usize, &mut Self) -> ObjResult<()>) -> ObjResult<()> {
+    fn object(
+        &mut self,
+        keys: &[Key],
+        mut member: impl FnMut(usize, &mut Self) -> ObjResult<()>,
+    ) -> ObjResult<()> {
         self.eat(b'{')?;
         self.ws();
         if self.peek() == Some(b'}') {
@@ -635,7 +671,9 @@ impl Key {
             let hi = u64::from_le_bytes(w[8..].try_into().expect("8 bytes"));
             lo & self.quoted_mask[0] == self.quoted[0] && hi & self.quoted_mask[1] == self.quoted[1]
         } else {
-            b.len() > self.name.len() && &b[..self.name.len()] == self.name && b[self.name.len()] == b'"'
+            b.len() > self.name.len()
+                && &b[..self.name.len()] == self.name
+                && b[self.name.len()] == b'"'
         }
     }
 }
@@ -691,7 +729,10 @@ type Slots<'a, const S: usize, const I: usize> = ([Option<Cow<'a, str>>; S], [Op
 /// Scans an object's members into string and integer slots per `keys`: first the way lanes
 /// write records, then, if the object is written any other way, in full generality.
 #[inline]
-fn scan_fields<'a, const S: usize, const I: usize, const N: usize>(c: &mut Cursor<'a>, keys: &[Key; N]) -> ObjResult<Slots<'a, S, I>> {
+fn scan_fields<'a, const S: usize, const I: usize, const N: usize>(
+    c: &mut Cursor<'a>,
+    keys: &[Key; N],
+) -> ObjResult<Slots<'a, S, I>> {
     let start = c.i;
     if let Some(slots) = scan_fields_canonical(c, keys) {
         return Ok(slots);
@@ -708,7 +749,10 @@ fn scan_fields<'a, const S: usize, const I: usize, const N: usize>(c: &mut Curso
 /// [`scan_fields_general`], which accepts the same objects with the same result (and names
 /// the reason for the others).
 #[inline(always)]
-fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: &mut Cursor<'a>, keys: &[Key; N]) -> Option<Slots<'a, S, I>> {
+fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(
+    c: &mut Cursor<'a>,
+    keys: &[Key; N],
+) -> Option<Slots<'a, S, I>> {
     let start = c.i;
     let b = &c.b[start..];
     if b.first() != Some(&b'{') {
@@ -730,7 +774,11 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
                 // it is left to the general walk (which decides it the same way), and every
                 // other key's check needs no test of where it is.
                 let first = if $k == 0 { key.open0 } else { key.head[0] };
-                if (w0 & key.head_mask[0]) ^ first | (w1 & key.head_mask[1]) ^ key.head[1] | (w2 & key.head_mask[2]) ^ key.head[2] == 0 {
+                if (w0 & key.head_mask[0]) ^ first
+                    | (w1 & key.head_mask[1]) ^ key.head[1]
+                    | (w2 & key.head_mask[2]) ^ key.head[2]
+                    == 0
+                {
                     let v = p + key.head_len;
                     match key.slot {
                         Slot::Str(s) => {
@@ -741,7 +789,8 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(c: 
                             }
                             // SAFETY: checked just above, by the same rules as `from_utf8`
                             // (ASCII when the scan saw no byte with its high bit set).
-                            strs[s] = Some(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(text) }));
+                            strs[s] =
+                                Some(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(text) }));
                             p = end + 1;
                         }
                         Slot::Int(s) => match small_integer(b, v) {
@@ -986,7 +1035,11 @@ fn classify16_tail(b: &[u8], at: usize) -> Option<Classes16> {
     if b.len() >= 16 {
         let skip = 16 - n;
         let c = classify16(b[b.len() - 16..].try_into().expect("16 bytes"));
-        Some(Classes16 { quote: c.quote >> skip, nonascii: c.nonascii >> skip, stop: c.stop >> skip })
+        Some(Classes16 {
+            quote: c.quote >> skip,
+            nonascii: c.nonascii >> skip,
+            stop: c.stop >> skip,
+        })
     } else {
         // A message shorter than one read; the NULs after it are stops.
         let mut pad = [0u8; 16];
@@ -1035,7 +1088,10 @@ fn classify16(block: &[u8; 16]) -> Classes16 {
 
 /// Any valid JSON object: whitespace, keys in any order, unknown members, `null`s.
 #[inline]
-fn scan_fields_general<'a, const S: usize, const I: usize>(c: &mut Cursor<'a>, keys: &[Key]) -> ObjResult<Slots<'a, S, I>> {
+fn scan_fields_general<'a, const S: usize, const I: usize>(
+    c: &mut Cursor<'a>,
+    keys: &[Key],
+) -> ObjResult<Slots<'a, S, I>> {
     let mut seen = 0u64;
     let mut strs: [Option<Cow<'a, str>>; S] = std::array::from_fn(|_| None);
     let mut ints = [None; I];
@@ -1083,7 +1139,9 @@ fn check_chars(s: &str, field: Field, min: usize, max: usize) -> ObjResult<()> {
 #[inline]
 fn check_opt_text(s: &Option<Cow<'_, str>>, field: Field) -> ObjResult<()> {
     match s {
-        Some(s) if s.len() > TEXT_FIELD_BYTES_MAX => Err(record_err(RejectReason::OutOfRange(field))),
+        Some(s) if s.len() > TEXT_FIELD_BYTES_MAX => {
+            Err(record_err(RejectReason::OutOfRange(field)))
+        }
         _ => Ok(()),
     }
 }
@@ -1130,23 +1188,30 @@ fn parse_lane_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<Lan
         }
     };
     let trans_time = required(trans_time, TransTime)?;
-    let trans_time_ms =
-        parse_timestamp_ms(&trans_time, cfg.network_utc_offset_min).ok_or(record_err(RejectReason::OutOfRange(TransTime)))?;
+    let trans_time_ms = parse_timestamp_ms(&trans_time, cfg.network_utc_offset_min)
+        .ok_or(record_err(RejectReason::OutOfRange(TransTime)))?;
     let media_type = match required(media, MediaType)? {
         1 => crate::record::MediaType::Etc,
         2 => crate::record::MediaType::Cpc,
         _ => return Err(record_err(RejectReason::OutOfRange(MediaType))),
     };
     let card_id = match &card {
-        Some(s) => Some(crate::record::CardId::parse(s).ok_or(record_err(RejectReason::OutOfRange(CpuCardId)))?),
-        None if media_type == crate::record::MediaType::Etc => return Err(record_err(RejectReason::MissingField(CpuCardId))),
+        Some(s) => Some(
+            crate::record::CardId::parse(s)
+                .ok_or(record_err(RejectReason::OutOfRange(CpuCardId)))?,
+        ),
+        None if media_type == crate::record::MediaType::Etc => {
+            return Err(record_err(RejectReason::MissingField(CpuCardId)))
+        }
         None => None,
     };
     check_opt_text(&obu, ObuId)?;
     check_opt_text(&plate, VehiclePlate)?;
     check_opt_text(&pass, PassId)?;
     let vehicle_type = required(vtype, VehicleType)?;
-    if !(0..=255).contains(&vehicle_type) || crate::record::vehicle_type_index(vehicle_type as u8).is_none() {
+    if !(0..=255).contains(&vehicle_type)
+        || crate::record::vehicle_type_index(vehicle_type as u8).is_none()
+    {
         return Err(record_err(RejectReason::OutOfRange(VehicleType)));
     }
     let vehicle_class = in_range(vclass.unwrap_or(0), VehicleClass, 0, 255)? as u8;
@@ -1184,15 +1249,18 @@ fn parse_lane_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<Lan
 
 fn parse_account_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<AccountEvent<'a>> {
     let (strs, ints) = scan_fields::<11, 5, 16>(c, &EVENT_KEYS)?;
-    let [typ, card, time, customer, plate, topup_id, channel, adjust_id, reason, trade_id, status] = strs;
+    let [typ, card, time, customer, plate, topup_id, channel, adjust_id, reason, trade_id, status] =
+        strs;
     let [card_type, vtype, balance, credit, amount] = ints;
 
     use Field::*;
     let typ = required(typ, Type)?;
     let card = required(card, CardId)?;
-    let card_id = crate::record::CardId::parse(&card).ok_or(record_err(RejectReason::OutOfRange(CardId)))?;
+    let card_id =
+        crate::record::CardId::parse(&card).ok_or(record_err(RejectReason::OutOfRange(CardId)))?;
     let time = required(time, Time)?;
-    let time_ms = parse_timestamp_ms(&time, cfg.network_utc_offset_min).ok_or(record_err(RejectReason::OutOfRange(Time)))?;
+    let time_ms = parse_timestamp_ms(&time, cfg.network_utc_offset_min)
+        .ok_or(record_err(RejectReason::OutOfRange(Time)))?;
     let kind = match &*typ {
         "open" => {
             let customer_id = required(customer, CustomerId)?;
@@ -1203,18 +1271,30 @@ fn parse_account_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<
                 _ => return Err(record_err(RejectReason::OutOfRange(CardType))),
             };
             let vehicle_type = required(vtype, VehicleType)?;
-            if !(0..=255).contains(&vehicle_type) || crate::record::vehicle_type_index(vehicle_type as u8).is_none() {
+            if !(0..=255).contains(&vehicle_type)
+                || crate::record::vehicle_type_index(vehicle_type as u8).is_none()
+            {
                 return Err(record_err(RejectReason::OutOfRange(VehicleType)));
             }
             check_opt_text(&plate, Plate)?;
-            let balance = in_range(balance.unwrap_or(0), Balance, -AMOUNT_ABS_MAX_FEN, AMOUNT_ABS_MAX_FEN)?;
+            let balance =
+                in_range(balance.unwrap_or(0), Balance, -AMOUNT_ABS_MAX_FEN, AMOUNT_ABS_MAX_FEN)?;
             // The account keeps the credit limit in 32 bits: 21 million yuan is far above any
             // postpaid ETC limit.
             let credit_limit = match card_type {
-                crate::record::CardType::Postpaid => in_range(credit.unwrap_or(0), CreditLimit, 0, i32::MAX as i64)?,
+                crate::record::CardType::Postpaid => {
+                    in_range(credit.unwrap_or(0), CreditLimit, 0, i32::MAX as i64)?
+                }
                 crate::record::CardType::StoredValue => 0,
             };
-            AccountEventKind::Open { customer_id, card_type, vehicle_type: vehicle_type as u8, plate, balance, credit_limit }
+            AccountEventKind::Open {
+                customer_id,
+                card_type,
+                vehicle_type: vehicle_type as u8,
+                plate,
+                balance,
+                credit_limit,
+            }
         }
         "topup" => {
             let topup_id = required(topup_id, TopupId)?;
@@ -1226,7 +1306,12 @@ fn parse_account_object<'a>(c: &mut Cursor<'a>, cfg: &ParseConfig) -> ObjResult<
         "adjust" => {
             let adjust_id = required(adjust_id, AdjustId)?;
             check_chars(&adjust_id, AdjustId, 1, 40)?;
-            let amount = in_range(required(amount, Amount)?, Amount, -AMOUNT_ABS_MAX_FEN, AMOUNT_ABS_MAX_FEN)?;
+            let amount = in_range(
+                required(amount, Amount)?,
+                Amount,
+                -AMOUNT_ABS_MAX_FEN,
+                AMOUNT_ABS_MAX_FEN,
+            )?;
             let reason = required(reason, Reason)?;
             check_opt_text(&Some(reason.clone()), Reason)?;
             if let Some(t) = &trade_id {
@@ -1315,7 +1400,11 @@ mod tests {
                 format!(r#""passId":"{}苏"}}"#, "P".repeat(n)),
                 format!(r#""passId":"{}","fee":{}}}"#, "P".repeat(n), "9".repeat(n % 12 + 1)),
             ] {
-                for first in [r#"{"tradeId":"T1","#, r#"{"tradeId":"","#, r#"{"tradeId":"G0015320030010102026111012000001","gantryId":"G1","#] {
+                for first in [
+                    r#"{"tradeId":"T1","#,
+                    r#"{"tradeId":"","#,
+                    r#"{"tradeId":"G0015320030010102026111012000001","gantryId":"G1","#,
+                ] {
                     let msg = format!("{first}{last}");
                     let (fast, general) = both(msg.as_bytes());
                     assert!(fast.is_some(), "{msg}");
@@ -1329,22 +1418,59 @@ mod tests {
                 }
             }
         }
-        for msg in [&br#"{"tradeId":"","fee":1}"#[..], br#"{"tradeId":"","obuId":""}"#, br#"{"tradeId":"","obuId":"\u00e9"}"#, br#"{"tradeId":"","obuId":"ab"#, br#"{"tradeId":"","obuId":"a"#, b"{\"tradeId\":\"\",\"obuId\":\"\xE8\x8B\x8F\"}"] {
+        for msg in [
+            &br#"{"tradeId":"","fee":1}"#[..],
+            br#"{"tradeId":"","obuId":""}"#,
+            br#"{"tradeId":"","obuId":"\u00e9"}"#,
+            br#"{"tradeId":"","obuId":"ab"#,
+            br#"{"tradeId":"","obuId":"a"#,
+            b"{\"tradeId\":\"\",\"obuId\":\"\xE8\x8B\x8F\"}",
+        ] {
             let (fast, general) = both(msg);
             if fast.is_some() {
                 assert_eq!(fast, general, "{}", String::from_utf8_lossy(msg));
             } else {
-                assert!(msg.contains(&b'\\') || general.is_none(), "{}", String::from_utf8_lossy(msg));
+                assert!(
+                    msg.contains(&b'\\') || general.is_none(),
+                    "{}",
+                    String::from_utf8_lossy(msg)
+                );
             }
         }
-        assert!(both(br#"{"tradeId":"","fee":1}"#).0.is_some() && both(b"{\"tradeId\":\"\",\"obuId\":\"\xE8\x8B\x8F\"}").0.is_some());
+        assert!(
+            both(br#"{"tradeId":"","fee":1}"#).0.is_some()
+                && both(b"{\"tradeId\":\"\",\"obuId\":\"\xE8\x8B\x8F\"}").0.is_some()
+        );
     }
 
     /// Integers read inline (one or two digits) and through `Cursor::integer` agree with the
     /// general walk, before a `,`, before the `}` and at the end of the message.
     #[test]
     fn canonical_path_reads_integers_as_the_general_walk() {
-        let values = ["0", "5", "9", "10", "42", "99", "100", "255", "05", "00", "007", "-1", "-0", "1.5", "1e2", "2E1", "9.", "1-", "+1", "", "a1", "12345678901234567890"];
+        let values = [
+            "0",
+            "5",
+            "9",
+            "10",
+            "42",
+            "99",
+            "100",
+            "255",
+            "05",
+            "00",
+            "007",
+            "-1",
+            "-0",
+            "1.5",
+            "1e2",
+            "2E1",
+            "9.",
+            "1-",
+            "+1",
+            "",
+            "a1",
+            "12345678901234567890",
+        ];
         for v in values {
             for msg in [
                 format!(r#"{{"tradeId":"T1","mediaType":{v},"vehicleType":1}}"#),
@@ -1355,7 +1481,10 @@ mod tests {
                 let (fast, general) = both(msg.as_bytes());
                 // A JSON integer that fits an i64.
                 let digits = v.strip_prefix('-').unwrap_or(v);
-                let valid = !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0')) && v.parse::<i64>().is_ok();
+                let valid = !digits.is_empty()
+                    && digits.bytes().all(|c| c.is_ascii_digit())
+                    && (digits == "0" || !digits.starts_with('0'))
+                    && v.parse::<i64>().is_ok();
                 assert_eq!(fast.is_some(), valid, "{msg}");
                 if let Some(fast) = fast {
                     assert_eq!(Some(fast), general, "{msg}");
@@ -1385,12 +1514,12 @@ mod tests {
         for (s, ok) in [
             (&b"\xE8\x8B\x8FA12345"[..], true), // 苏A12345
             (b"\xC2\x80", true),
-            (b"\xC1\xBF", false),              // overlong
-            (b"\xE0\x9F\xBF", false),          // overlong
-            (b"\xED\xA0\x80", false),          // surrogate
-            (b"\xF4\x8F\xBF\xBF", true),      // U+10FFFF
-            (b"\xF4\x90\x80\x80", false),     // above U+10FFFF
-            (b"\xE8\x8B", false),              // cut short
+            (b"\xC1\xBF", false),         // overlong
+            (b"\xE0\x9F\xBF", false),     // overlong
+            (b"\xED\xA0\x80", false),     // surrogate
+            (b"\xF4\x8F\xBF\xBF", true),  // U+10FFFF
+            (b"\xF4\x90\x80\x80", false), // above U+10FFFF
+            (b"\xE8\x8B", false),         // cut short
         ] {
             assert_eq!(utf8_well_formed(s), ok, "{s:?}");
             assert_eq!(std::str::from_utf8(s).is_ok(), ok, "{s:?}");

@@ -61,7 +61,12 @@ fn round_bp(amount: i64, bp: u64) -> i64 {
 
 /// Prices `tx` with `v` (the version in force at its `transTime`), appending one [`Split`]
 /// per unit to `splits`. On a reject nothing is left appended.
-pub fn price(tx: &LaneTx<'_>, v: &TariffVersion, network_utc_offset_min: i32, splits: &mut Vec<Split>) -> Result<Priced, RejectReason> {
+pub fn price(
+    tx: &LaneTx<'_>,
+    v: &TariffVersion,
+    network_utc_offset_min: i32,
+    splits: &mut Vec<Split>,
+) -> Result<Priced, RejectReason> {
     price_known_unit(tx, v, network_utc_offset_min, splits, None)
 }
 

@@ -25,7 +25,10 @@ impl CardId {
         }
         // Real ids have 16–20 digits: the first 16 go through two word-sized steps.
         if b.len() >= 16 {
-            let (Some(hi), Some(lo)) = (crate::digits::parse8(b, 0), crate::digits::parse8(b, 8)) else { return None };
+            let (Some(hi), Some(lo)) = (crate::digits::parse8(b, 0), crate::digits::parse8(b, 8))
+            else {
+                return None;
+            };
             // The last 0–4 digits (all 4 in the standard 20-digit id: one word step), then one
             // 128-bit multiply-add.
             let tail = match b.get(16..20) {
@@ -86,7 +89,8 @@ impl CardId {
         // need it, the rest is 64-bit arithmetic.
         const TEN19: u128 = 10_000_000_000_000_000_000;
         let v = self.value();
-        let (top, mut low) = if v >= TEN19 { ((v / TEN19) as u64, (v % TEN19) as u64) } else { (0, v as u64) };
+        let (top, mut low) =
+            if v >= TEN19 { ((v / TEN19) as u64, (v % TEN19) as u64) } else { (0, v as u64) };
         for (k, i) in (0..n).rev().enumerate() {
             buf[i] = b'0' + if k < 19 { (low % 10) as u8 } else { top as u8 };
             low /= 10;
@@ -306,9 +310,20 @@ pub enum AccountEventKind<'a> {
         /// Postpaid only; 0 for stored-value cards.
         credit_limit: i64,
     },
-    Topup { topup_id: Cow<'a, str>, amount: i64, channel: Option<Cow<'a, str>> },
-    Adjust { adjust_id: Cow<'a, str>, amount: i64, reason: Cow<'a, str>, trade_id: Option<Cow<'a, str>> },
-    Status { status: CardStatus },
+    Topup {
+        topup_id: Cow<'a, str>,
+        amount: i64,
+        channel: Option<Cow<'a, str>>,
+    },
+    Adjust {
+        adjust_id: Cow<'a, str>,
+        amount: i64,
+        reason: Cow<'a, str>,
+        trade_id: Option<Cow<'a, str>>,
+    },
+    Status {
+        status: CardStatus,
+    },
 }
 
 #[cfg(test)]
@@ -334,7 +349,14 @@ mod tests {
 
     #[test]
     fn card_ids_round_trip() {
-        for s in ["0", "3201", "00012", "32011820220000123456", "99999999999999999999", "18446744073709551616"] {
+        for s in [
+            "0",
+            "3201",
+            "00012",
+            "32011820220000123456",
+            "99999999999999999999",
+            "18446744073709551616",
+        ] {
             let c = CardId::parse(s).unwrap();
             assert_eq!(c.to_string(), s);
         }
@@ -342,7 +364,16 @@ mod tests {
         for s in ["1234567890123456", "12345678901234567", "00000000000000000000"] {
             assert_eq!(CardId::parse(s).unwrap().to_string(), s);
         }
-        for s in ["", "123456789012345678901", "12a", "-1", "1 ", "1234567890123456a", "123456789012345a7", "1234567a90123456789"] {
+        for s in [
+            "",
+            "123456789012345678901",
+            "12a",
+            "-1",
+            "1 ",
+            "1234567890123456a",
+            "123456789012345a7",
+            "1234567a90123456789",
+        ] {
             assert_eq!(CardId::parse(s), None, "{s:?}");
         }
         let mut buf = [0; CARD_ID_DIGITS_MAX];

@@ -81,7 +81,9 @@ pub enum RejectReason {
     /// The message is not valid UTF-8.
     NotUtf8,
     /// Not JSON, or not a JSON object; `at` is the byte offset in the object's text.
-    NotJson { at: u32 },
+    NotJson {
+        at: u32,
+    },
     MissingField(Field),
     /// A field of the wrong JSON type (a string where a number belongs, a fraction for an int).
     WrongType(Field),

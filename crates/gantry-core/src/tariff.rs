@@ -145,7 +145,10 @@ impl UnitIndex {
 fn ends(b: &[u8]) -> (u64, u64) {
     let n = b.len();
     if n >= 8 {
-        (u64::from_le_bytes(b[..8].try_into().expect("8 bytes")), u64::from_le_bytes(b[n - 8..].try_into().expect("8 bytes")))
+        (
+            u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            u64::from_le_bytes(b[n - 8..].try_into().expect("8 bytes")),
+        )
     } else {
         let mut w = [0u8; 8];
         w[..n].copy_from_slice(b);
@@ -158,7 +161,9 @@ fn ends(b: &[u8]) -> (u64, u64) {
 #[inline(always)]
 fn id_hash(b: &[u8]) -> u64 {
     let (a, z) = ends(b);
-    let mut h = (a ^ 0x9E37_79B9_7F4A_7C15).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ z.rotate_left(31) ^ b.len() as u64;
+    let mut h = (a ^ 0x9E37_79B9_7F4A_7C15).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+        ^ z.rotate_left(31)
+        ^ b.len() as u64;
     if b.len() > 16 {
         h ^= xxhash_rust::xxh3::xxh3_64(b);
     }
@@ -229,7 +234,13 @@ impl TariffVersion {
         };
         let toml_text = read("tariff.toml")?;
         let csv_text = read("intervals.csv")?;
-        Self::from_sources(&dir.join("tariff.toml"), &toml_text, &dir.join("intervals.csv"), &csv_text, network_utc_offset_min)
+        Self::from_sources(
+            &dir.join("tariff.toml"),
+            &toml_text,
+            &dir.join("intervals.csv"),
+            &csv_text,
+            network_utc_offset_min,
+        )
     }
 
     /// Builds a version from the two files' text; the paths are for error messages only.
@@ -240,25 +251,37 @@ impl TariffVersion {
         csv_text: &str,
         network_utc_offset_min: i32,
     ) -> Result<TariffVersion, TariffError> {
-        let line_of = |span: std::ops::Range<usize>| toml_text[..span.start.min(toml_text.len())].matches('\n').count() + 1;
+        let line_of = |span: std::ops::Range<usize>| {
+            toml_text[..span.start.min(toml_text.len())].matches('\n').count() + 1
+        };
         let spec: TariffToml = toml::from_str(toml_text).map_err(|e| TariffError::Syntax {
             file: toml_path.to_path_buf(),
             line: e.span().map_or(0, line_of),
             message: e.message().to_string(),
         })?;
-        let invalid = |span: std::ops::Range<usize>, field: &str, message: String| TariffError::Invalid {
-            file: toml_path.to_path_buf(),
-            line: line_of(span),
-            field: field.to_string(),
-            message,
-        };
+        let invalid =
+            |span: std::ops::Range<usize>, field: &str, message: String| TariffError::Invalid {
+                file: toml_path.to_path_buf(),
+                line: line_of(span),
+                field: field.to_string(),
+                message,
+            };
         let time = |v: &Spanned<String>, field: &str| {
-            parse_timestamp_ms(v.get_ref(), network_utc_offset_min)
-                .ok_or_else(|| invalid(v.span(), field, format!("`{}` is not a time like 2026-11-01T00:00:00+08:00", v.get_ref())))
+            parse_timestamp_ms(v.get_ref(), network_utc_offset_min).ok_or_else(|| {
+                invalid(
+                    v.span(),
+                    field,
+                    format!("`{}` is not a time like 2026-11-01T00:00:00+08:00", v.get_ref()),
+                )
+            })
         };
         let bp = |v: &Spanned<u32>, field: &str| {
             if *v.get_ref() > BP_MAX {
-                Err(invalid(v.span(), field, format!("{} basis points is more than 100%", v.get_ref())))
+                Err(invalid(
+                    v.span(),
+                    field,
+                    format!("{} basis points is more than 100%", v.get_ref()),
+                ))
             } else {
                 Ok(*v.get_ref())
             }
@@ -266,7 +289,9 @@ impl TariffVersion {
         let classes = |v: &Spanned<Vec<u8>>, field: &str| -> Result<u16, TariffError> {
             let mut mask = 0u16;
             for t in v.get_ref() {
-                let i = vehicle_type_index(*t).ok_or_else(|| invalid(v.span(), field, format!("{t} is not a vehicle class of JT/T 489")))?;
+                let i = vehicle_type_index(*t).ok_or_else(|| {
+                    invalid(v.span(), field, format!("{t} is not a vehicle class of JT/T 489"))
+                })?;
                 mask |= 1 << i;
             }
             Ok(mask)
@@ -275,7 +300,8 @@ impl TariffVersion {
             let s = v.get_ref();
             let bad = || invalid(v.span(), field, format!("`{s}` is not a local time HH:MM"));
             let b = s.as_bytes();
-            if b.len() != 5 || b[2] != b':' || !b[..2].iter().chain(&b[3..]).all(u8::is_ascii_digit) {
+            if b.len() != 5 || b[2] != b':' || !b[..2].iter().chain(&b[3..]).all(u8::is_ascii_digit)
+            {
                 return Err(bad());
             }
             let h = (b[0] - b'0') as u32 * 10 + (b[1] - b'0') as u32;
@@ -301,19 +327,37 @@ impl TariffVersion {
             let start_ms = time(&h.start, "holiday_free.start")?;
             let end_ms = time(&h.end, "holiday_free.end")?;
             if end_ms <= start_ms {
-                return Err(invalid(h.end.span(), "holiday_free.end", "must be after start".into()));
+                return Err(invalid(
+                    h.end.span(),
+                    "holiday_free.end",
+                    "must be after start".into(),
+                ));
             }
-            holiday_free.push(HolidayFree { start_ms, end_ms, vehicle_types: classes(&h.vehicle_types, "holiday_free.vehicle_types")?, max_seats: h.max_seats });
+            holiday_free.push(HolidayFree {
+                start_ms,
+                end_ms,
+                vehicle_types: classes(&h.vehicle_types, "holiday_free.vehicle_types")?,
+                max_seats: h.max_seats,
+            });
         }
         if spec.time_discount.len() > TIME_DISCOUNT_RULES_MAX {
-            return Err(invalid(spec.time_discount[TIME_DISCOUNT_RULES_MAX].from.span(), "time_discount", format!("more than {TIME_DISCOUNT_RULES_MAX} rules")));
+            return Err(invalid(
+                spec.time_discount[TIME_DISCOUNT_RULES_MAX].from.span(),
+                "time_discount",
+                format!("more than {TIME_DISCOUNT_RULES_MAX} rules"),
+            ));
         }
         let mut time_discounts = Vec::new();
         for r in &spec.time_discount {
             let from_min = hhmm(&r.from, "time_discount.from", false)?;
             let to_min = hhmm(&r.to, "time_discount.to", true)?;
             if from_min == to_min {
-                return Err(invalid(r.to.span(), "time_discount.to", "equals `from`: the window is empty (use 00:00 to 24:00 for the whole day)".into()));
+                return Err(invalid(
+                    r.to.span(),
+                    "time_discount.to",
+                    "equals `from`: the window is empty (use 00:00 to 24:00 for the whole day)"
+                        .into(),
+                ));
             }
             time_discounts.push(TimeDiscount {
                 vehicle_types: classes(&r.vehicle_types, "time_discount.vehicle_types")?,
@@ -336,7 +380,11 @@ impl TariffVersion {
                     units.iter_mut().for_each(|u| u.time_rules |= 1 << r);
                 } else {
                     let i = index.get(id.as_bytes(), &units).ok_or_else(|| {
-                        invalid(rule.intervals.span(), "time_discount.intervals", format!("unit `{id}` is not in {}", csv_path.display()))
+                        invalid(
+                            rule.intervals.span(),
+                            "time_discount.intervals",
+                            format!("unit `{id}` is not in {}", csv_path.display()),
+                        )
                     })?;
                     units[i as usize].time_rules |= 1 << r;
                 }
@@ -359,7 +407,12 @@ impl TariffVersion {
 
     /// The first time-discount rule matching a unit, class and local minute of day.
     #[inline]
-    pub fn time_discount_for(&self, unit: &Unit, class_bit: u16, minute_of_day: u32) -> Option<&TimeDiscount> {
+    pub fn time_discount_for(
+        &self,
+        unit: &Unit,
+        class_bit: u16,
+        minute_of_day: u32,
+    ) -> Option<&TimeDiscount> {
         let mut rules = unit.time_rules;
         while rules != 0 {
             let r = rules.trailing_zeros() as usize;
@@ -377,11 +430,23 @@ impl TariffVersion {
 type Intervals = (Vec<Unit>, Vec<Box<str>>);
 
 fn parse_intervals(path: &Path, text: &str) -> Result<Intervals, TariffError> {
-    let invalid = |line: usize, field: &str, message: String| TariffError::Invalid { file: path.to_path_buf(), line, field: field.to_string(), message };
-    let mut rdr = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let invalid = |line: usize, field: &str, message: String| TariffError::Invalid {
+        file: path.to_path_buf(),
+        line,
+        field: field.to_string(),
+        message,
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let headers = rdr
         .headers()
-        .map_err(|e| TariffError::Syntax { file: path.to_path_buf(), line: 1, message: e.to_string() })?
+        .map_err(|e| TariffError::Syntax {
+            file: path.to_path_buf(),
+            line: 1,
+            message: e.to_string(),
+        })?
         .clone();
     // Column positions: id, owner, length, then fee columns mapped to class indexes.
     let (mut id_col, mut owner_col, mut length_col) = (None, None, None);
@@ -438,7 +503,9 @@ fn parse_intervals(path: &Path, text: &str) -> Result<Intervals, TariffError> {
         };
         let length_m = match length_col.and_then(|c| row.get(c)) {
             None | Some("") => 0,
-            Some(v) => v.parse::<u32>().map_err(|_| invalid(line, "length_m", format!("`{v}` is not a length in metres")))?,
+            Some(v) => v.parse::<u32>().map_err(|_| {
+                invalid(line, "length_m", format!("`{v}` is not a length in metres"))
+            })?,
         };
         let mut fees = [FEE_MISSING; 16];
         for &(col, class) in &fee_cols {
@@ -447,7 +514,9 @@ fn parse_intervals(path: &Path, text: &str) -> Result<Intervals, TariffError> {
                 continue;
             }
             let field = &headers[col];
-            let fee = v.parse::<i32>().map_err(|_| invalid(line, field, format!("`{v}` is not a fee in whole fen")))?;
+            let fee = v
+                .parse::<i32>()
+                .map_err(|_| invalid(line, field, format!("`{v}` is not a fee in whole fen")))?;
             if fee < 0 {
                 return Err(invalid(line, field, format!("negative fee {fee}")));
             }
@@ -513,7 +582,9 @@ pub struct TariffSet {
 
 impl fmt::Debug for TariffSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.versions.iter().map(|v| (&v.version, v.effective_from_ms))).finish()
+        f.debug_list()
+            .entries(self.versions.iter().map(|v| (&v.version, v.effective_from_ms)))
+            .finish()
     }
 }
 
@@ -533,7 +604,11 @@ impl TariffSet {
     /// the same name, or another with the same `effective_from`, is refused rather than
     /// letting the same record price two ways.
     pub fn with(&self, v: TariffVersion) -> Result<TariffSet, TariffError> {
-        if let Some(old) = self.versions.iter().find(|o| o.version == v.version || o.effective_from_ms == v.effective_from_ms) {
+        if let Some(old) = self
+            .versions
+            .iter()
+            .find(|o| o.version == v.version || o.effective_from_ms == v.effective_from_ms)
+        {
             let message = if old.version == v.version {
                 "is already loaded; publish changes as a new version".to_string()
             } else {
@@ -586,8 +661,12 @@ impl TariffStore {
     /// Loads every version directory under `root` (each a directory with `tariff.toml`).
     pub fn load_root(root: &Path, network_utc_offset_min: i32) -> Result<TariffSet, TariffError> {
         let mut set = TariffSet::default();
-        let entries = std::fs::read_dir(root).map_err(|source| TariffError::Io { path: root.to_path_buf(), source })?;
-        let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("tariff.toml").is_file()).collect();
+        let entries = std::fs::read_dir(root)
+            .map_err(|source| TariffError::Io { path: root.to_path_buf(), source })?;
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("tariff.toml").is_file())
+            .collect();
         dirs.sort();
         if root.join("tariff.toml").is_file() {
             dirs.push(root.to_path_buf());

@@ -105,8 +105,14 @@ fn canonical_local_ms(b: &[u8], offset_min: i32) -> Option<i64> {
     const SEP0: u64 = 0xFF00_00FF_0000_0000; // bytes 4 and 7: '-'
     const SEP1: u64 = 0x0000_FF00_00FF_0000; // bytes 2 and 5: 'T', ':'
     const SEP2: u64 = 0x0000_FF00_00FF_0000; // bytes 2 and 5: ':'
-    let sep_ok = w0 & SEP0 == 0x2D00_002D_0000_0000 && w1 & SEP1 == 0x0000_3A00_0054_0000 && w2 & SEP2 == 0x0000_3A00_003A_0000;
-    if !sep_ok || non_digits(w0, !SEP0) != 0 || non_digits(w1, !SEP1) != 0 || non_digits(w2, !SEP2) != 0 {
+    let sep_ok = w0 & SEP0 == 0x2D00_002D_0000_0000
+        && w1 & SEP1 == 0x0000_3A00_0054_0000
+        && w2 & SEP2 == 0x0000_3A00_003A_0000;
+    if !sep_ok
+        || non_digits(w0, !SEP0) != 0
+        || non_digits(w1, !SEP1) != 0
+        || non_digits(w2, !SEP2) != 0
+    {
         return None;
     }
     // Each word's two-digit values at once: with the separators masked out, byte k of
@@ -122,17 +128,34 @@ fn canonical_local_ms(b: &[u8], offset_min: i32) -> Option<i64> {
     let (hour, minute, second) = (byte(p1, 3), byte(p1, 6), byte(p2, 6));
     // Months of the table's years are looked up; other years and impossible months go to
     // the general parser, which decides them.
-    let m = (year.wrapping_sub(TABLE_FIRST_YEAR) as usize * 12).wrapping_add(month as usize).wrapping_sub(1);
-    let (Some(&first), Some(&next)) = (MONTH_START_DAY.get(m), MONTH_START_DAY.get(m + 1)) else { return None };
-    if !(1..=12).contains(&month) || day == 0 || day as i32 > next - first || hour > 23 || minute > 59 || second > 59 {
+    let m = (year.wrapping_sub(TABLE_FIRST_YEAR) as usize * 12)
+        .wrapping_add(month as usize)
+        .wrapping_sub(1);
+    let (Some(&first), Some(&next)) = (MONTH_START_DAY.get(m), MONTH_START_DAY.get(m + 1)) else {
+        return None;
+    };
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day as i32 > next - first
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
         return None;
     }
-    let local_ms = (first + day as i32 - 1) as i64 * MS_PER_DAY + ((hour * 3600 + minute * 60 + second) as i64) * 1000;
+    let local_ms = (first + day as i32 - 1) as i64 * MS_PER_DAY
+        + ((hour * 3600 + minute * 60 + second) as i64) * 1000;
     Some(local_ms - offset_min as i64 * 60_000)
 }
 
 fn parse_timestamp_general(b: &[u8], default_offset_min: i32) -> Option<i64> {
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || (b[10] != b'T' && b[10] != b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let year = digits::<4>(b, 0)? as i64;
@@ -141,7 +164,13 @@ fn parse_timestamp_general(b: &[u8], default_offset_min: i32) -> Option<i64> {
     let hour = digits::<2>(b, 11)?;
     let minute = digits::<2>(b, 14)?;
     let second = digits::<2>(b, 17)?;
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
         return None;
     }
     let mut at = 19;
@@ -179,12 +208,17 @@ fn parse_timestamp_general(b: &[u8], default_offset_min: i32) -> Option<i64> {
                 return None;
             }
             let o = (oh * 60 + om) as i32;
-            if sign == b'-' { -o } else { o }
+            if sign == b'-' {
+                -o
+            } else {
+                o
+            }
         }
         _ => return None,
     };
     let days = days_from_civil(year, month, day);
-    let local_ms = days * MS_PER_DAY + ((hour * 3600 + minute * 60 + second) as i64) * 1000 + millis;
+    let local_ms =
+        days * MS_PER_DAY + ((hour * 3600 + minute * 60 + second) as i64) * 1000 + millis;
     Some(local_ms - offset_min as i64 * 60_000)
 }
 
@@ -212,7 +246,15 @@ pub fn format_timestamp(epoch_ms: i64, offset_min: i32) -> String {
     let s = local.rem_euclid(MS_PER_DAY) / 1000;
     let sign = if offset_min < 0 { '-' } else { '+' };
     let o = offset_min.abs();
-    format!("{}T{:02}:{:02}:{:02}{sign}{:02}:{:02}", format_date(local.div_euclid(MS_PER_DAY)), s / 3600, s / 60 % 60, s % 60, o / 60, o % 60)
+    format!(
+        "{}T{:02}:{:02}:{:02}{sign}{:02}:{:02}",
+        format_date(local.div_euclid(MS_PER_DAY)),
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        o / 60,
+        o % 60
+    )
 }
 
 #[cfg(test)]
@@ -243,9 +285,19 @@ mod tests {
     #[test]
     fn rejected_forms() {
         for s in [
-            "", "2026-11-01", "2026-13-01T00:00:00", "2026-02-29T00:00:00", "2026-11-31T00:00:00",
-            "2026-11-01T24:00:00", "2026-11-01T00:60:00", "2026-11-01T00:00:60", "2026-11-01T00:00:00.",
-            "2026-11-01T00:00:00+8", "2026-11-01T00:00:00+15:00", "2026-11-01T00:00:00Zjunk", "2026/11/01T00:00:00",
+            "",
+            "2026-11-01",
+            "2026-13-01T00:00:00",
+            "2026-02-29T00:00:00",
+            "2026-11-31T00:00:00",
+            "2026-11-01T24:00:00",
+            "2026-11-01T00:60:00",
+            "2026-11-01T00:00:60",
+            "2026-11-01T00:00:00.",
+            "2026-11-01T00:00:00+8",
+            "2026-11-01T00:00:00+15:00",
+            "2026-11-01T00:00:00Zjunk",
+            "2026/11/01T00:00:00",
             "２０２６-11-01T00:00:00",
         ] {
             assert_eq!(parse_timestamp_ms(s, CST), None, "{s}");
@@ -289,8 +341,13 @@ mod tests {
                 let ms = (day * 86_400 + secs) * 1000 - CST as i64 * 60_000;
                 let text = format_timestamp(ms, CST);
                 let local = &text[..19];
-                let in_table = (days_from_civil(1970, 1, 1)..days_from_civil(2100, 1, 1)).contains(&day);
-                assert_eq!(canonical_local_ms(local.as_bytes(), CST), in_table.then_some(ms), "{text}");
+                let in_table =
+                    (days_from_civil(1970, 1, 1)..days_from_civil(2100, 1, 1)).contains(&day);
+                assert_eq!(
+                    canonical_local_ms(local.as_bytes(), CST),
+                    in_table.then_some(ms),
+                    "{text}"
+                );
                 assert_eq!(parse_timestamp_general(local.as_bytes(), CST), Some(ms), "{text}");
                 assert_eq!(parse_timestamp_ms(local, CST), Some(ms), "{text}");
                 taken += in_table as usize;
@@ -303,11 +360,24 @@ mod tests {
     /// month 0 or 13 are refused by the fast path and the general parser alike.
     #[test]
     fn impossible_dates_are_refused() {
-        for s in ["2026-11-00T00:00:00", "2026-02-29T00:00:00", "2100-02-29T00:00:00", "2026-04-31T00:00:00", "2026-00-10T00:00:00", "2026-13-10T00:00:00", "2099-12-32T00:00:00"] {
+        for s in [
+            "2026-11-00T00:00:00",
+            "2026-02-29T00:00:00",
+            "2100-02-29T00:00:00",
+            "2026-04-31T00:00:00",
+            "2026-00-10T00:00:00",
+            "2026-13-10T00:00:00",
+            "2099-12-32T00:00:00",
+        ] {
             assert_eq!(canonical_local_ms(s.as_bytes(), CST), None, "{s}");
             assert_eq!(parse_timestamp_ms(s, CST), None, "{s}");
         }
-        for s in ["2024-02-29T00:00:00", "2000-02-29T00:00:00", "2099-12-31T23:59:59", "1970-01-01T00:00:00"] {
+        for s in [
+            "2024-02-29T00:00:00",
+            "2000-02-29T00:00:00",
+            "2099-12-31T23:59:59",
+            "1970-01-01T00:00:00",
+        ] {
             assert!(canonical_local_ms(s.as_bytes(), CST).is_some(), "{s}");
         }
     }

@@ -8,7 +8,11 @@ use gantry_core::tariff::{TariffSet, TariffStore};
 use gantry_core::{Engine, EngineConfig};
 
 fn tariffs() -> TariffSet {
-    TariffStore::load_root(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tariffs"), 480).unwrap()
+    TariffStore::load_root(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tariffs"),
+        480,
+    )
+    .unwrap()
 }
 
 const TS: i64 = 1_794_369_600_000; // 2026-11-11T12:00 +08:00, after every record but T7
@@ -18,7 +22,9 @@ fn src(topic: Topic, offset: i64) -> Source {
 }
 
 fn lane(id: &str, card: &str, units: &str, time: &str, vtype: u8) -> String {
-    format!(r#"{{"tradeId":"{id}","gantryId":"G1","tollIntervalId":"{units}","transTime":"{time}","mediaType":1,"cpuCardId":"{card}","vehicleType":{vtype},"vehiclePlate":"苏A1_0"}}"#)
+    format!(
+        r#"{{"tradeId":"{id}","gantryId":"G1","tollIntervalId":"{units}","transTime":"{time}","mediaType":1,"cpuCardId":"{card}","vehicleType":{vtype},"vehiclePlate":"苏A1_0"}}"#
+    )
 }
 
 const CARD: &str = "32011820220000123456";
@@ -59,16 +65,37 @@ fn known_records_give_exact_rows() {
     let mut out = Batch::new();
     run(&mut engine, &set, &events(), &mut out);
 
-    let settled: Vec<_> = out.settlements.iter().map(|s| (out.text(s.trade_id), s.fee, s.balance_after, s.flags)).collect();
+    let settled: Vec<_> = out
+        .settlements
+        .iter()
+        .map(|s| (out.text(s.trade_id), s.fee, s.balance_after, s.flags))
+        .collect();
     // T1: 974 (multi-unit). T2: 589, leaves −563 (arrears). T6: 589 on a lost, listed card.
     use gantry_core::pricing::flags::*;
-    assert_eq!(settled, vec![("T1", 974, 26, MULTI_UNIT), ("T2", 589, -563, ARREARS), ("T6", 589, 10000 - 563 - 589, CARD_LISTED)]);
+    assert_eq!(
+        settled,
+        vec![
+            ("T1", 974, 26, MULTI_UNIT),
+            ("T2", 589, -563, ARREARS),
+            ("T6", 589, 10000 - 563 - 589, CARD_LISTED)
+        ]
+    );
     let s = &out.settlements[0];
-    assert_eq!((out.text(s.card_id), out.text(s.issuer_id), out.text(s.customer_id)), (CARD, "3201", "CU1"));
-    assert_eq!((s.pay_fee, s.discount_fee, out.text(s.tariff_version)), (1025, 51, "32-20261101-001"));
+    assert_eq!(
+        (out.text(s.card_id), out.text(s.issuer_id), out.text(s.customer_id)),
+        (CARD, "3201", "CU1")
+    );
+    assert_eq!(
+        (s.pay_fee, s.discount_fee, out.text(s.tariff_version)),
+        (1025, 51, "32-20261101-001")
+    );
     assert_eq!(gantry_core::time::format_date(s.trade_day as i64), "2026-11-10");
 
-    let splits: Vec<_> = out.splits.iter().map(|s| (out.text(s.trade_id), out.text(s.interval_id), out.text(s.owner_id), s.fee)).collect();
+    let splits: Vec<_> = out
+        .splits
+        .iter()
+        .map(|s| (out.text(s.trade_id), out.text(s.interval_id), out.text(s.owner_id), s.fee))
+        .collect();
     assert_eq!(
         splits,
         vec![
@@ -79,7 +106,11 @@ fn known_records_give_exact_rows() {
         ]
     );
 
-    let ledger: Vec<_> = out.ledger.iter().map(|l| (l.kind, out.text(l.entry_id), l.amount, l.balance_after)).collect();
+    let ledger: Vec<_> = out
+        .ledger
+        .iter()
+        .map(|l| (l.kind, out.text(l.entry_id), l.amount, l.balance_after))
+        .collect();
     assert_eq!(
         ledger,
         vec![
@@ -92,27 +123,49 @@ fn known_records_give_exact_rows() {
         ]
     );
 
-    let status: Vec<_> = out.status.iter().map(|s| (s.listed, s.reason.code(), s.source.offset)).collect();
-    assert_eq!(status, vec![(true, "insufficient_balance", 3), (false, "insufficient_balance", 7), (true, "lost", 10)]);
+    let status: Vec<_> =
+        out.status.iter().map(|s| (s.listed, s.reason.code(), s.source.offset)).collect();
+    assert_eq!(
+        status,
+        vec![
+            (true, "insufficient_balance", 3),
+            (false, "insufficient_balance", 7),
+            (true, "lost", 10)
+        ]
+    );
 
     let dups: Vec<_> = out.duplicates.iter().map(|d| (out.text(d.id), d.kind)).collect();
     assert_eq!(dups, vec![("T1", "trade"), ("TU1", "topup")]);
 
-    let rejects: Vec<_> = out.rejects.iter().map(|r| (r.reason, out.text(r.detail).to_string(), r.source.offset)).collect();
+    let rejects: Vec<_> = out
+        .rejects
+        .iter()
+        .map(|r| (r.reason, out.text(r.detail).to_string(), r.source.offset))
+        .collect();
     assert_eq!(rejects[0].0, "unknown_card");
-    assert!(rejects[0].1.contains(r#""fee":589"#) && rejects[0].1.contains("32019999999999999999"), "priced for recovery: {}", rejects[0].1);
-    assert_eq!(&rejects[1..], &[
-        ("unknown_interval", "G9".to_string(), 5),
-        ("not_json", "at byte 15".to_string(), 6),
-        ("unknown_card", String::new(), 9),
-        ("time_in_future", String::new(), 13),
-    ]);
+    assert!(
+        rejects[0].1.contains(r#""fee":589"#) && rejects[0].1.contains("32019999999999999999"),
+        "priced for recovery: {}",
+        rejects[0].1
+    );
+    assert_eq!(
+        &rejects[1..],
+        &[
+            ("unknown_interval", "G9".to_string(), 5),
+            ("not_json", "at byte 15".to_string(), 6),
+            ("unknown_card", String::new(), 9),
+            ("time_in_future", String::new(), 13),
+        ]
+    );
     assert_eq!(out.raw(out.rejects[2].raw), b"{\"tradeId\":\"T5\"");
 
     let c = out.counts;
     assert_eq!((c.lane_records, c.settled, c.lane_rejected, c.lane_duplicates), (8, 3, 4, 1));
     assert_eq!(c.lane_records, c.settled + c.lane_rejected + c.lane_duplicates);
-    assert_eq!((c.account_events, c.events_applied, c.events_rejected, c.events_duplicates), (6, 4, 1, 1));
+    assert_eq!(
+        (c.account_events, c.events_applied, c.events_rejected, c.events_duplicates),
+        (6, 4, 1, 1)
+    );
     let acc = engine.card(gantry_core::record::CardId::parse(CARD).unwrap()).unwrap();
     assert_eq!(acc.balance, 9437);
 }
@@ -142,7 +195,12 @@ fn a_checkpoint_and_replay_decide_the_same() {
             Topic::AccountEvents => resumed.account_message(msg.as_bytes(), s, &mut rest),
         }
     }
-    let fees = |b: &Batch| b.settlements.iter().map(|s| (b.text(s.trade_id).to_string(), s.fee, s.balance_after)).collect::<Vec<_>>();
+    let fees = |b: &Batch| {
+        b.settlements
+            .iter()
+            .map(|s| (b.text(s.trade_id).to_string(), s.fee, s.balance_after))
+            .collect::<Vec<_>>()
+    };
     let mut joined = fees(&out);
     joined.extend(fees(&rest));
     assert_eq!(joined, fees(&all));
@@ -164,7 +222,11 @@ fn cpc_records_are_settled_never_debited() {
     let msg = r#"{"tradeId":"C1","gantryId":"G1","tollIntervalId":"G0015320030010","transTime":"2026-11-10T12:00:00","mediaType":2,"obuId":"CPC-1","vehicleType":2}
 {"tradeId":"C2","gantryId":"G1","tollIntervalId":"G0015320030010","transTime":"2026-11-10T12:00:00","mediaType":2,"obuId":"CPC-2","vehicleType":1,"vehicleClass":21}"#;
     engine.lane_message(&set, msg.as_bytes(), src(Topic::LaneTx, 0), &mut out);
-    let rows: Vec<_> = out.settlements.iter().map(|s| (out.text(s.trade_id), s.fee, out.text(s.card_id), s.media_type)).collect();
+    let rows: Vec<_> = out
+        .settlements
+        .iter()
+        .map(|s| (out.text(s.trade_id), s.fee, out.text(s.card_id), s.media_type))
+        .collect();
     assert_eq!(rows, vec![("C1", 930, "", 2), ("C2", 0, "", 2)]);
     assert!(out.ledger.is_empty());
     assert_eq!(out.counts.messages, 1);

@@ -5,9 +5,9 @@
 //! holding several records (some more than a group holds), and runs of every length around
 //! the group size.
 
+use gantry_core::engine::{WARM_GROUP_CAPACITY, WARM_GROUP_RECORDS};
 use gantry_core::output::{Batch, Source, Topic};
 use gantry_core::tariff::TariffSet;
-use gantry_core::engine::{WARM_GROUP_CAPACITY, WARM_GROUP_RECORDS};
 use gantry_core::{Engine, EngineConfig};
 use gantry_gen::{Network, Traffic, TrafficConfig};
 
@@ -20,7 +20,15 @@ struct Stream {
 fn stream(records: u64, duplicate_rate: f64) -> Stream {
     let net = Network::new(5, 200, 6);
     let tariffs = TariffSet::default().with(net.tariff_version().unwrap()).unwrap();
-    let cfg = TrafficConfig { cards: 300, records, duplicate_rate, bad_rate: 0.02, unknown_card_rate: 0.02, days: 2, ..TrafficConfig::default() };
+    let cfg = TrafficConfig {
+        cards: 300,
+        records,
+        duplicate_rate,
+        bad_rate: 0.02,
+        unknown_card_rate: 0.02,
+        days: 2,
+        ..TrafficConfig::default()
+    };
     let mut traffic = Traffic::new(cfg, &net);
     let mut msgs = Vec::new();
     while let Some(m) = traffic.next() {
@@ -51,7 +59,12 @@ fn stream(records: u64, duplicate_rate: f64) -> Stream {
 }
 
 fn src(is_lane: bool, offset: usize, ts: i64) -> Source {
-    Source { topic: if is_lane { Topic::LaneTx } else { Topic::AccountEvents }, partition: 3, offset: offset as i64, timestamp_ms: Some(ts) }
+    Source {
+        topic: if is_lane { Topic::LaneTx } else { Topic::AccountEvents },
+        partition: 3,
+        offset: offset as i64,
+        timestamp_ms: Some(ts),
+    }
 }
 
 /// Every message one at a time.
@@ -81,7 +94,10 @@ fn in_runs(s: &Stream, run: usize) -> (Batch, Vec<u8>) {
             while j < s.msgs.len() && s.msgs[j].0 && j - i < run {
                 j += 1;
             }
-            let msgs = s.msgs[i..j].iter().enumerate().map(|(k, (_, m, ts))| (m.as_slice(), src(true, i + k, *ts)));
+            let msgs = s.msgs[i..j]
+                .iter()
+                .enumerate()
+                .map(|(k, (_, m, ts))| (m.as_slice(), src(true, i + k, *ts)));
             engine.lane_messages(&s.tariffs, msgs, &mut out);
             i = j;
         } else {
@@ -99,7 +115,13 @@ fn runs_of_any_length_give_the_same_batch_and_state() {
     let s = stream(6_000, 0.05);
     let (want, want_state) = one_at_a_time(&s);
     // The stream exercises what the groups must get right.
-    assert!(want.counts.lane_duplicates > 100 && want.counts.lane_rejected > 100 && want.counts.settled > 4_000, "{:?}", want.counts);
+    assert!(
+        want.counts.lane_duplicates > 100
+            && want.counts.lane_rejected > 100
+            && want.counts.settled > 4_000,
+        "{:?}",
+        want.counts
+    );
     assert!(!want.status.is_empty());
     const G: usize = WARM_GROUP_RECORDS;
     for run in [1, 2, 15, 16, 17, 33, G - 1, G, G + 1, 2 * G + 1, 4 * G, usize::MAX] {
@@ -114,7 +136,8 @@ fn runs_of_any_length_give_the_same_batch_and_state() {
 fn duplicates_inside_one_group_are_caught() {
     // Every lane message twice in a row: each second copy lands in the same group as the first.
     let mut s = stream(2_000, 0.0);
-    s.msgs = s.msgs.into_iter().flat_map(|m| if m.0 { vec![m.clone(), m] } else { vec![m] }).collect();
+    s.msgs =
+        s.msgs.into_iter().flat_map(|m| if m.0 { vec![m.clone(), m] } else { vec![m] }).collect();
     let (want, _) = one_at_a_time(&s);
     let (got, _) = in_runs(&s, usize::MAX);
     assert!(got == want);

@@ -2,7 +2,9 @@
 
 use std::borrow::Cow;
 
-use gantry_core::parse::{for_each_account_event, for_each_lane_record, parse_lane_record, ParseConfig};
+use gantry_core::parse::{
+    for_each_account_event, for_each_lane_record, parse_lane_record, ParseConfig,
+};
 use gantry_core::record::{AccountEventKind, CardId, CardStatus, CardType, MediaType};
 use gantry_core::reject::{Field, RejectReason};
 use proptest::prelude::*;
@@ -40,7 +42,10 @@ fn a_full_record_borrows_its_text() {
     assert_eq!(tx.media_type, MediaType::Etc);
     assert_eq!(tx.card_id, CardId::parse("32011820220000123456"));
     assert_eq!(tx.vehicle_plate.as_deref(), Some("苏A12345_0"));
-    assert_eq!((tx.vehicle_type, tx.vehicle_class, tx.axle_count, tx.vehicle_seat, tx.lane_fee), (1, 0, Some(2), Some(5), Some(589)));
+    assert_eq!(
+        (tx.vehicle_type, tx.vehicle_class, tx.axle_count, tx.vehicle_seat, tx.lane_fee),
+        (1, 0, Some(2), Some(5), Some(589))
+    );
     assert_eq!(tx.pass_id.as_deref(), Some("P1"));
 }
 
@@ -55,7 +60,10 @@ fn escapes_unknown_fields_nulls_and_whitespace() {
     assert_eq!(tx.vehicle_plate.as_deref(), Some("苏A1🚗"));
     assert_eq!(tx.intervals().collect::<Vec<_>>(), ["U1", "U2"]);
     assert_eq!(tx.unit_count, 2);
-    assert_eq!((tx.media_type, tx.card_id, tx.obu_id.clone(), tx.vehicle_class), (MediaType::Cpc, None, None, 0));
+    assert_eq!(
+        (tx.media_type, tx.card_id, tx.obu_id.clone(), tx.vehicle_class),
+        (MediaType::Cpc, None, None, 0)
+    );
     assert_eq!(tx.trans_time_ms % 1000, 500);
 }
 
@@ -75,8 +83,16 @@ fn each_field_rule_rejects_with_the_field() {
         ("tollIntervalId", Some(r#""U1|""#), OutOfRange(TollIntervalId)),
         ("tollIntervalId", Some(r#""""#), OutOfRange(TollIntervalId)),
         ("tollIntervalId", Some(&format!(r#""{}""#, "U".repeat(65))), OutOfRange(TollIntervalId)),
-        ("tollIntervalId", Some(&format!(r#""U1|{}""#, "U".repeat(65))), OutOfRange(TollIntervalId)),
-        ("tollIntervalId", Some(&format!(r#""{}""#, vec!["U"; 65].join("|"))), OutOfRange(TollIntervalId)),
+        (
+            "tollIntervalId",
+            Some(&format!(r#""U1|{}""#, "U".repeat(65))),
+            OutOfRange(TollIntervalId),
+        ),
+        (
+            "tollIntervalId",
+            Some(&format!(r#""{}""#, vec!["U"; 65].join("|"))),
+            OutOfRange(TollIntervalId),
+        ),
         ("transTime", None, MissingField(TransTime)),
         ("transTime", Some(r#""2026-11-31T00:00:00""#), OutOfRange(TransTime)),
         ("transTime", Some(r#""yesterday""#), OutOfRange(TransTime)),
@@ -112,14 +128,32 @@ fn each_field_rule_rejects_with_the_field() {
     // A 40-char id and a 40-char CJK id are fine (characters, not bytes).
     assert!(lane(&with("tradeId", Some(&format!(r#""{}""#, "x".repeat(40))))).is_ok());
     assert!(lane(&with("tradeId", Some(&format!(r#""{}""#, "门".repeat(40))))).is_ok());
-    assert_eq!(lane(&with("tradeId", Some(&format!(r#""{}""#, "门".repeat(41))))).err(), Some(OutOfRange(TradeId)));
+    assert_eq!(
+        lane(&with("tradeId", Some(&format!(r#""{}""#, "门".repeat(41))))).err(),
+        Some(OutOfRange(TradeId))
+    );
     // CPC records need no card.
-    assert!(lane(&with("mediaType", Some("2")).replace(r#""cpuCardId":"32011820220000123456","#, "")).is_ok());
+    assert!(lane(
+        &with("mediaType", Some("2")).replace(r#""cpuCardId":"32011820220000123456","#, "")
+    )
+    .is_ok());
 }
 
 #[test]
 fn malformed_json_and_duplicate_fields() {
-    for bad in ["", "   ", "[]", "{", r#"{"tradeId":"T1""#, r#"{"tradeId":"T1",}"#, "nul", r#"{"a":01}"#, "{\"a\":\"x\ty\"}", r#"{"a":"\x"}"#, r#"{"a":tru}"#] {
+    for bad in [
+        "",
+        "   ",
+        "[]",
+        "{",
+        r#"{"tradeId":"T1""#,
+        r#"{"tradeId":"T1",}"#,
+        "nul",
+        r#"{"a":01}"#,
+        "{\"a\":\"x\ty\"}",
+        r#"{"a":"\x"}"#,
+        r#"{"a":tru}"#,
+    ] {
         let r = lane(bad);
         assert!(matches!(r, Err(RejectReason::NotJson { .. })), "{bad:?} gave {r:?}");
     }
@@ -135,13 +169,18 @@ fn batched_messages_keep_good_records_around_bad_ones() {
     let other = GOOD.replace("G0015320030010102026111012000001", "T2");
     let msg = format!("{GOOD}\n{{\"tradeId\": broken\n\n{other}\r\n{{\"tradeId\":\"T3\"}}\n");
     let mut seen = Vec::new();
-    for_each_lane_record(msg.as_bytes(), &cfg(), |raw, r| seen.push((String::from_utf8_lossy(raw).into_owned(), r.map(|t| t.trade_id.into_owned()))));
+    for_each_lane_record(msg.as_bytes(), &cfg(), |raw, r| {
+        seen.push((String::from_utf8_lossy(raw).into_owned(), r.map(|t| t.trade_id.into_owned())))
+    });
     assert_eq!(seen.len(), 4);
     assert_eq!(seen[0].1, Ok("G0015320030010102026111012000001".into()));
     assert_eq!(seen[1].0, "{\"tradeId\": broken");
     assert!(matches!(seen[1].1, Err(RejectReason::NotJson { at: 12 })));
     assert_eq!(seen[2].1, Ok("T2".into()));
-    assert_eq!(seen[3], ("{\"tradeId\":\"T3\"}".into(), Err(RejectReason::MissingField(Field::GantryId))));
+    assert_eq!(
+        seen[3],
+        ("{\"tradeId\":\"T3\"}".into(), Err(RejectReason::MissingField(Field::GantryId)))
+    );
 
     // A line that is not UTF-8 is rejected alone.
     let mut msg = GOOD.as_bytes().to_vec();
@@ -166,12 +205,34 @@ fn account_events() {
     assert_eq!(id, card);
     assert_eq!(
         kind,
-        AccountEventKind::Open { customer_id: "C1".into(), card_type: CardType::Postpaid, vehicle_type: 1, plate: Some("苏A1_0".into()), balance: 0, credit_limit: 50000 }
+        AccountEventKind::Open {
+            customer_id: "C1".into(),
+            card_type: CardType::Postpaid,
+            vehicle_type: 1,
+            plate: Some("苏A1_0".into()),
+            balance: 0,
+            credit_limit: 50000
+        }
     );
     let (_, kind) = parse(r#"{"type":"topup","cardId":"3201000000000001","time":"2026-11-01T08:00:00","topupId":"TU1","amount":10000,"channel":"app"}"#).unwrap();
-    assert_eq!(kind, AccountEventKind::Topup { topup_id: "TU1".into(), amount: 10000, channel: Some("app".into()) });
+    assert_eq!(
+        kind,
+        AccountEventKind::Topup {
+            topup_id: "TU1".into(),
+            amount: 10000,
+            channel: Some("app".into())
+        }
+    );
     let (_, kind) = parse(r#"{"type":"adjust","cardId":"3201000000000001","time":"2026-11-01T08:00:00","adjustId":"AD1","amount":-500,"reason":"dispute","tradeId":"T9"}"#).unwrap();
-    assert_eq!(kind, AccountEventKind::Adjust { adjust_id: "AD1".into(), amount: -500, reason: "dispute".into(), trade_id: Some("T9".into()) });
+    assert_eq!(
+        kind,
+        AccountEventKind::Adjust {
+            adjust_id: "AD1".into(),
+            amount: -500,
+            reason: "dispute".into(),
+            trade_id: Some("T9".into())
+        }
+    );
     let (_, kind) = parse(r#"{"type":"status","cardId":"3201000000000001","time":"2026-11-01T08:00:00","status":"lost"}"#).unwrap();
     assert_eq!(kind, AccountEventKind::Status { status: CardStatus::Lost });
 
@@ -191,13 +252,34 @@ fn account_event_rejects() {
     let bad: &[(&str, RejectReason)] = &[
         (r#"{"cardId":"1","time":"2026-11-01T08:00:00"}"#, MissingField(Type)),
         (r#"{"type":"close","cardId":"1","time":"2026-11-01T08:00:00"}"#, UnknownEventType),
-        (r#"{"type":"topup","cardId":"1","time":"2026-11-01T08:00:00","topupId":"X","amount":0}"#, OutOfRange(Amount)),
-        (r#"{"type":"topup","cardId":"1","time":"2026-11-01T08:00:00","amount":5}"#, MissingField(TopupId)),
-        (r#"{"type":"topup","cardId":"x1","time":"2026-11-01T08:00:00","topupId":"X","amount":5}"#, OutOfRange(CardId)),
-        (r#"{"type":"adjust","cardId":"1","time":"2026-11-01T08:00:00","adjustId":"A","amount":5}"#, MissingField(Reason)),
-        (r#"{"type":"open","cardId":"1","time":"2026-11-01T08:00:00","customerId":"C","cardType":21,"vehicleType":1}"#, OutOfRange(CardType)),
-        (r#"{"type":"open","cardId":"1","time":"2026-11-01T08:00:00","customerId":"C","cardType":23,"vehicleType":1,"creditLimit":-1}"#, OutOfRange(CreditLimit)),
-        (r#"{"type":"status","cardId":"1","time":"2026-11-01T08:00:00","status":"stolen"}"#, OutOfRange(Status)),
+        (
+            r#"{"type":"topup","cardId":"1","time":"2026-11-01T08:00:00","topupId":"X","amount":0}"#,
+            OutOfRange(Amount),
+        ),
+        (
+            r#"{"type":"topup","cardId":"1","time":"2026-11-01T08:00:00","amount":5}"#,
+            MissingField(TopupId),
+        ),
+        (
+            r#"{"type":"topup","cardId":"x1","time":"2026-11-01T08:00:00","topupId":"X","amount":5}"#,
+            OutOfRange(CardId),
+        ),
+        (
+            r#"{"type":"adjust","cardId":"1","time":"2026-11-01T08:00:00","adjustId":"A","amount":5}"#,
+            MissingField(Reason),
+        ),
+        (
+            r#"{"type":"open","cardId":"1","time":"2026-11-01T08:00:00","customerId":"C","cardType":21,"vehicleType":1}"#,
+            OutOfRange(CardType),
+        ),
+        (
+            r#"{"type":"open","cardId":"1","time":"2026-11-01T08:00:00","customerId":"C","cardType":23,"vehicleType":1,"creditLimit":-1}"#,
+            OutOfRange(CreditLimit),
+        ),
+        (
+            r#"{"type":"status","cardId":"1","time":"2026-11-01T08:00:00","status":"stolen"}"#,
+            OutOfRange(Status),
+        ),
         (r#"{"type":"status","cardId":"1","status":"lost"}"#, MissingField(Time)),
     ];
     for (json, want) in bad {
@@ -305,10 +387,24 @@ proptest! {
 fn unit_count_is_the_number_of_units() {
     let longest = "U".repeat(64);
     let most = vec!["U1"; 64].join("|");
-    for units in ["G0015320030010", "A|B", "A|B|C", longest.as_str(), most.as_str(), &format!("{longest}|{longest}")] {
-        let json = GOOD.replace("\"tollIntervalId\":\"G0015320030010\"", &format!("\"tollIntervalId\":\"{units}\""));
+    for units in [
+        "G0015320030010",
+        "A|B",
+        "A|B|C",
+        longest.as_str(),
+        most.as_str(),
+        &format!("{longest}|{longest}"),
+    ] {
+        let json = GOOD.replace(
+            "\"tollIntervalId\":\"G0015320030010\"",
+            &format!("\"tollIntervalId\":\"{units}\""),
+        );
         let tx = lane(&json).unwrap_or_else(|e| panic!("{units}: {e:?}"));
         assert_eq!(tx.unit_count as usize, units.split('|').count(), "{units}");
-        assert_eq!(tx.intervals().collect::<Vec<_>>(), units.split('|').collect::<Vec<_>>(), "{units}");
+        assert_eq!(
+            tx.intervals().collect::<Vec<_>>(),
+            units.split('|').collect::<Vec<_>>(),
+            "{units}"
+        );
     }
 }

@@ -20,7 +20,8 @@ fn tariffs() -> TariffSet {
 
 /// A lane record; `extra` is spliced in as more JSON fields.
 fn record(units: &str, time: &str, media: u8, vtype: u8, extra: &str) -> String {
-    let card = if media == 1 { r#""cpuCardId":"32011820220000123456","# } else { r#""obuId":"OBU1","# };
+    let card =
+        if media == 1 { r#""cpuCardId":"32011820220000123456","# } else { r#""obuId":"OBU1","# };
     format!(
         r#"{{"tradeId":"T1","gantryId":"G001532003001010","tollIntervalId":"{units}","transTime":"{time}","mediaType":{media},{card}"vehicleType":{vtype}{extra}}}"#
     )
@@ -40,11 +41,19 @@ fn run(set: &TariffSet, json: &str) -> Result<Outcome, RejectReason> {
     let v = set.version_at(tx.trans_time_ms).ok_or(RejectReason::NoTariffInForce)?;
     let mut splits: Vec<Split> = Vec::new();
     let p = price(&tx, v, 480, &mut splits)?;
-    assert_eq!(splits.iter().map(|s| s.fee).sum::<i64>(), p.fee, "owners' shares add up to the fee");
+    assert_eq!(
+        splits.iter().map(|s| s.fee).sum::<i64>(),
+        p.fee,
+        "owners' shares add up to the fee"
+    );
     assert_eq!(splits.iter().map(|s| s.pay_fee).sum::<i64>(), p.pay_fee);
     for s in &splits {
         let at = s.id_at as usize;
-        assert_eq!(&tx.toll_interval_id[at..at + s.id_len as usize], &*v.unit(s.unit).id, "a split's place in tollIntervalId is its unit's id");
+        assert_eq!(
+            &tx.toll_interval_id[at..at + s.id_len as usize],
+            &*v.unit(s.unit).id,
+            "a split's place in tollIntervalId is its unit's id"
+        );
     }
     Ok(Outcome {
         pay_fee: p.pay_fee,
@@ -52,7 +61,10 @@ fn run(set: &TariffSet, json: &str) -> Result<Outcome, RejectReason> {
         fee: p.fee,
         flags: p.flags,
         version: v.version.to_string(),
-        splits: splits.iter().map(|s| (v.unit(s.unit).id.to_string(), v.owner_of(s.unit).to_string(), s.fee)).collect(),
+        splits: splits
+            .iter()
+            .map(|s| (v.unit(s.unit).id.to_string(), v.owner_of(s.unit).to_string(), s.fee))
+            .collect(),
     })
 }
 
@@ -82,10 +94,18 @@ fn every_class_column_etc_and_cpc() {
     ];
     for &(class, base, etc_fee) in table {
         let o = run(&set, &record(U1, NOON_B, 1, class, "")).unwrap();
-        assert_eq!((o.pay_fee, o.fee, o.discount_fee), (base, etc_fee, base - etc_fee), "ETC class {class}");
+        assert_eq!(
+            (o.pay_fee, o.fee, o.discount_fee),
+            (base, etc_fee, base - etc_fee),
+            "ETC class {class}"
+        );
         assert_eq!(o.version, "32-20261101-001");
         let o = run(&set, &record(U1, NOON_B, 2, class, "")).unwrap();
-        assert_eq!((o.pay_fee, o.fee, o.discount_fee), (base, base, 0), "CPC class {class}: no ETC discount");
+        assert_eq!(
+            (o.pay_fee, o.fee, o.discount_fee),
+            (base, base, 0),
+            "CPC class {class}: no ETC discount"
+        );
     }
 }
 
@@ -104,7 +124,10 @@ fn multi_unit_records_split_per_owner() {
     let o = run(&set, &record(&format!("{U1}|{U2}"), NOON_B, 1, 1, "")).unwrap();
     // 620 → 589, 405 → 385 (20.25 → 20)
     assert_eq!((o.pay_fee, o.fee, o.discount_fee), (1025, 974, 51));
-    assert_eq!(o.splits, vec![(U1.into(), "OP-3201-01".into(), 589), (U2.into(), "OP-3201-02".into(), 385)]);
+    assert_eq!(
+        o.splits,
+        vec![(U1.into(), "OP-3201-01".into(), 589), (U2.into(), "OP-3201-02".into(), 385)]
+    );
     assert!(o.flags & flags::MULTI_UNIT != 0);
     // The same unit twice (a gantry filling in) is charged twice.
     let o = run(&set, &record(&format!("{U1}|{U1}|{U2}"), NOON_B, 1, 1, "")).unwrap();
@@ -127,9 +150,14 @@ fn axle_surcharge_above_six_axles() {
         (U1, 15, 7, 2230, 2118),
     ];
     for &(unit, class, axles, pay, fee) in cases {
-        let o = run(&set, &record(unit, NOON_B, 1, class, &format!(r#","axleCount":{axles}"#))).unwrap();
+        let o = run(&set, &record(unit, NOON_B, 1, class, &format!(r#","axleCount":{axles}"#)))
+            .unwrap();
         assert_eq!((o.pay_fee, o.fee), (pay, fee), "class {class}, {axles} axles on {unit}");
-        assert_eq!(o.flags & flags::AXLE_SURCHARGE != 0, pay != 2480 && pay != 2230, "flag for class {class} {axles}");
+        assert_eq!(
+            o.flags & flags::AXLE_SURCHARGE != 0,
+            pay != 2480 && pay != 2230,
+            "flag for class {class} {axles}"
+        );
     }
     // Surcharge applies per unit: U1 + U2, class 16, 7 axles: 2852 + (1621 + 243) = 4716.
     let o = run(&set, &record(&format!("{U1}|{U2}"), NOON_B, 1, 16, r#","axleCount":7"#)).unwrap();
@@ -140,13 +168,18 @@ fn axle_surcharge_above_six_axles() {
 fn exempt_vehicle_classes_pass_free() {
     let set = tariffs();
     for kind in [8, 10, 12, 14, 21, 23, 26] {
-        let o = run(&set, &record(&format!("{U1}|{U2}"), NOON_B, 1, 1, &format!(r#","vehicleClass":{kind}"#))).unwrap();
+        let o = run(
+            &set,
+            &record(&format!("{U1}|{U2}"), NOON_B, 1, 1, &format!(r#","vehicleClass":{kind}"#)),
+        )
+        .unwrap();
         assert_eq!((o.pay_fee, o.fee, o.discount_fee), (1025, 0, 1025), "kind {kind}");
         assert!(o.flags & flags::EXEMPT != 0);
         assert!(o.splits.iter().all(|s| s.2 == 0));
     }
     for kind in [0, 6, 9, 22] {
-        let o = run(&set, &record(U1, NOON_B, 1, 1, &format!(r#","vehicleClass":{kind}"#))).unwrap();
+        let o =
+            run(&set, &record(U1, NOON_B, 1, 1, &format!(r#","vehicleClass":{kind}"#))).unwrap();
         assert_eq!(o.fee, 589, "kind {kind} pays");
     }
 }
@@ -205,7 +238,11 @@ fn time_discount_window_edges() {
     for &(time, class, unit, fee) in cases {
         let o = run(&set, &record(unit, time, 1, class, "")).unwrap();
         assert_eq!(o.fee, fee, "{time} class {class} on {unit}");
-        assert_eq!(o.flags & flags::TIME_DISCOUNT != 0, fee != 2356 && fee != 589 && fee != 1540, "{time} {class}");
+        assert_eq!(
+            o.flags & flags::TIME_DISCOUNT != 0,
+            fee != 2356 && fee != 589 && fee != 1540,
+            "{time} {class}"
+        );
     }
     // Per unit: U1 at night, U2 by day → 2073 + 1540.
     let o = run(&set, &record(&format!("{U1}|{U2}"), "2026-11-10T03:00:00", 1, 16, "")).unwrap();
@@ -213,7 +250,10 @@ fn time_discount_window_edges() {
     // CPC: the time discount but no ETC discount: 2480 − 298.
     assert_eq!(run(&set, &record(U1, "2026-11-10T03:00:00", 2, 16, "")).unwrap().fee, 2182);
     // Exemption wins over the time discount.
-    assert_eq!(run(&set, &record(U1, "2026-11-10T03:00:00", 1, 16, r#","vehicleClass":21"#)).unwrap().fee, 0);
+    assert_eq!(
+        run(&set, &record(U1, "2026-11-10T03:00:00", 1, 16, r#","vehicleClass":21"#)).unwrap().fee,
+        0
+    );
 }
 
 #[test]
@@ -229,20 +269,38 @@ fn version_selection_by_trans_time() {
         let o = run(&set, &record(U1, time, 1, 1, "")).unwrap();
         assert_eq!((o.version.as_str(), o.fee), (version, fee), "{time}");
     }
-    assert_eq!(run(&set, &record(U1, "2026-08-31T23:59:59", 1, 1, "")).err(), Some(RejectReason::NoTariffInForce));
+    assert_eq!(
+        run(&set, &record(U1, "2026-08-31T23:59:59", 1, 1, "")).err(),
+        Some(RejectReason::NoTariffInForce)
+    );
 }
 
 #[test]
 fn unknown_units_and_classes_reject() {
     let set = tariffs();
-    assert_eq!(run(&set, &record("G9999", NOON_B, 1, 1, "")).err(), Some(RejectReason::UnknownInterval));
-    assert_eq!(run(&set, &record(&format!("{U1}|G9999"), NOON_B, 1, 1, "")).err(), Some(RejectReason::UnknownInterval));
+    assert_eq!(
+        run(&set, &record("G9999", NOON_B, 1, 1, "")).err(),
+        Some(RejectReason::UnknownInterval)
+    );
+    assert_eq!(
+        run(&set, &record(&format!("{U1}|G9999"), NOON_B, 1, 1, "")).err(),
+        Some(RejectReason::UnknownInterval)
+    );
     // U3 has no fee for class 2.
-    assert_eq!(run(&set, &record(U3, NOON_B, 1, 2, "")).err(), Some(RejectReason::UnknownVehicleType));
-    assert_eq!(run(&set, &record(&format!("{U1}|{U3}"), NOON_B, 1, 12, "")).err(), Some(RejectReason::UnknownVehicleType));
+    assert_eq!(
+        run(&set, &record(U3, NOON_B, 1, 2, "")).err(),
+        Some(RejectReason::UnknownVehicleType)
+    );
+    assert_eq!(
+        run(&set, &record(&format!("{U1}|{U3}"), NOON_B, 1, 12, "")).err(),
+        Some(RejectReason::UnknownVehicleType)
+    );
     assert_eq!(run(&set, &record(U3, NOON_B, 1, 1, "")).unwrap().fee, 333 - 17); // 16.65 → 17
-    // A class the standard does not have is rejected by the parser.
-    assert_eq!(run(&set, &record(U1, NOON_B, 1, 5, "")).err().map(|r| r.code()), Some("out_of_range"));
+                                                                                 // A class the standard does not have is rejected by the parser.
+    assert_eq!(
+        run(&set, &record(U1, NOON_B, 1, 5, "")).err().map(|r| r.code()),
+        Some("out_of_range")
+    );
 }
 
 #[test]

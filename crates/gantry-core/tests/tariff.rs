@@ -14,7 +14,13 @@ fn toml(body: &str) -> String {
 }
 
 fn load(toml_text: &str, csv: &str) -> Result<TariffVersion, TariffError> {
-    TariffVersion::from_sources(Path::new("v/tariff.toml"), toml_text, Path::new("v/intervals.csv"), csv, 480)
+    TariffVersion::from_sources(
+        Path::new("v/tariff.toml"),
+        toml_text,
+        Path::new("v/intervals.csv"),
+        csv,
+        480,
+    )
 }
 
 fn err(toml_text: &str, csv: &str) -> String {
@@ -66,7 +72,9 @@ fn published_versions_are_immutable() {
 
 #[test]
 fn loading_does_not_block_or_disturb_readers() {
-    let store = Arc::new(TariffStore::new(TariffSet::default().with(load(&toml(""), CSV).unwrap()).unwrap()));
+    let store = Arc::new(TariffStore::new(
+        TariffSet::default().with(load(&toml(""), CSV).unwrap()).unwrap(),
+    ));
     let t_before = 1_761_900_000_000; // 2025-10-31: before every version
     let t_v1 = 1_762_000_000_000 + 365 * 86_400_000; // late 2026-11: V1 in force, V2 not yet
     let stop = Arc::new(AtomicBool::new(false));
@@ -83,7 +91,9 @@ fn loading_does_not_block_or_disturb_readers() {
         })
     };
     for i in 0..50 {
-        let t = toml("").replace("\"V1\"", &format!("\"V{}\"", i + 2)).replace("2026-11-01", &format!("{}-11-01", 2030 + i));
+        let t = toml("")
+            .replace("\"V1\"", &format!("\"V{}\"", i + 2))
+            .replace("2026-11-01", &format!("{}-11-01", 2030 + i));
         store.add(load(&t, CSV).unwrap()).unwrap();
     }
     // Let the reader see the final set at least once before it stops.

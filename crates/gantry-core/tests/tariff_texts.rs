@@ -33,7 +33,14 @@ fn tariffs(net: &Network) -> TariffSet {
                 cols.join(",") + "\n"
             })
             .collect();
-        let v = TariffVersion::from_sources(Path::new("tariff.toml"), &toml, Path::new("intervals.csv"), &csv, OFFSET_MIN).expect("valid version");
+        let v = TariffVersion::from_sources(
+            Path::new("tariff.toml"),
+            &toml,
+            Path::new("intervals.csv"),
+            &csv,
+            OFFSET_MIN,
+        )
+        .expect("valid version");
         set = set.with(v).expect("distinct versions");
     }
     set
@@ -43,11 +50,22 @@ fn tariffs(net: &Network) -> TariffSet {
 type Rows = (Vec<(String, String)>, Vec<(String, String, String, i64)>);
 
 fn rows(b: &Batch) -> Rows {
-    let s = b.settlements.iter().map(|r| (b.text(r.trade_id).to_string(), b.text(r.tariff_version).to_string())).collect();
+    let s = b
+        .settlements
+        .iter()
+        .map(|r| (b.text(r.trade_id).to_string(), b.text(r.tariff_version).to_string()))
+        .collect();
     let p = b
         .splits
         .iter()
-        .map(|r| (b.text(r.trade_id).to_string(), b.text(r.interval_id).to_string(), b.text(r.owner_id).to_string(), r.fee))
+        .map(|r| {
+            (
+                b.text(r.trade_id).to_string(),
+                b.text(r.interval_id).to_string(),
+                b.text(r.owner_id).to_string(),
+                r.fee,
+            )
+        })
         .collect();
     (s, p)
 }
@@ -56,7 +74,13 @@ fn rows(b: &Batch) -> Rows {
 fn shared_tariff_texts_read_as_their_own() {
     let net = Network::new(9, 40, 5);
     let tariffs = tariffs(&net);
-    let cfg = TrafficConfig { cards: 200, records: 6_000, days: 1, start_date: (2026, 9, 28), ..TrafficConfig::default() };
+    let cfg = TrafficConfig {
+        cards: 200,
+        records: 6_000,
+        days: 1,
+        start_date: (2026, 9, 28),
+        ..TrafficConfig::default()
+    };
     let mut traffic = Traffic::new(cfg, &net);
     let (mut events, mut lanes) = (Vec::new(), Vec::new());
     while let Some(m) = traffic.next() {
@@ -70,7 +94,12 @@ fn shared_tariff_texts_read_as_their_own() {
     // A fixed shuffle: consecutive records then fall in different versions.
     let n = lanes.len();
     let lanes: Vec<_> = (0..n).map(|i| lanes[(i * 7_919) % n].clone()).collect();
-    let src = |topic, offset: usize, ts| Source { topic, partition: 0, offset: offset as i64, timestamp_ms: Some(ts) };
+    let src = |topic, offset: usize, ts| Source {
+        topic,
+        partition: 0,
+        offset: offset as i64,
+        timestamp_ms: Some(ts),
+    };
     let opened = |engine: &mut Engine| {
         let mut out = Batch::new();
         for (i, (m, ts)) in events.iter().enumerate() {
@@ -79,7 +108,8 @@ fn shared_tariff_texts_read_as_their_own() {
     };
 
     // Each message in a batch of its own: nothing to share.
-    let mut alone = Engine::new(EngineConfig { max_future_skew_ms: i64::MAX / 4, ..EngineConfig::default() });
+    let mut alone =
+        Engine::new(EngineConfig { max_future_skew_ms: i64::MAX / 4, ..EngineConfig::default() });
     opened(&mut alone);
     let mut want = (Vec::new(), Vec::new());
     let mut versions_seen = std::collections::BTreeSet::new();
@@ -95,13 +125,20 @@ fn shared_tariff_texts_read_as_their_own() {
     assert!(want.1.len() > want.0.len(), "some records pass several units");
 
     // One engine, batches shared by many records and cleared at odd points, runs of messages.
-    let mut shared = Engine::new(EngineConfig { max_future_skew_ms: i64::MAX / 4, ..EngineConfig::default() });
+    let mut shared =
+        Engine::new(EngineConfig { max_future_skew_ms: i64::MAX / 4, ..EngineConfig::default() });
     opened(&mut shared);
     let mut got = (Vec::new(), Vec::new());
     let mut out = Batch::new();
     for (r, run) in lanes.chunks(53).enumerate() {
         let base = r * 53;
-        shared.lane_messages(&tariffs, run.iter().enumerate().map(|(k, (m, ts))| (m.as_slice(), src(Topic::LaneTx, base + k, *ts))), &mut out);
+        shared.lane_messages(
+            &tariffs,
+            run.iter()
+                .enumerate()
+                .map(|(k, (m, ts))| (m.as_slice(), src(Topic::LaneTx, base + k, *ts))),
+            &mut out,
+        );
         if r % 3 == 2 {
             let (s, p) = rows(&out);
             got.0.extend(s);

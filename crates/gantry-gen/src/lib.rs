@@ -24,17 +24,31 @@ pub const ISSUERS: [&str; 8] = ["3201", "3202", "3101", "3301", "3401", "4401", 
 
 /// Vehicle classes with their share of traffic (DOMAIN.md), per mille.
 const CLASS_MIX: [(u8, u32); 16] = [
-    (1, 700), (2, 35), (3, 20), (4, 15),
-    (11, 50), (12, 40),
-    (13, 25), (14, 25), (15, 25), (16, 35),
-    (21, 6), (22, 6), (23, 5), (24, 5), (25, 4), (26, 4),
+    (1, 700),
+    (2, 35),
+    (3, 20),
+    (4, 15),
+    (11, 50),
+    (12, 40),
+    (13, 25),
+    (14, 25),
+    (15, 25),
+    (16, 35),
+    (21, 6),
+    (22, 6),
+    (23, 5),
+    (24, 5),
+    (25, 4),
+    (26, 4),
 ];
 
 /// Fee multiplier per class relative to class 1, in percent (same order as VEHICLE_TYPES).
-const CLASS_FEE_PCT: [u32; 16] = [100, 150, 200, 240, 100, 180, 260, 320, 360, 400, 100, 180, 260, 320, 360, 400];
+const CLASS_FEE_PCT: [u32; 16] =
+    [100, 150, 200, 240, 100, 180, 260, 320, 360, 400, 100, 180, 260, 320, 360, 400];
 
 /// Relative traffic per local hour of day (a commuter day with a long evening tail).
-const HOURLY: [u32; 24] = [12, 8, 6, 6, 8, 15, 35, 60, 75, 70, 65, 62, 58, 60, 64, 68, 72, 78, 70, 55, 42, 32, 24, 17];
+const HOURLY: [u32; 24] =
+    [12, 8, 6, 6, 8, 15, 35, 60, 75, 70, 65, 62, 58, 60, 64, 68, 72, 78, 70, 55, 42, 32, 24, 17];
 
 /// Network (province) time zone used for generated times.
 pub const OFFSET_MIN: i32 = 480;
@@ -66,7 +80,12 @@ impl Network {
                 for (f, pct) in fees.iter_mut().zip(CLASS_FEE_PCT) {
                     *f = base * pct / 100;
                 }
-                UnitSpec { id: format!("G{:04}{}{:06}{}", 15 + owner, &prov[..2], i, i % 2), owner: format!("OP-{prov}-{:02}", owner / ISSUERS.len() + 1), length_m, fees }
+                UnitSpec {
+                    id: format!("G{:04}{}{:06}{}", 15 + owner, &prov[..2], i, i % 2),
+                    owner: format!("OP-{prov}-{:02}", owner / ISSUERS.len() + 1),
+                    length_m,
+                    fees,
+                }
             })
             .collect();
         Network { units }
@@ -87,7 +106,8 @@ impl Network {
     /// A tariff version in force from 2026-01-01 with the 2026 National Day window, night
     /// discounts for 5–6 axle trucks on every tenth unit, and the axle surcharge.
     pub fn tariff_toml(&self) -> String {
-        let night: Vec<String> = self.units.iter().step_by(10).map(|u| format!("\"{}\"", u.id)).collect();
+        let night: Vec<String> =
+            self.units.iter().step_by(10).map(|u| format!("\"{}\"", u.id)).collect();
         format!(
             r#"version = "32-20260101-001"
 effective_from = "2026-01-01T00:00:00+08:00"
@@ -115,8 +135,16 @@ per_extra_axle_bp = 1500
     }
 
     /// The network's tariff as a loaded version (no files involved).
-    pub fn tariff_version(&self) -> Result<gantry_core::tariff::TariffVersion, gantry_core::tariff::TariffError> {
-        gantry_core::tariff::TariffVersion::from_sources(Path::new("tariff.toml"), &self.tariff_toml(), Path::new("intervals.csv"), &self.intervals_csv(), OFFSET_MIN)
+    pub fn tariff_version(
+        &self,
+    ) -> Result<gantry_core::tariff::TariffVersion, gantry_core::tariff::TariffError> {
+        gantry_core::tariff::TariffVersion::from_sources(
+            Path::new("tariff.toml"),
+            &self.tariff_toml(),
+            Path::new("intervals.csv"),
+            &self.intervals_csv(),
+            OFFSET_MIN,
+        )
     }
 
     /// Writes `tariff.toml` and `intervals.csv` into `dir`.
@@ -274,7 +302,15 @@ impl Traffic {
                 Card {
                     id: format!("{issuer}{:016}", 1_820_000_000_000 + i as u64),
                     vehicle_type,
-                    seats: if vehicle_type == 1 { if rng.gen_bool(0.9) { 5 } else { 9 } } else { 0 },
+                    seats: if vehicle_type == 1 {
+                        if rng.gen_bool(0.9) {
+                            5
+                        } else {
+                            9
+                        }
+                    } else {
+                        0
+                    },
                     axles: if matches!(vehicle_type, 16 | 26) { rng.gen_range(6..=9) } else { 0 },
                 }
             })
@@ -344,7 +380,13 @@ impl Traffic {
             self.key.clone_from(k);
             self.value.clone_from(v);
             let ts = *ts + self.rng.gen_range(1_000..60_000);
-            return Some(Message { topic: Topic::LaneTx, key: &self.key, value: &self.value, timestamp_ms: ts.max(t), kind });
+            return Some(Message {
+                topic: Topic::LaneTx,
+                key: &self.key,
+                value: &self.value,
+                timestamp_ms: ts.max(t),
+                kind,
+            });
         }
         self.lane(t, kind);
         // The lane uploads a few seconds after the passage.
@@ -357,7 +399,13 @@ impl Traffic {
                 self.recent[i] = (self.key.clone(), self.value.clone(), ts);
             }
         }
-        Some(Message { topic: Topic::LaneTx, key: &self.key, value: &self.value, timestamp_ms: ts, kind })
+        Some(Message {
+            topic: Topic::LaneTx,
+            key: &self.key,
+            value: &self.value,
+            timestamp_ms: ts,
+            kind,
+        })
     }
 
     fn open(&mut self) -> Message<'_> {
@@ -386,7 +434,13 @@ impl Traffic {
             let _ = write!(self.value, r#","creditLimit":{}"#, 200_000);
         }
         self.value.push(b'}');
-        Message { topic: Topic::AccountEvents, key: &self.key, value: &self.value, timestamp_ms: ts, kind: Kind::Open }
+        Message {
+            topic: Topic::AccountEvents,
+            key: &self.key,
+            value: &self.value,
+            timestamp_ms: ts,
+            kind: Kind::Open,
+        }
     }
 
     fn topup(&mut self, t: i64) -> Message<'_> {
@@ -408,7 +462,13 @@ impl Traffic {
             amount,
             ["app", "bank", "counter"][n as usize % 3]
         );
-        Message { topic: Topic::AccountEvents, key: &self.key, value: &self.value, timestamp_ms: t, kind: Kind::Topup }
+        Message {
+            topic: Topic::AccountEvents,
+            key: &self.key,
+            value: &self.value,
+            timestamp_ms: t,
+            kind: Kind::Topup,
+        }
     }
 
     fn lane(&mut self, t: i64, kind: Kind) {
@@ -417,21 +477,33 @@ impl Traffic {
         let unit = rng.gen_range(0..self.units.len());
         let n_units = if rng.gen_bool(self.cfg.multi_unit_rate) { rng.gen_range(2..=3) } else { 1 };
         let seq = self.produced;
-        let gantry = format!("{}{:02}", &self.units[unit][..14.min(self.units[unit].len())], unit % 100);
+        let gantry =
+            format!("{}{:02}", &self.units[unit][..14.min(self.units[unit].len())], unit % 100);
         self.value.clear();
         self.key.clear();
         let v = &mut self.value;
-        let _ = write!(v, r#"{{"tradeId":"{gantry}{}{:06}","gantryId":"{gantry}","tollIntervalId":""#, fmt_compact(t), seq % 1_000_000);
+        let _ = write!(
+            v,
+            r#"{{"tradeId":"{gantry}{}{:06}","gantryId":"{gantry}","tollIntervalId":""#,
+            fmt_compact(t),
+            seq % 1_000_000
+        );
         for k in 0..n_units {
             if k > 0 {
                 v.push(b'|');
             }
-            v.extend_from_slice(self.units[(unit + self.units.len() - k) % self.units.len()].as_bytes());
+            v.extend_from_slice(
+                self.units[(unit + self.units.len() - k) % self.units.len()].as_bytes(),
+            );
         }
         let _ = write!(v, r#"","transTime":"{}","#, fmt_time(t));
         let (vehicle_type, seats, axles) = if cpc {
             let c = pick_class(rng);
-            let _ = write!(v, r#""mediaType":2,"obuId":"CPC{:010}","#, rng.gen_range(0..10_000_000_000u64));
+            let _ = write!(
+                v,
+                r#""mediaType":2,"obuId":"CPC{:010}","#,
+                rng.gen_range(0..10_000_000_000u64)
+            );
             self.key.extend_from_slice(&v[v.len() - 15..v.len() - 2]);
             (c, 5, if matches!(c, 16 | 26) { 6 } else { 0 })
         } else {
@@ -446,7 +518,11 @@ impl Traffic {
             (vt, seats, axles)
         };
         let class = if rng.gen_bool(0.01) { [8, 21, 12][rng.gen_range(0..3)] } else { 0 };
-        let _ = write!(v, r#""vehiclePlate":"苏A{:05}_0","vehicleType":{vehicle_type},"vehicleClass":{class}"#, seq % 100_000);
+        let _ = write!(
+            v,
+            r#""vehiclePlate":"苏A{:05}_0","vehicleType":{vehicle_type},"vehicleClass":{class}"#,
+            seq % 100_000
+        );
         if axles > 0 {
             let _ = write!(v, r#","axleCount":{axles}"#);
         }
@@ -462,11 +538,19 @@ impl Traffic {
                     *v = s.into_bytes();
                 }
                 2 => {
-                    let s = String::from_utf8_lossy(v).replacen(&format!(r#""vehicleType":{vehicle_type}"#), r#""vehicleType":7"#, 1);
+                    let s = String::from_utf8_lossy(v).replacen(
+                        &format!(r#""vehicleType":{vehicle_type}"#),
+                        r#""vehicleType":7"#,
+                        1,
+                    );
                     *v = s.into_bytes();
                 }
                 3 => {
-                    let s = String::from_utf8_lossy(v).replacen(r#""tollIntervalId":""#, r#""tollIntervalId":"GXXXX|"#, 1);
+                    let s = String::from_utf8_lossy(v).replacen(
+                        r#""tollIntervalId":""#,
+                        r#""tollIntervalId":"GXXXX|"#,
+                        1,
+                    );
                     *v = s.into_bytes();
                 }
                 _ => {
@@ -520,8 +604,18 @@ mod tests {
         let pc = ParseConfig::default();
         let ok = a.iter().filter(|l| parse_lane_record(l, &pc).is_ok()).count() as u64;
         // Bad records of the "unknown interval" kind still parse.
-        assert!(ok >= tally.valid + tally.duplicates + tally.unknown_card && ok <= tally.lane_records() - tally.bad / 2, "{ok} {tally:?}");
-        let class1 = a.iter().filter(|l| l.windows(15).any(|w| w == br#""vehicleType":1"#) && !l.windows(16).any(|w| w == br#""vehicleType":1""#)).count();
+        assert!(
+            ok >= tally.valid + tally.duplicates + tally.unknown_card
+                && ok <= tally.lane_records() - tally.bad / 2,
+            "{ok} {tally:?}"
+        );
+        let class1 = a
+            .iter()
+            .filter(|l| {
+                l.windows(15).any(|w| w == br#""vehicleType":1"#)
+                    && !l.windows(16).any(|w| w == br#""vehicleType":1""#)
+            })
+            .count();
         assert!(class1 > a.len() / 2);
         let mut prev = 0;
         let mut seen = std::collections::HashSet::new();

@@ -107,7 +107,9 @@ pub fn send_waiting(
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+            Err((e, r))
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+            {
                 record = r;
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -117,9 +119,16 @@ pub fn send_waiting(
 }
 
 /// Partition count of a topic.
-pub fn partition_count<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Result<usize> {
+pub fn partition_count<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> Result<usize> {
     let md = consumer.fetch_metadata(Some(topic), Duration::from_millis(METADATA_TIMEOUT_MS))?;
-    let t = md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| KafkaIoError::NoTopic(topic.into()))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| KafkaIoError::NoTopic(topic.into()))?;
     if t.error().is_some() || t.partitions().is_empty() {
         return Err(KafkaIoError::NoTopic(topic.into()));
     }
@@ -127,11 +136,20 @@ pub fn partition_count<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &s
 }
 
 /// Refuses to run unless both input topics have the same partition count; returns it.
-pub fn check_copartitioned<C: ConsumerContext>(consumer: &BaseConsumer<C>, lane: &str, acct: &str) -> Result<usize> {
+pub fn check_copartitioned<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    lane: &str,
+    acct: &str,
+) -> Result<usize> {
     let lane_n = partition_count(consumer, lane)?;
     let acct_n = partition_count(consumer, acct)?;
     if lane_n != acct_n {
-        return Err(KafkaIoError::NotCopartitioned { lane: lane.into(), lane_n, acct: acct.into(), acct_n });
+        return Err(KafkaIoError::NotCopartitioned {
+            lane: lane.into(),
+            lane_n,
+            acct: acct.into(),
+            acct_n,
+        });
     }
     Ok(lane_n)
 }
@@ -145,7 +163,8 @@ pub struct RangeMessage<'a> {
 
 /// End-of-partition, however librdkafka reports it (as an event or as a "global error").
 pub fn is_eof(e: &KafkaError) -> bool {
-    matches!(e, KafkaError::PartitionEOF(_)) || e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+    matches!(e, KafkaError::PartitionEOF(_))
+        || e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
 }
 
 /// Reads exactly the offsets `[from, to)` of one partition (used to replay batches). Offsets
@@ -181,10 +200,20 @@ impl RangeReader {
 
     /// The first offset still retained.
     pub fn low_watermark(&self, topic: &str, partition: i32) -> Result<i64> {
-        Ok(self.consumer.fetch_watermarks(topic, partition, Duration::from_millis(METADATA_TIMEOUT_MS))?.0)
+        Ok(self
+            .consumer
+            .fetch_watermarks(topic, partition, Duration::from_millis(METADATA_TIMEOUT_MS))?
+            .0)
     }
 
-    pub fn read(&self, topic: &str, partition: i32, from: i64, to: i64, mut f: impl FnMut(RangeMessage<'_>)) -> Result<()> {
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+        mut f: impl FnMut(RangeMessage<'_>),
+    ) -> Result<()> {
         if from >= to {
             return Ok(());
         }
@@ -224,20 +253,34 @@ impl RangeReader {
                         if m.offset() >= at {
                             at = m.offset() + 1;
                             last_progress = Instant::now();
-                            f(RangeMessage { offset: m.offset(), timestamp_ms: m.timestamp().to_millis(), payload: m.payload().unwrap_or(&[]) });
+                            f(RangeMessage {
+                                offset: m.offset(),
+                                timestamp_ms: m.timestamp().to_millis(),
+                                payload: m.payload().unwrap_or(&[]),
+                            });
                         }
                     }
                     Some(Err(e)) if !is_eof(&e) => return Err(e.into()),
                     // End of partition, or nothing yet: the offsets up to `to` were recorded
                     // by Gantry, so they exist; wait for a slow broker, but not forever.
                     _ => {
-                        if first && start > low && last_progress.elapsed() > Duration::from_millis(RANGE_FIRST_RECORD_WAIT_MS) {
+                        if first
+                            && start > low
+                            && last_progress.elapsed()
+                                > Duration::from_millis(RANGE_FIRST_RECORD_WAIT_MS)
+                        {
                             start = (from - step).max(low);
                             step *= 4;
                             continue 'attempt;
                         }
                         if last_progress.elapsed() > Duration::from_millis(RANGE_READ_STALL_MS) {
-                            return Err(KafkaIoError::RangeStalled { topic: topic.into(), partition, from, to, at });
+                            return Err(KafkaIoError::RangeStalled {
+                                topic: topic.into(),
+                                partition,
+                                from,
+                                to,
+                                at,
+                            });
                         }
                     }
                 }
@@ -264,7 +307,10 @@ impl StatusProducer {
         // Enqueue everything first (librdkafka batches them), then wait for the deliveries.
         let mut pending = Vec::with_capacity(msgs.len());
         for (k, v, ts) in msgs {
-            let record = FutureRecord::to(&self.topic).key(k.as_bytes()).payload(v.as_bytes()).timestamp(*ts);
+            let record = FutureRecord::to(&self.topic)
+                .key(k.as_bytes())
+                .payload(v.as_bytes())
+                .timestamp(*ts);
             match self.producer.send_result(record) {
                 Ok(f) => pending.push(f),
                 Err((e, _)) => return Err(e.into()),
@@ -289,12 +335,25 @@ impl StatusProducer {
 /// it costs nothing, and some Kafka-compatible brokers answer ListOffsets wrongly (Tansu 0.6
 /// answers "latest" with the last record batch's base offset + 1, which made a drained-check
 /// stop a run with most of a partition unread).
-pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32) -> Option<i64> {
+pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
     use rdkafka::consumer::Consumer;
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` is borrowed; librdkafka only reads
     // the NUL-terminated topic name and writes the two offsets.
-    let err = unsafe { rdkafka::bindings::rd_kafka_get_watermark_offsets(consumer.client().native_ptr(), topic.as_ptr(), partition, &mut low, &mut high) };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }

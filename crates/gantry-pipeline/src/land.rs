@@ -26,7 +26,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gantry_clickhouse::{table_rows, BatchToWrite, CheckpointRecord, JournalEntry, Ranges, GROUP_ROWS_MAX};
+use gantry_clickhouse::{
+    table_rows, BatchToWrite, CheckpointRecord, JournalEntry, Ranges, GROUP_ROWS_MAX,
+};
 use gantry_core::output::Batch;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
@@ -59,7 +61,11 @@ impl LandingJob {
 }
 
 /// Runs the lander until every sender is gone.
-pub(crate) async fn lander(shared: Arc<Shared>, mut rx: mpsc::Receiver<LandingJob>, commits: std::sync::mpsc::Sender<CommitRequest>) {
+pub(crate) async fn lander(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<LandingJob>,
+    commits: std::sync::mpsc::Sender<CommitRequest>,
+) {
     let mut carry: Option<LandingJob> = None;
     loop {
         let first = match carry.take() {
@@ -84,7 +90,12 @@ pub(crate) async fn lander(shared: Arc<Shared>, mut rx: mpsc::Receiver<LandingJo
 }
 
 /// Lands `jobs` as one group (retrying until it succeeds), then finishes each job.
-pub(crate) async fn land_group(shared: &Shared, commits: &std::sync::mpsc::Sender<CommitRequest>, jobs: Vec<LandingJob>, mut only_missing: bool) {
+pub(crate) async fn land_group(
+    shared: &Shared,
+    commits: &std::sync::mpsc::Sender<CommitRequest>,
+    jobs: Vec<LandingJob>,
+    mut only_missing: bool,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         match try_land(shared, &jobs, only_missing).await {
@@ -100,7 +111,11 @@ pub(crate) async fn land_group(shared: &Shared, commits: &std::sync::mpsc::Sende
     }
     for mut job in jobs {
         let r = job.ranges;
-        let _ = commits.send(CommitRequest { partition: job.partition, lane_next: r.lane_to, acct_next: r.acct_to });
+        let _ = commits.send(CommitRequest {
+            partition: job.partition,
+            lane_next: r.lane_to,
+            acct_next: r.acct_to,
+        });
         record_latency(shared, &job.batch);
         if let Some(state) = job.checkpoint.take() {
             write_checkpoint(shared, &job, state).await;
@@ -111,17 +126,32 @@ pub(crate) async fn land_group(shared: &Shared, commits: &std::sync::mpsc::Sende
 }
 
 async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> crate::Result<()> {
-    let journal: Vec<JournalEntry> =
-        jobs.iter().map(|j| JournalEntry { partition: j.partition as u16, seq: j.seq, ranges: j.ranges, counts: j.batch.counts }).collect();
+    let journal: Vec<JournalEntry> = jobs
+        .iter()
+        .map(|j| JournalEntry {
+            partition: j.partition as u16,
+            seq: j.seq,
+            ranges: j.ranges,
+            counts: j.batch.counts,
+        })
+        .collect();
     shared.store.plan_batches(&journal, &shared.cfg.instance).await?;
-    let batches: Vec<BatchToWrite> = jobs.iter().map(|j| BatchToWrite { partition: j.partition as u16, seq: j.seq, batch: &j.batch }).collect();
+    let batches: Vec<BatchToWrite> = jobs
+        .iter()
+        .map(|j| BatchToWrite { partition: j.partition as u16, seq: j.seq, batch: &j.batch })
+        .collect();
     shared.store.write_batches(&batches, &shared.topics, only_missing).await?;
     let mut status: Vec<(String, String, i64)> = Vec::new();
     for j in jobs {
         for st in &j.batch.status {
             let card = j.batch.text(st.card_id).to_string();
-            let time = gantry_core::time::format_timestamp(st.time_ms, shared.cfg.network_utc_offset_min);
-            let v = format!(r#"{{"cardId":"{card}","listed":{},"reason":"{}","time":"{time}"}}"#, st.listed, st.reason.code());
+            let time =
+                gantry_core::time::format_timestamp(st.time_ms, shared.cfg.network_utc_offset_min);
+            let v = format!(
+                r#"{{"cardId":"{card}","listed":{},"reason":"{}","time":"{time}"}}"#,
+                st.listed,
+                st.reason.code()
+            );
             status.push((card, v, st.time_ms));
         }
     }
@@ -131,7 +161,9 @@ async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> c
 }
 
 fn record_latency(shared: &Shared, batch: &Batch) {
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let mut h = shared.latency_ms.lock().expect("latency lock");
     for s in &batch.settlements {
         if let Some(ts) = s.source.timestamp_ms {
@@ -147,7 +179,9 @@ async fn write_checkpoint(shared: &Shared, job: &LandingJob, state: Vec<u8>) {
         lane_next: job.ranges.lane_to,
         acct_next: job.ranges.acct_to,
         state,
-        written_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32),
+        written_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as u32),
     };
     // A failed checkpoint only lengthens the next replay.
     if let Err(e) = shared.store.write_checkpoint(&rec).await {

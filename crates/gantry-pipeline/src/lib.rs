@@ -133,7 +133,10 @@ impl PipelineConfig {
             errs.push("lane_topic and account_topic must differ".to_string());
         }
         if self.batch_rows_max == 0 || self.batch_rows_max > 1_000_000 {
-            errs.push(format!("batch_rows_max {} must be in 1..=1000000 (one INSERT block)", self.batch_rows_max));
+            errs.push(format!(
+                "batch_rows_max {} must be in 1..=1000000 (one INSERT block)",
+                self.batch_rows_max
+            ));
         }
         if self.flush_interval_ms == 0 {
             errs.push("flush_interval_ms must be > 0".into());
@@ -152,7 +155,10 @@ impl PipelineConfig {
         }
         // Kafka brokers accept 6 s to 30 min by default (group.min/max.session.timeout.ms).
         if !(1_000..=1_800_000).contains(&self.session_timeout_ms) {
-            errs.push(format!("session_timeout_ms {} must be in 1000..=1800000", self.session_timeout_ms));
+            errs.push(format!(
+                "session_timeout_ms {} must be in 1000..=1800000",
+                self.session_timeout_ms
+            ));
         }
         if errs.is_empty() {
             Ok(())
@@ -163,7 +169,9 @@ impl PipelineConfig {
 
     pub fn engine(&self) -> EngineConfig {
         EngineConfig {
-            parse: gantry_core::parse::ParseConfig { network_utc_offset_min: self.network_utc_offset_min },
+            parse: gantry_core::parse::ParseConfig {
+                network_utc_offset_min: self.network_utc_offset_min,
+            },
             dedup_window_ms: self.dedup_window_ms,
             min_balance_fen: self.min_balance_fen,
             max_future_skew_ms: self.max_future_skew_ms,
@@ -199,7 +207,12 @@ impl ChunkPool {
                 c.topic = topic;
                 c
             }
-            None => worker::Chunk { topic, data: Vec::with_capacity(256 << 10), msgs: Vec::with_capacity(1024), at_end: false },
+            None => worker::Chunk {
+                topic,
+                data: Vec::with_capacity(256 << 10),
+                msgs: Vec::with_capacity(1024),
+                at_end: false,
+            },
         }
     }
 

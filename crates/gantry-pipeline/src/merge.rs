@@ -36,7 +36,10 @@ mod tests {
     fn account_events_win_ties_and_heads_decide() {
         let mut order = Vec::new();
         head_merge(&[5, 10, 10, 30], &[1, 10, 40], |lane, i| order.push((lane, i)));
-        assert_eq!(order, vec![(false, 0), (true, 0), (false, 1), (true, 1), (true, 2), (true, 3), (false, 2)]);
+        assert_eq!(
+            order,
+            vec![(false, 0), (true, 0), (false, 1), (true, 1), (true, 2), (true, 3), (false, 2)]
+        );
         // Non-monotone partitions: only the heads are compared, never a global sort.
         let mut order = Vec::new();
         head_merge(&[20, 1], &[10], |lane, i| order.push((lane, i)));

@@ -134,18 +134,47 @@ impl Ctx {
 }
 
 /// Runs the engine until stopped (`stop`), or until idle when `exit_when_idle_ms` is set.
-pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>) -> Result<RunSummary> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("gantry-worker").build()?;
-    let store = gantry_clickhouse::Store::new(&cfg.clickhouse_url, &cfg.database).with_insert_compression(cfg.insert_compression);
+pub fn run(
+    cfg: PipelineConfig,
+    tariffs: Arc<TariffStore>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("gantry-worker")
+        .build()?;
+    let store = gantry_clickhouse::Store::new(&cfg.clickhouse_url, &cfg.database)
+        .with_insert_compression(cfg.insert_compression);
     let status = gantry_kafka::StatusProducer::new(&cfg.brokers, &cfg.status_topic)?;
-    let latency_ms = std::sync::Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).expect("histogram bounds"));
+    let latency_ms = std::sync::Mutex::new(
+        hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).expect("histogram bounds"),
+    );
     let (lander_tx, lander_rx) = tokio::sync::mpsc::channel(crate::land::LANDER_QUEUE_JOBS);
-    let shared = Arc::new(Shared { topics: cfg.topics(), cfg: cfg.clone(), tariffs, store, status, latency_ms, chunk_pool: crate::ChunkPool::new(), lander: lander_tx });
+    let shared = Arc::new(Shared {
+        topics: cfg.topics(),
+        cfg: cfg.clone(),
+        tariffs,
+        store,
+        status,
+        latency_ms,
+        chunk_pool: crate::ChunkPool::new(),
+        lander: lander_tx,
+    });
     let (commit_tx, commit_rx) = std_mpsc::channel();
     rt.spawn(crate::land::lander(shared.clone(), lander_rx, commit_tx.clone()));
-    let ctx = Ctx { shared, rt: rt.handle().clone(), workers: Mutex::new(HashMap::new()), commits: Mutex::new(commit_tx), failed: AtomicBool::new(false) };
-    let consumer: BaseConsumer<Ctx> = gantry_kafka::consumer_config(&cfg.brokers, &cfg.group_id, cfg.session_timeout_ms).create_with_context(ctx)?;
-    let partitions = gantry_kafka::check_copartitioned(&consumer, &cfg.lane_topic, &cfg.account_topic)?;
+    let ctx = Ctx {
+        shared,
+        rt: rt.handle().clone(),
+        workers: Mutex::new(HashMap::new()),
+        commits: Mutex::new(commit_tx),
+        failed: AtomicBool::new(false),
+    };
+    let consumer: BaseConsumer<Ctx> =
+        gantry_kafka::consumer_config(&cfg.brokers, &cfg.group_id, cfg.session_timeout_ms)
+            .create_with_context(ctx)?;
+    let partitions =
+        gantry_kafka::check_copartitioned(&consumer, &cfg.lane_topic, &cfg.account_topic)?;
     info!(partitions, lane = %cfg.lane_topic, accounts = %cfg.account_topic, "topics are co-partitioned");
     consumer.subscribe(&[&cfg.lane_topic, &cfg.account_topic])?;
 
@@ -156,11 +185,19 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
     let mut last_offset: HashMap<(Topic, i32), i64> = HashMap::new();
     let mut last_flush = Instant::now();
     let mut last_message = Instant::now();
-    let topic_of = |name: &str| if name == cfg.lane_topic { Topic::LaneTx } else { Topic::AccountEvents };
-    let topic_name = |t: Topic| if t == Topic::LaneTx { cfg.lane_topic.as_str() } else { cfg.account_topic.as_str() };
+    let topic_of =
+        |name: &str| if name == cfg.lane_topic { Topic::LaneTx } else { Topic::AccountEvents };
+    let topic_name = |t: Topic| {
+        if t == Topic::LaneTx {
+            cfg.lane_topic.as_str()
+        } else {
+            cfg.account_topic.as_str()
+        }
+    };
 
     let hand_on = |pending: &mut HashMap<(Topic, i32), Chunk>, only: Option<i32>| {
-        let keys: Vec<(Topic, i32)> = pending.keys().filter(|(_, p)| only.is_none_or(|o| o == *p)).copied().collect();
+        let keys: Vec<(Topic, i32)> =
+            pending.keys().filter(|(_, p)| only.is_none_or(|o| o == *p)).copied().collect();
         for k in keys {
             let chunk = pending.remove(&k).expect("key listed");
             if let Some(tx) = consumer.context().sender(k.1) {
@@ -179,9 +216,16 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
                 messages += 1;
                 let key = (topic_of(m.topic()), m.partition());
                 last_offset.insert(key, m.offset());
-                let chunk = pending.entry(key).or_insert_with(|| consumer.context().shared.chunk_pool.take(key.0));
+                let chunk = pending
+                    .entry(key)
+                    .or_insert_with(|| consumer.context().shared.chunk_pool.take(key.0));
                 let payload = m.payload().unwrap_or(&[]);
-                chunk.msgs.push(Msg { offset: m.offset(), timestamp_ms: m.timestamp().to_millis().unwrap_or(-1), start: chunk.data.len() as u32, len: payload.len() as u32 });
+                chunk.msgs.push(Msg {
+                    offset: m.offset(),
+                    timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
+                    start: chunk.data.len() as u32,
+                    len: payload.len() as u32,
+                });
                 chunk.data.extend_from_slice(payload);
                 if chunk.msgs.len() >= cfg.chunk_messages_max || chunk.data.len() >= (32 << 20) {
                     let chunk = pending.remove(&key).expect("just used");
@@ -195,12 +239,18 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
                 // of the two did (rare: only when the consumer catches up).
                 hand_on(&mut pending, Some(p));
                 for t in [Topic::LaneTx, Topic::AccountEvents] {
-                    let high = gantry_kafka::cached_high_watermark(&consumer, topic_name(t), p).unwrap_or(i64::MAX);
+                    let high = gantry_kafka::cached_high_watermark(&consumer, topic_name(t), p)
+                        .unwrap_or(i64::MAX);
                     let next = last_offset.get(&(t, p)).map_or(-1, |o| o + 1);
-                    let position = consumer
-                        .position()
-                        .ok()
-                        .and_then(|tpl| tpl.find_partition(topic_name(t), p).and_then(|e| if let Offset::Offset(o) = e.offset() { Some(o) } else { None }));
+                    let position = consumer.position().ok().and_then(|tpl| {
+                        tpl.find_partition(topic_name(t), p).and_then(|e| {
+                            if let Offset::Offset(o) = e.offset() {
+                                Some(o)
+                            } else {
+                                None
+                            }
+                        })
+                    });
                     if next >= high || position.is_some_and(|o| o >= high) {
                         if let Some(tx) = consumer.context().sender(p) {
                             let mut c = consumer.context().shared.chunk_pool.take(t);
@@ -216,12 +266,17 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
         let now = Instant::now();
         if got_message {
             last_message = now;
-            if now.duration_since(last_housekeeping) < Duration::from_millis(HOUSEKEEPING_INTERVAL_MS) {
+            if now.duration_since(last_housekeeping)
+                < Duration::from_millis(HOUSEKEEPING_INTERVAL_MS)
+            {
                 continue;
             }
         }
         last_housekeeping = now;
-        if stop.load(Ordering::SeqCst) || consumer.context().failed.load(Ordering::SeqCst) || consumer.context().any_worker_finished() {
+        if stop.load(Ordering::SeqCst)
+            || consumer.context().failed.load(Ordering::SeqCst)
+            || consumer.context().any_worker_finished()
+        {
             break;
         }
         if now.duration_since(last_flush) >= Duration::from_millis(CHUNK_FLUSH_MS) {
@@ -238,8 +293,13 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
         let mut tpl = TopicPartitionList::new();
         while let Ok(c) = commit_rx.try_recv() {
             last_landed = Instant::now();
-            let _ = tpl.add_partition_offset(&cfg.lane_topic, c.partition, Offset::Offset(c.lane_next));
-            let _ = tpl.add_partition_offset(&cfg.account_topic, c.partition, Offset::Offset(c.acct_next));
+            let _ =
+                tpl.add_partition_offset(&cfg.lane_topic, c.partition, Offset::Offset(c.lane_next));
+            let _ = tpl.add_partition_offset(
+                &cfg.account_topic,
+                c.partition,
+                Offset::Offset(c.acct_next),
+            );
         }
         if tpl.count() > 0 {
             if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
@@ -248,26 +308,37 @@ pub fn run(cfg: PipelineConfig, tariffs: Arc<TariffStore>, stop: Arc<AtomicBool>
         }
         // Drained: the last poll returned nothing, nothing arrived for `exit_when_idle_ms`, and
         // every partition's fetch position is at its high watermark.
-        if cfg.exit_when_idle_ms > 0 && !got_message && last_message.elapsed() >= Duration::from_millis(cfg.exit_when_idle_ms) && caught_up(&consumer) {
+        if cfg.exit_when_idle_ms > 0
+            && !got_message
+            && last_message.elapsed() >= Duration::from_millis(cfg.exit_when_idle_ms)
+            && caught_up(&consumer)
+        {
             info!("all partitions drained; stopping");
             break;
         }
     }
     hand_on(&mut pending, None);
-    let parts: Vec<i32> = consumer.context().workers.lock().expect("workers lock").keys().copied().collect();
+    let parts: Vec<i32> =
+        consumer.context().workers.lock().expect("workers lock").keys().copied().collect();
     consumer.context().stop_workers(&parts);
     while let Ok(c) = commit_rx.try_recv() {
         last_landed = Instant::now();
         let mut tpl = TopicPartitionList::new();
         let _ = tpl.add_partition_offset(&cfg.lane_topic, c.partition, Offset::Offset(c.lane_next));
-        let _ = tpl.add_partition_offset(&cfg.account_topic, c.partition, Offset::Offset(c.acct_next));
+        let _ =
+            tpl.add_partition_offset(&cfg.account_topic, c.partition, Offset::Offset(c.acct_next));
         let _ = consumer.commit(&tpl, CommitMode::Sync);
     }
     if consumer.context().failed.load(Ordering::SeqCst) {
         return Err(PipelineError::Worker(-1, "a partition worker failed; see the log".into()));
     }
     let latency_ms = consumer.context().shared.latency_ms.lock().expect("latency lock").clone();
-    Ok(RunSummary { messages, elapsed: started.elapsed(), until_last_landed: last_landed.duration_since(started), latency_ms })
+    Ok(RunSummary {
+        messages,
+        elapsed: started.elapsed(),
+        until_last_landed: last_landed.duration_since(started),
+        latency_ms,
+    })
 }
 
 /// Every assigned partition of both topics has been consumed to its high watermark.
@@ -283,9 +354,25 @@ fn caught_up(consumer: &BaseConsumer<Ctx>) -> bool {
     assignment.elements().iter().all(|e| {
         // The high watermark the fetches reported (see `cached_high_watermark`); a partition
         // never fetched yet is not caught up.
-        let Some(high) = gantry_kafka::cached_high_watermark(consumer, e.topic(), e.partition()) else { return false };
-        let offset_in = |tpl: &TopicPartitionList| tpl.find_partition(e.topic(), e.partition()).and_then(|x| if let Offset::Offset(o) = x.offset() { Some(o) } else { None });
-        let pos = offset_in(&position).or_else(|| committed.get_or_init(|| consumer.committed(Duration::from_secs(5)).ok()).as_ref().and_then(offset_in));
+        let Some(high) = gantry_kafka::cached_high_watermark(consumer, e.topic(), e.partition())
+        else {
+            return false;
+        };
+        let offset_in = |tpl: &TopicPartitionList| {
+            tpl.find_partition(e.topic(), e.partition()).and_then(|x| {
+                if let Offset::Offset(o) = x.offset() {
+                    Some(o)
+                } else {
+                    None
+                }
+            })
+        };
+        let pos = offset_in(&position).or_else(|| {
+            committed
+                .get_or_init(|| consumer.committed(Duration::from_secs(5)).ok())
+                .as_ref()
+                .and_then(offset_in)
+        });
         high == 0 || pos.is_some_and(|o| o >= high)
     })
 }

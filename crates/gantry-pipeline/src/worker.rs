@@ -152,7 +152,11 @@ pub(crate) struct Worker {
 impl Worker {
     /// Restores the partition's state (checkpoint + replay of later batches + completion of
     /// a batch that was planned but not committed).
-    pub(crate) fn recover(shared: Arc<Shared>, partition: i32, commits: std::sync::mpsc::Sender<CommitRequest>) -> Result<Worker> {
+    pub(crate) fn recover(
+        shared: Arc<Shared>,
+        partition: i32,
+        commits: std::sync::mpsc::Sender<CommitRequest>,
+    ) -> Result<Worker> {
         let rt = tokio::runtime::Handle::current();
         let p16 = partition as u16;
         let cfg = shared.cfg.engine();
@@ -160,7 +164,8 @@ impl Worker {
         let reader = RangeReader::new(&shared.cfg.brokers)?;
         let (engine, seq, lane_next, acct_next) = match checkpoint {
             Some(c) => {
-                let engine = Engine::read_state(cfg, &c.state).map_err(|source| PipelineError::State { partition, source })?;
+                let engine = Engine::read_state(cfg, &c.state)
+                    .map_err(|source| PipelineError::State { partition, source })?;
                 (engine, c.batch_seq, c.lane_next, c.acct_next)
             }
             None => {
@@ -190,21 +195,34 @@ impl Worker {
         let (mut replayed, mut completed) = (0, 0);
         for b in &journal {
             if b.batch_seq != w.seq + 1 {
-                return Err(PipelineError::ReplayMismatch { partition, seq: b.batch_seq, detail: format!("journal jumps from batch {} to {}", w.seq, b.batch_seq) });
+                return Err(PipelineError::ReplayMismatch {
+                    partition,
+                    seq: b.batch_seq,
+                    detail: format!("journal jumps from batch {} to {}", w.seq, b.batch_seq),
+                });
             }
             let r = b.ranges();
             if r.lane_from != w.lane.next || r.acct_from != w.acct.next {
-                return Err(PipelineError::ReplayMismatch { partition, seq: b.batch_seq, detail: "ranges do not continue the previous batch".into() });
+                return Err(PipelineError::ReplayMismatch {
+                    partition,
+                    seq: b.batch_seq,
+                    detail: "ranges do not continue the previous batch".into(),
+                });
             }
             w.replay(&reader, r)?;
             w.seq = b.batch_seq;
             if b.is_committed() {
                 let c = w.batch.counts;
-                if (c.lane_records, c.settled, c.account_events) != (b.lane_records, b.settled, b.account_events) {
+                if (c.lane_records, c.settled, c.account_events)
+                    != (b.lane_records, b.settled, b.account_events)
+                {
                     return Err(PipelineError::ReplayMismatch {
                         partition,
                         seq: b.batch_seq,
-                        detail: format!("replayed {} records / {} settled, journal says {} / {}", c.lane_records, c.settled, b.lane_records, b.settled),
+                        detail: format!(
+                            "replayed {} records / {} settled, journal says {} / {}",
+                            c.lane_records, c.settled, b.lane_records, b.settled
+                        ),
                     });
                 }
                 replayed += 1;
@@ -214,13 +232,23 @@ impl Worker {
                 let batch = std::mem::take(&mut w.batch);
                 let (job, landed) = w.landing_job(r, batch, None);
                 rt.block_on(crate::land::land_group(&w.shared, &w.commits, vec![job], true));
-                w.batch = rt.block_on(landed).map_err(|e| PipelineError::Worker(partition, format!("recovery landing: {e}")))?;
+                w.batch = rt.block_on(landed).map_err(|e| {
+                    PipelineError::Worker(partition, format!("recovery landing: {e}"))
+                })?;
                 w.batch.clear();
                 completed += 1;
             }
             w.batch_from = (w.lane.next, w.acct.next);
         }
-        info!(partition, seq = w.seq, lane_next = w.lane.next, acct_next = w.acct.next, replayed, completed, "partition recovered");
+        info!(
+            partition,
+            seq = w.seq,
+            lane_next = w.lane.next,
+            acct_next = w.acct.next,
+            replayed,
+            completed,
+            "partition recovered"
+        );
         w.reader = Some(reader);
         Ok(w)
     }
@@ -239,11 +267,18 @@ impl Worker {
                 buf.2.push(m.timestamp_ms.unwrap_or(-1));
             })?;
         }
-        let (engine, batch, tariffs, p) = (&mut self.engine, &mut self.batch, &self.tariffs, self.partition);
+        let (engine, batch, tariffs, p) =
+            (&mut self.engine, &mut self.batch, &self.tariffs, self.partition);
         head_merge(&lane.2, &acct.2, |is_lane, i| {
-            let (buf, topic) = if is_lane { (&lane, Topic::LaneTx) } else { (&acct, Topic::AccountEvents) };
+            let (buf, topic) =
+                if is_lane { (&lane, Topic::LaneTx) } else { (&acct, Topic::AccountEvents) };
             let (offset, start, len) = buf.1[i];
-            let src = Source { topic, partition: p, offset, timestamp_ms: Some(buf.2[i]).filter(|t| *t >= 0) };
+            let src = Source {
+                topic,
+                partition: p,
+                offset,
+                timestamp_ms: Some(buf.2[i]).filter(|t| *t >= 0),
+            };
             let payload = &buf.0[start..start + len];
             match topic {
                 Topic::LaneTx => engine.lane_message(tariffs, payload, src, batch),
@@ -271,7 +306,8 @@ impl Worker {
             };
             // A batch that is due while the previous one is still landing keeps growing (up to
             // its hard limits) instead of blocking the worker: wake up when either happens.
-            let overdue = self.batch_opened.is_some_and(|t| t.elapsed() >= flush_every) && self.landing.is_some();
+            let overdue = self.batch_opened.is_some_and(|t| t.elapsed() >= flush_every)
+                && self.landing.is_some();
             let wait = if overdue { Duration::from_secs(3600) } else { wait };
             let landing = async {
                 match self.landing.as_mut() {
@@ -317,7 +353,11 @@ impl Worker {
             let due = self.batch_opened.is_some_and(|t| t.elapsed() >= flush_every);
             // Due batches close once the previous one has landed; a full batch (or one whose
             // both sides are closed, which cannot take more) waits for it.
-            if self.batch.counts.messages > 0 && (full || (self.lane.closed && self.acct.closed) || (due && self.previous_landed()?)) {
+            if self.batch.counts.messages > 0
+                && (full
+                    || (self.lane.closed && self.acct.closed)
+                    || (due && self.previous_landed()?))
+            {
                 self.flush().await?;
             }
         }
@@ -360,14 +400,27 @@ impl Worker {
                     Topic::AccountEvents => &self.shared.cfg.account_topic,
                 };
                 let reader = self.reader.as_ref().expect("reader set by recovery");
-                let mut fill = Chunk { topic: chunk.topic, data: Vec::new(), msgs: Vec::new(), at_end: false };
+                let mut fill =
+                    Chunk { topic: chunk.topic, data: Vec::new(), msgs: Vec::new(), at_end: false };
                 tokio::task::block_in_place(|| {
                     reader.read(topic, self.partition, expected, first, |m| {
-                        fill.msgs.push(Msg { offset: m.offset, timestamp_ms: m.timestamp_ms.unwrap_or(-1), start: fill.data.len() as u32, len: m.payload.len() as u32 });
+                        fill.msgs.push(Msg {
+                            offset: m.offset,
+                            timestamp_ms: m.timestamp_ms.unwrap_or(-1),
+                            start: fill.data.len() as u32,
+                            len: m.payload.len() as u32,
+                        });
                         fill.data.extend_from_slice(m.payload);
                     })
                 })?;
-                info!(partition = self.partition, ?topic, from = expected, to = first, filled = fill.msgs.len(), "filled a gap in the fetched offsets");
+                info!(
+                    partition = self.partition,
+                    ?topic,
+                    from = expected,
+                    to = first,
+                    filled = fill.msgs.len(),
+                    "filled a gap in the fetched offsets"
+                );
                 if let Some(unused) = side.push(fill) {
                     self.shared.chunk_pool.give_back(unused);
                 }
@@ -384,11 +437,14 @@ impl Worker {
     fn process(&mut self, draining: bool) -> bool {
         let idle = Duration::from_millis(self.shared.cfg.merge_idle_ms);
         loop {
-            if self.batch.rows() >= self.shared.cfg.batch_rows_max || self.batch.arena_bytes() >= self.shared.cfg.batch_bytes_max {
+            if self.batch.rows() >= self.shared.cfg.batch_rows_max
+                || self.batch.arena_bytes() >= self.shared.cfg.batch_bytes_max
+            {
                 return true;
             }
             let waited = self.blocked_since.is_some_and(|b| b.elapsed() >= idle) || draining;
-            let (lane_waited, acct_waited) = (waited && (self.lane.heard || draining), waited && (self.acct.heard || draining));
+            let (lane_waited, acct_waited) =
+                (waited && (self.lane.heard || draining), waited && (self.acct.heard || draining));
             let take_lane = match (self.lane.head(), self.acct.head()) {
                 (Some((l, _)), Some((a, _))) => lane_first(l.timestamp_ms, a.timestamp_ms),
                 (Some(_), None) if self.acct.closed => true,
@@ -418,7 +474,12 @@ impl Worker {
             }
             let side = &mut self.acct;
             let (m, payload) = side.head().expect("head checked");
-            let src = Source { topic: Topic::AccountEvents, partition: self.partition, offset: m.offset, timestamp_ms: Some(m.timestamp_ms).filter(|t| *t >= 0) };
+            let src = Source {
+                topic: Topic::AccountEvents,
+                partition: self.partition,
+                offset: m.offset,
+                timestamp_ms: Some(m.timestamp_ms).filter(|t| *t >= 0),
+            };
             self.engine.account_message(payload, src, &mut self.batch);
             if let Some(used) = side.pop() {
                 self.shared.chunk_pool.give_back(used);
@@ -446,7 +507,12 @@ impl Worker {
         }
         let partition = self.partition;
         let msgs = c.msgs[from..to].iter().map(|m| {
-            let src = Source { topic: Topic::LaneTx, partition, offset: m.offset, timestamp_ms: Some(m.timestamp_ms).filter(|t| *t >= 0) };
+            let src = Source {
+                topic: Topic::LaneTx,
+                partition,
+                offset: m.offset,
+                timestamp_ms: Some(m.timestamp_ms).filter(|t| *t >= 0),
+            };
             (&c.data[m.start as usize..(m.start + m.len) as usize], src)
         });
         self.engine.lane_messages(&self.tariffs, msgs, &mut self.batch);
@@ -458,7 +524,12 @@ impl Worker {
     }
 
     fn ranges(&self) -> Ranges {
-        Ranges { lane_from: self.batch_from.0, lane_to: self.lane.next, acct_from: self.batch_from.1, acct_to: self.acct.next }
+        Ranges {
+            lane_from: self.batch_from.0,
+            lane_to: self.lane.next,
+            acct_from: self.batch_from.1,
+            acct_to: self.acct.next,
+        }
     }
 
     /// Closes the current batch and hands it to a landing task, then starts the next batch.
@@ -478,7 +549,11 @@ impl Worker {
         let next = self.spare.take().unwrap_or_else(|| Batch::with_capacity(16_384));
         let batch = std::mem::replace(&mut self.batch, next);
         let (job, landed) = self.landing_job(r, batch, checkpoint);
-        self.shared.lander.send(job).await.map_err(|_| PipelineError::Worker(self.partition, "the lander has stopped".into()))?;
+        self.shared
+            .lander
+            .send(job)
+            .await
+            .map_err(|_| PipelineError::Worker(self.partition, "the lander has stopped".into()))?;
         self.landing = Some(landed);
         self.batch_from = (self.lane.next, self.acct.next);
         self.batch_opened = None;
@@ -490,15 +565,32 @@ impl Worker {
     }
 
     /// Batch `self.seq`, covering `ranges`, ready to be landed; and where it comes back.
-    fn landing_job(&self, ranges: Ranges, batch: Batch, checkpoint: Option<Vec<u8>>) -> (LandingJob, tokio::sync::oneshot::Receiver<Batch>) {
+    fn landing_job(
+        &self,
+        ranges: Ranges,
+        batch: Batch,
+        checkpoint: Option<Vec<u8>>,
+    ) -> (LandingJob, tokio::sync::oneshot::Receiver<Batch>) {
         let (done, landed) = tokio::sync::oneshot::channel();
-        (LandingJob { partition: self.partition, seq: self.seq, ranges, batch, checkpoint, done }, landed)
+        (
+            LandingJob {
+                partition: self.partition,
+                seq: self.seq,
+                ranges,
+                batch,
+                checkpoint,
+                done,
+            },
+            landed,
+        )
     }
 
     /// Waits until the batch in flight (if any) is landed; keeps its buffers for reuse.
     async fn wait_landed(&mut self) -> Result<()> {
         if let Some(h) = self.landing.take() {
-            let b = h.await.map_err(|e| PipelineError::Worker(self.partition, format!("landing: {e}")))?;
+            let b = h
+                .await
+                .map_err(|e| PipelineError::Worker(self.partition, format!("landing: {e}")))?;
             self.keep_spare(b);
         }
         Ok(())
