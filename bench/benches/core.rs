@@ -3,6 +3,8 @@
 //! per-partition path (parse → price → dedup → debit → rows) on a realistic mixed batch, and
 //! the encoding of a batch's rows for ClickHouse.
 
+#![forbid(unsafe_code)]
+
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use gantry_bench::{
     core_pass, core_pass_per_message, fixture, parse_config, BorrowedLaneTx, NaiveLaneTx,

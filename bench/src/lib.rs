@@ -1,6 +1,8 @@
 //! Shared fixtures for the benchmarks: a generated network and traffic, and the naive
 //! baseline parser the real one is measured against.
 
+#![forbid(unsafe_code)]
+
 use gantry_core::parse::ParseConfig;
 use gantry_core::tariff::TariffSet;
 use gantry_core::{Batch, Engine, EngineConfig, Source, Topic};
@@ -48,7 +50,7 @@ pub fn fixture(cards: usize, records: u64) -> Fixture {
     let mut lane_bytes = Vec::new();
     let mut lane_index = Vec::new();
     let mut offset = 0;
-    while let Some(m) = traffic.next() {
+    while let Some(m) = traffic.next_message() {
         offset += 1;
         match m.topic {
             gantry_gen::Topic::AccountEvents => {

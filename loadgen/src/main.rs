@@ -5,6 +5,8 @@
 //! The network (tariff) and the traffic come from the same seed and sizes: write the tariff
 //! with `gantry-loadgen tariff` using the same `--units`/`--owners`/`--seed`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -188,14 +190,14 @@ fn main() -> anyhow::Result<()> {
             );
             let started = Instant::now();
             let mut sent = 0u64;
-            while let Some(m) = gen.next() {
+            while let Some(m) = gen.next_message() {
                 let topic = if m.topic == Topic::LaneTx { &lane_topic } else { &account_topic };
                 gantry_kafka::send_waiting(
                     &producer,
                     BaseRecord::to(topic).key(m.key).payload(m.value).timestamp(m.timestamp_ms),
                 )?;
                 sent += 1;
-                if sent % 1024 == 0 {
+                if sent.is_multiple_of(1024) {
                     bar.set_position(sent);
                     if rate > 0 {
                         let due = Duration::from_secs_f64(sent as f64 / rate as f64);

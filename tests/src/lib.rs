@@ -2,6 +2,8 @@
 //! ClickHouse database on the local stack (`deploy/local/stack up`), talks to them only
 //! through the Kafka protocol and ClickHouse's HTTP interface, and drops its database at the end.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

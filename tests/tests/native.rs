@@ -4,6 +4,8 @@
 //! included. `tests/sql_compat.py` checks the same blocks against the same rows on current
 //! ClickHouse, so both ends of the supported range read Gantry's bytes the same way.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 use gantry_tests::Env;

@@ -1,6 +1,8 @@
 //! The running engine against the real broker and the real ClickHouse: known records in,
 //! exact rows out; and a second run that must replay the journal and continue exactly once.
 
+#![forbid(unsafe_code)]
+
 use gantry_core::time::parse_timestamp_ms;
 use gantry_gen::{Network, Topic, Traffic, TrafficConfig};
 use gantry_tests::{fixture_tariffs, Env};
@@ -85,7 +87,9 @@ fn known_records_give_exact_rows_in_every_table() {
     ); // lost card: still debited
     env.run(&env.cfg, &fixture_tariffs());
 
-    let settled: Vec<(String, String, i64, u32, String, String, String, u8)> = env.query(
+    /// trade id, pay/discount/fee, balance after, flags, card, issuer, customer, media type
+    type SettledRow = (String, String, i64, u32, String, String, String, u8);
+    let settled: Vec<SettledRow> = env.query(
         "SELECT trade_id, concat(toString(pay_fee), '/', toString(discount_fee), '/', toString(fee)), balance_after, flags, card_id, issuer_id, customer_id, media_type FROM settlements ORDER BY trade_id",
     );
     let s = |id: &str,
@@ -232,7 +236,7 @@ fn second_run_continues_exactly_once(name: &str, checkpoint_every_batches: u64) 
         checkpoint_every_batches,
         ..env.cfg.clone()
     };
-    while let Some(m) = traffic.next() {
+    while let Some(m) = traffic.next_message() {
         let topic = if m.topic == Topic::LaneTx {
             env.cfg.lane_topic.clone()
         } else {
@@ -275,7 +279,7 @@ fn a_planned_batch_is_completed_with_only_its_missing_rows() {
         TrafficConfig { records: 3_000, cards: 500, seed: 11, ..TrafficConfig::default() },
         &net,
     );
-    while let Some(m) = traffic.next() {
+    while let Some(m) = traffic.next_message() {
         let topic = if m.topic == Topic::LaneTx {
             env.cfg.lane_topic.clone()
         } else {

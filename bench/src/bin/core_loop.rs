@@ -2,6 +2,8 @@
 //! `valgrind --tool=callgrind`): `core_loop [ROUNDS] [CARDS] [grouped|single]`. Prints
 //! records/s per round. A small CARDS (e.g. 2000) keeps every account in cache, which shows
 //! what memory costs; `single` feeds the engine one message at a time (no warmed groups).
+
+#![forbid(unsafe_code)]
 use gantry_bench::{core_pass, core_pass_per_message, fixture};
 use gantry_core::{Batch, Engine};
 use std::time::Instant;

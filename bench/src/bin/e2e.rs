@@ -10,6 +10,8 @@
 //!    each settled record's Kafka timestamp → batch committed in ClickHouse goes into an
 //!    HDR histogram (p50/p99/p999), written to `--out` as CSV (and plotted by plot_latency.py).
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -124,7 +126,7 @@ fn produce(
         gantry_kafka::producer_config(&args.brokers).create()?;
     let started = Instant::now();
     let mut sent = 0u64;
-    while let Some(m) = gen.next() {
+    while let Some(m) = gen.next_message() {
         let topic = if m.topic == Topic::LaneTx { &run.lane } else { &run.acct };
         let ts = if wall_clock {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64
@@ -136,7 +138,7 @@ fn produce(
             BaseRecord::to(topic).key(m.key).payload(m.value).timestamp(ts),
         )?;
         sent += 1;
-        if rate > 0.0 && sent % 64 == 0 {
+        if rate > 0.0 && sent.is_multiple_of(64) {
             if let Some(ahead) =
                 Duration::from_secs_f64(sent as f64 / rate).checked_sub(started.elapsed())
             {

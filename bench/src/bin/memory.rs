@@ -1,6 +1,8 @@
 //! Prints the measured memory per remembered id (dedup) and per card account at several
 //! sizes: the figures quoted in the README.
 
+#![forbid(unsafe_code)]
+
 use gantry_core::accounts::Accounts;
 use gantry_core::dedup::{DedupSet, IdKind, DEFAULT_WINDOW_MS};
 use gantry_core::record::{CardId, CardType};

@@ -1,6 +1,8 @@
 //! `gantry`: the settlement engine's command line. A thin shell: every subcommand parses its
 //! arguments, builds the pieces from the library crates and runs them.
 
+#![forbid(unsafe_code)]
+
 mod price;
 mod run;
 

@@ -2,6 +2,8 @@
 //! and ClickHouse (`deploy/local/stack up`): each restart recovers its partitions from the
 //! batch journal and checkpoints, and in the end every record is settled exactly once.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,7 +67,7 @@ fn gantry_killed_mid_run_settles_every_record_exactly_once() {
     let produce = |traffic: &mut Traffic, n: u64| {
         let mut sent = 0;
         while sent < n {
-            let Some(m) = traffic.next() else { break };
+            let Some(m) = traffic.next_message() else { break };
             let topic = if m.topic == Topic::LaneTx { &c.lane_topic } else { &c.account_topic };
             env.produce(topic, std::str::from_utf8(m.key).unwrap(), m.value, m.timestamp_ms);
             sent += 1;

@@ -1,15 +1,18 @@
 //! Gantry's ClickHouse side: the schema (contract §4), Native-format encodings of the core's
 //! output rows (`rows.rs`), and the batch journal that makes writes exactly once.
 //!
-//! Contract with the pipeline (see ARCHITECTURE.md): for batch *k* of partition *p*, call
-//! [`Store::plan_batch`], then [`Store::write_batch`], then [`Store::commit_batch`]. Each
-//! table gets one INSERT per batch, every row tagged `(gantry_partition, batch_seq)`; with
-//! `only_missing` set (recovery), a table that already holds rows of the batch is skipped.
+//! Contract with the pipeline (see ARCHITECTURE.md): for a group of batches, call
+//! [`Store::plan_batches`], then [`Store::write_batches`], then [`Store::commit_batches`].
+//! Each table gets one INSERT per group, every row tagged with its own batch's
+//! `(gantry_partition, batch_seq)`; with `only_missing` set (recovery and retries), a table
+//! that already holds a batch's rows is not written for that batch again.
 //!
 //! ClickHouse 18.16 notes: queries run uncompressed (18.16 answers compressed SELECTs with an
 //! empty body), inserts use LZ4 (or none); output rows go as Native blocks, the journal and
 //! checkpoints as RowBinary without schema validation (18.16 lacks
 //! `RowBinaryWithNamesAndTypes`); `DateTime` is seconds (u32), `Date` is days (u16).
+
+#![forbid(unsafe_code)]
 
 mod order;
 mod rows;
@@ -227,11 +230,6 @@ impl Store {
         Ok(())
     }
 
-    pub async fn ping(&self) -> Result<()> {
-        self.queries.query("SELECT 1").execute().await?;
-        Ok(())
-    }
-
     fn batch_record(
         partition: u16,
         seq: u64,
@@ -273,38 +271,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records the inputs of batch `seq` before any of its rows is written.
-    pub async fn plan_batch(
-        &self,
-        partition: u16,
-        seq: u64,
-        r: Ranges,
-        instance: &str,
-    ) -> Result<()> {
-        self.insert_one(
-            "gantry_batches",
-            &Self::batch_record(partition, seq, PHASE_PLANNED, r, &Counts::default(), instance),
-        )
-        .await
-    }
-
-    /// Marks batch `seq` as fully written.
-    pub async fn commit_batch(
-        &self,
-        partition: u16,
-        seq: u64,
-        r: Ranges,
-        counts: &Counts,
-        instance: &str,
-    ) -> Result<()> {
-        self.insert_one(
-            "gantry_batches",
-            &Self::batch_record(partition, seq, PHASE_COMMITTED, r, counts, instance),
-        )
-        .await
-    }
-
-    /// [`Store::plan_batch`] for several batches in one INSERT (one part: all or none).
+    /// Records the inputs of each batch before any of its rows is written: one INSERT of a
+    /// *planned* row per batch (one part: all or none).
     pub async fn plan_batches(&self, batches: &[JournalEntry], instance: &str) -> Result<()> {
         self.insert_records(batches.iter().map(|b| {
             Self::batch_record(
@@ -319,7 +287,8 @@ impl Store {
         .await
     }
 
-    /// [`Store::commit_batch`] for several batches in one INSERT (one part: all or none).
+    /// Marks each batch as fully written: one INSERT of a *committed* row per batch, with its
+    /// counts (one part: all or none).
     pub async fn commit_batches(&self, batches: &[JournalEntry], instance: &str) -> Result<()> {
         self.insert_records(batches.iter().map(|b| {
             Self::batch_record(b.partition, b.seq, PHASE_COMMITTED, b.ranges, &b.counts, instance)
@@ -382,20 +351,6 @@ impl Store {
             .bind(seq)
             .fetch_one::<u64>()
             .await?)
-    }
-
-    /// Writes every table's rows of `batch` as batch `seq` of `partition`: one INSERT per
-    /// table. With `only_missing`, tables that already hold the batch are skipped (recovery
-    /// of a batch that was planned but not committed).
-    pub async fn write_batch(
-        &self,
-        partition: u16,
-        seq: u64,
-        batch: &Batch,
-        topics: &TopicNames,
-        only_missing: bool,
-    ) -> Result<()> {
-        self.write_batches(&[BatchToWrite { partition, seq, batch }], topics, only_missing).await
     }
 
     /// Writes several batches (of different partitions) with one INSERT per table: a group
@@ -555,8 +510,8 @@ pub fn encode_batch(
 /// Encodes the rows of several batches, one [`EncodedTable`] per non-empty table, skipping
 /// table `t` of batch `i` unless `include(t, i)`. Rows are in each table's `ORDER BY` order
 /// (see `schema.sql`) across all the batches: ClickHouse sorts an inserted block anyway, and
-/// handed a sorted one it skips the shuffle (2–3.5× cheaper inserts on 18.16, measured:
-/// settlements 90 → 46, splits 57 → 19, ledger 45 → 13 CPU ticks per 0.3M rows).
+/// handed a sorted one it skips the shuffle (much cheaper inserts on 18.16; the figures are
+/// in `bench/PERFORMANCE.md`).
 pub fn encode_batches(
     batches: &[BatchToWrite<'_>],
     topics: &TopicNames,

@@ -4,8 +4,7 @@
 //! count, then per column its name, its type and all its values. ClickHouse reads such a
 //! block a column at a time straight into its own column buffers; `RowBinary` made it
 //! deserialise field by field through a virtual call each, which was about a third of its
-//! CPU for an insert (measured on 18.16 here: 200k settlement rows, sorted, merges stopped,
-//! 34 → 22 CPU ticks, alternating the two formats into twin tables). One block per INSERT
+//! CPU for an insert on 18.16 (`bench/PERFORMANCE.md`). One block per INSERT
 //! is also one part, which is what makes a batch all-or-nothing in a table.
 //!
 //! Each table has a column list (name and type, the types exactly as in `schema.sql`; the

@@ -78,8 +78,8 @@ impl DedupKey {
 /// Remembered ids: open addressing with linear probing over 16-byte slots, at most 4/5 full.
 /// The table has any number of slots, not a power of two: an id's home slot is its hash
 /// scaled to the table (`hi × slots / 2⁶⁴`, one multiply), and the table grows by half, so
-/// it is between 8/15 and 4/5 full once past its first size: 20–30 bytes per id, where
-/// doubling a power of two swung between 20 and 40 (`with_capacity` sizes it once, at 4/5).
+/// it is between 8/15 and 4/5 full once past its first size: 20–30 bytes per id
+/// (`with_capacity` sizes it once, at 4/5).
 /// An id's slot is known from its hash alone, so a group's slots can be prefetched before
 /// any is looked at. `hi == 0` is an empty slot.
 struct SlotTable {
@@ -399,7 +399,7 @@ mod tests {
     #[test]
     fn agrees_with_a_map_model() {
         use proptest::prelude::*;
-        use std::collections::HashMap;
+        use std::collections::hash_map::{Entry, HashMap};
         let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
             cases: 64,
             ..ProptestConfig::default()
@@ -419,10 +419,8 @@ mod tests {
                         let k = [IdKind::Trade, IdKind::Topup, IdKind::Adjust][kind as usize];
                         let want = if t < newest.saturating_sub(window) {
                             Verdict::TooOld
-                        } else if model.contains_key(&(kind, id)) {
-                            Verdict::Duplicate
-                        } else {
-                            model.insert((kind, id), (t / 60_000) as u32);
+                        } else if let Entry::Vacant(slot) = model.entry((kind, id)) {
+                            slot.insert((t / 60_000) as u32);
                             if t > newest {
                                 newest = t;
                                 if last_sweep == i64::MIN {
@@ -434,6 +432,8 @@ mod tests {
                                 }
                             }
                             Verdict::New
+                        } else {
+                            Verdict::Duplicate
                         };
                         prop_assert_eq!(d.check_and_insert(k, &format!("G{id}"), t), want);
                         prop_assert_eq!(d.len(), model.len());
@@ -509,7 +509,7 @@ mod tests {
 
     /// The memory target, ≤ 32 bytes per remembered id, holds at every size from a few
     /// hundred ids up, at every point of the growth cycle (20 at the 4/5 maximum load, 30
-    /// just after growing by half; doubling a power of two reached 40), also restored from
+    /// just after growing by half), also restored from
     /// a checkpoint; a table sized up front holds 20.
     #[test]
     fn memory_per_id_is_bounded() {

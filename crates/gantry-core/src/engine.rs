@@ -65,9 +65,9 @@ impl Default for EngineConfig {
 /// is settled. A card's lookup is a chain of dependent cache misses; the CPU overlaps the
 /// chains of different cards only if their lookups sit close together in the instruction
 /// stream, so each group's lookups run in one tight loop, a pass per link, and each pass
-/// waits for the one before once per group. Measured on the core loop (alternated): 8 → 16
-/// records +8%, 16 → 32 +4.9%, 32 → 64 +1.7%, 64 → 128 no change. 64 is also the most lane
-/// messages the pipeline hands the engine at once; the group's parsed records (~300 B each,
+/// waits for the one before once per group: larger groups wait less often, up to 64, past
+/// which nothing was gained (the sizes tried are in `bench/PERFORMANCE.md`). 64 is also the
+/// most lane messages the pipeline hands the engine at once; the group's parsed records (~300 B each,
 /// ~19 KiB) still fit L1.
 pub const WARM_GROUP_RECORDS: usize = 64;
 
@@ -232,7 +232,7 @@ impl Engine {
             for_each_lane_record(msg, &parse_cfg, |raw, rec| {
                 // A message of more records than the group has room for settles part of
                 // itself here. Writing the record straight into the group's next slot, not
-                // `push`ing it, saves a copy of each ~280-byte record (+4% on the core loop).
+                // `push`ing it, saves a copy of each ~280-byte record.
                 if group.len() == group.capacity() {
                     self.settle_group(tariffs, &mut group, out);
                 }
@@ -265,7 +265,7 @@ impl Engine {
         self.accounts.warm(&cards[..n]);
         // One-unit records' units, looked up here for the whole group: the lookups' cache
         // misses (index slot, unit, unit id) overlap instead of each stalling its record's
-        // pricing (core loop with groups of 64, alternated: +2.4%).
+        // pricing.
         for (p, w) in group.iter().zip(warmed.iter_mut()) {
             if let Ok(tx) = &p.rec {
                 if tx.unit_count == 1 {

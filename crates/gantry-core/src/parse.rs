@@ -5,7 +5,7 @@
 //! message (`Cow::Borrowed`) unless they contain escapes, numbers are read straight into
 //! integers, and unknown fields are skipped without being built. Each object yields either a
 //! record or a [`RejectReason`] together with the object's raw bytes; nothing in here panics
-//! on any input (see the proptest at the bottom and `fuzz/`).
+//! on any input (see the proptests at the bottom and in `tests/parse.rs`).
 //!
 //! After a syntax error the parser resumes at the next newline, so one broken record in a
 //! lane's batch does not take the others with it.
@@ -789,8 +789,8 @@ fn scan_fields_canonical<'a, const S: usize, const I: usize, const N: usize>(
                             }
                             // SAFETY: checked just above, by the same rules as `from_utf8`
                             // (ASCII when the scan saw no byte with its high bit set).
-                            strs[s] =
-                                Some(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(text) }));
+                            let text = unsafe { std::str::from_utf8_unchecked(text) };
+                            strs[s] = Some(Cow::Borrowed(text));
                             p = end + 1;
                         }
                         Slot::Int(s) => match small_integer(b, v) {
@@ -868,8 +868,7 @@ fn head_words(b: &[u8], p: usize) -> (u64, u64, u64) {
 
 /// Whether the `n` bytes at `b[at..]` are all inside `b` (`false` for `at` past the end): one
 /// signed compare against a bound the compiler computes once per message, where
-/// `b.get(at..at + n)` is two compares and an overflow check at every read (~270
-/// instructions a record, callgrind).
+/// `b.get(at..at + n)` is two compares and an overflow check at every read.
 #[inline(always)]
 fn fits(b: &[u8], at: usize, n: usize) -> bool {
     // Slices are at most isize::MAX bytes and `at` is an index into one or at most 16 past
@@ -884,7 +883,9 @@ fn fits(b: &[u8], at: usize, n: usize) -> bool {
 #[inline(always)]
 unsafe fn block_at(b: &[u8], at: usize) -> &[u8; 16] {
     debug_assert!(at + 16 <= b.len());
-    &*(b.as_ptr().add(at) as *const [u8; 16])
+    // SAFETY: the caller guarantees `at + 16 <= b.len()`, so the 16 bytes are inside `b`;
+    // `[u8; 16]` has alignment 1.
+    unsafe { &*(b.as_ptr().add(at) as *const [u8; 16]) }
 }
 
 /// The little-endian word at `b[at..at + 8]`.
@@ -894,7 +895,9 @@ unsafe fn block_at(b: &[u8], at: usize) -> &[u8; 16] {
 #[inline(always)]
 unsafe fn word_at(b: &[u8], at: usize) -> u64 {
     debug_assert!(at + 8 <= b.len());
-    u64::from_le(std::ptr::read_unaligned(b.as_ptr().add(at) as *const u64))
+    // SAFETY: the caller guarantees `at + 8 <= b.len()`: the 8 bytes are inside `b`, and the
+    // read is unaligned.
+    u64::from_le(unsafe { std::ptr::read_unaligned(b.as_ptr().add(at) as *const u64) })
 }
 
 /// [`head_words`] when fewer than [`HEAD_BYTES_MAX`] bytes follow `p`.
@@ -1341,7 +1344,10 @@ mod tests {
 
     const GOOD: &[u8] = r#"{"tradeId":"G0015320030010102026111012000001","gantryId":"G001532003001010","tollIntervalId":"G0015320030010|G0015320030020","transTime":"2026-11-10T12:00:00","mediaType":1,"cpuCardId":"32011820220000123456","obuId":"3201A1B2C3D4","vehiclePlate":"苏A12345_0","vehicleType":1,"vehicleClass":0,"axleCount":2,"vehicleSeat":5,"passId":"P1","fee":589}"#.as_bytes();
 
-    fn both(b: &[u8]) -> (Option<(Slots<'_, 8, 6>, usize)>, Option<(Slots<'_, 8, 6>, usize)>) {
+    /// The lane slots a walk filled and where it stopped.
+    type Walked<'a> = Option<(Slots<'a, 8, 6>, usize)>;
+
+    fn both(b: &[u8]) -> (Walked<'_>, Walked<'_>) {
         let mut c = Cursor { b, i: 0 };
         let fast = scan_fields_canonical::<8, 6, 14>(&mut c, &LANE_KEYS).map(|s| (s, c.i));
         let mut c = Cursor { b, i: 0 };

@@ -31,7 +31,7 @@ fn stream(records: u64, duplicate_rate: f64) -> Stream {
     };
     let mut traffic = Traffic::new(cfg, &net);
     let mut msgs = Vec::new();
-    while let Some(m) = traffic.next() {
+    while let Some(m) = traffic.next_message() {
         msgs.push((m.topic == gantry_gen::Topic::LaneTx, m.value.to_vec(), m.timestamp_ms));
     }
     // Some messages of several records (lanes may batch), one of them with a bad record inside.

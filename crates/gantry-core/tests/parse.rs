@@ -364,7 +364,7 @@ proptest! {
         let (head, rest) = GOOD.split_at(GOOD.find("苏A12345_0").unwrap());
         let mut bytes = head.as_bytes().to_vec();
         bytes.extend_from_slice(&value);
-        bytes.extend_from_slice(rest["苏A12345_0".len()..].as_bytes());
+        bytes.extend_from_slice(&rest.as_bytes()["苏A12345_0".len()..]);
         let ours = parse_lane_record(&bytes, &cfg());
         match std::str::from_utf8(&value) {
             Ok(v) => prop_assert_eq!(ours.map(|t| t.vehicle_plate.map(|p| p.into_owned())), Ok(Some(v.to_string()))),

@@ -24,7 +24,7 @@ fn load(toml_text: &str, csv: &str) -> Result<TariffVersion, TariffError> {
 }
 
 fn err(toml_text: &str, csv: &str) -> String {
-    load(toml_text, csv).err().expect("should fail").to_string()
+    load(toml_text, csv).expect_err("should fail").to_string()
 }
 
 #[test]

@@ -83,7 +83,7 @@ fn shared_tariff_texts_read_as_their_own() {
     };
     let mut traffic = Traffic::new(cfg, &net);
     let (mut events, mut lanes) = (Vec::new(), Vec::new());
-    while let Some(m) = traffic.next() {
+    while let Some(m) = traffic.next_message() {
         let entry = (m.value.to_vec(), m.timestamp_ms);
         if m.topic == gantry_gen::Topic::LaneTx {
             lanes.push(entry);

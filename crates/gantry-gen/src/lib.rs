@@ -10,6 +10,8 @@
 //!
 //! Same seed, same bytes. [`Tally`] counts what was produced so a run can be checked.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write as _;
 use std::path::Path;
 
@@ -68,7 +70,7 @@ pub struct UnitSpec {
 impl Network {
     /// `units` tolling units spread over `owners` road owners.
     pub fn new(seed: u64, units: usize, owners: usize) -> Network {
-        let mut rng = SmallRng::seed_from_u64(seed ^ 0x6e65_7477_6f72_6b);
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x006e_6574_776f_726b);
         let units = (0..units)
             .map(|i| {
                 let owner = i * owners / units.max(1);
@@ -351,7 +353,7 @@ impl Traffic {
         self.start_ms + day * 86_400_000 + h as i64 * 3_600_000 + (within * 3_600_000.0) as i64
     }
 
-    pub fn next(&mut self) -> Option<Message<'_>> {
+    pub fn next_message(&mut self) -> Option<Message<'_>> {
         if self.opened < self.cards.len() {
             return Some(self.open());
         }
@@ -578,7 +580,7 @@ fn fmt_compact(ms: i64) -> String {
 pub fn lane_lines(cfg: TrafficConfig, network: &Network) -> (Vec<Vec<u8>>, Tally) {
     let mut t = Traffic::new(TrafficConfig { topup_rate: 0.0, ..cfg }, network);
     let mut out = Vec::new();
-    while let Some(m) = t.next() {
+    while let Some(m) = t.next_message() {
         if m.topic == Topic::LaneTx {
             out.push(m.value.to_vec());
         }

@@ -15,9 +15,9 @@
 //!
 //! A group is therefore exactly what several single batches would have been, only with a
 //! part per table per group instead of per batch: with many partitions per instance that is
-//! the difference between ClickHouse keeping up with its merges and "too many parts" (and on
-//! this project's 2-core benchmark host, ~20% of ClickHouse's CPU went to creating and
-//! deleting part files). No batch waits for another to fill up: the lander takes what is
+//! the difference between ClickHouse keeping up with its merges and "too many parts" (and
+//! fewer part files to create and delete: a large share of ClickHouse's CPU on a small
+//! host). No batch waits for another to fill up: the lander takes what is
 //! there when it is free, so a group forms only while ClickHouse is busy with the previous one.
 //!
 //! On any error the same group is retried with `only_missing` until it lands. A worker has

@@ -8,6 +8,8 @@
 //! partition only. Offsets are committed to the group by the polling thread, on a worker's
 //! request, after that worker's batch is committed in ClickHouse.
 
+#![forbid(unsafe_code)]
+
 mod land;
 mod merge;
 mod poller;
@@ -80,8 +82,8 @@ pub struct PipelineConfig {
     pub network_utc_offset_min: i32,
     pub dedup_window_ms: i64,
     /// Trade ids per partition the dedup table is sized for at start: about a partition's
-    /// lane records per `dedup_window_ms` (16–32 bytes each). Avoids the pause of doubling a
-    /// table of millions of ids mid-stream; 0 grows as needed.
+    /// lane records per `dedup_window_ms` (20–30 bytes each). Avoids the pauses of growing a
+    /// table of millions of ids by half, again and again, mid-stream; 0 grows as needed.
     pub dedup_expected_ids: usize,
     pub min_balance_fen: i64,
     pub max_future_skew_ms: i64,

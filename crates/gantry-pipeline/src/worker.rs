@@ -540,11 +540,12 @@ impl Worker {
         self.seq += 1;
         // The checkpoint is the state right after this batch, taken now; it is written only
         // once the batch is committed.
-        let checkpoint = (self.seq % self.shared.cfg.checkpoint_every_batches == 0).then(|| {
-            let mut state = Vec::new();
-            self.engine.write_state(&mut state);
-            state
-        });
+        let checkpoint =
+            self.seq.is_multiple_of(self.shared.cfg.checkpoint_every_batches).then(|| {
+                let mut state = Vec::new();
+                self.engine.write_state(&mut state);
+                state
+            });
         self.wait_landed().await?;
         let next = self.spare.take().unwrap_or_else(|| Batch::with_capacity(16_384));
         let batch = std::mem::replace(&mut self.batch, next);
