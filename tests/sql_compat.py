@@ -14,17 +14,13 @@ from chdb import session
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def statements(text):
-    body = "\n".join(l for l in text.splitlines() if not l.strip().startswith("--"))
-    return [s.strip() for s in body.split(";") if s.strip()]
-
-
 def main():
     s = session.Session()
     version = s.query("SELECT version()", "CSV").bytes().decode().strip()
     s.query("CREATE DATABASE IF NOT EXISTS compat")
     s.query("USE compat")
-    ddl = statements((ROOT / "crates/gantry-clickhouse/src/schema.sql").read_text())
+    # One statement per file, applied in file-name order (as `schema::STATEMENTS` lists them).
+    ddl = [f.read_text().strip() for f in sorted((ROOT / "crates/gantry-clickhouse/src/schema").glob("*.sql"))]
     for _ in range(2):
         for stmt in ddl:
             s.query(stmt)

@@ -57,8 +57,8 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Schema { command: SchemaCommand::Apply(args) } => run::schema_apply(args),
         Command::Schema { command: SchemaCommand::Print } => {
-            for s in gantry_clickhouse::schema::statements() {
-                println!("{s};\n");
+            for s in gantry_clickhouse::schema::STATEMENTS {
+                println!("-- {}\n{};\n", s.file, s.sql.trim_end());
             }
             Ok(())
         }

@@ -67,6 +67,61 @@ pub fn run(args: PriceArgs) -> anyhow::Result<()> {
     }
 }
 
+/// One output line: a priced record, or a reject. serde writes it, so any text a record or a
+/// tariff carries (quotes, backslashes, control characters) stays valid JSON.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Line<'a> {
+    line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trade_id: Option<&'a str>,
+    #[serde(flatten)]
+    outcome: Outcome<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Outcome<'a> {
+    Priced(PricedLine<'a>),
+    Rejected { reject: RejectLine<'a> },
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PricedLine<'a> {
+    pay_fee: i64,
+    discount_fee: i64,
+    fee: i64,
+    splits: Vec<SplitLine<'a>>,
+    tariff_version: &'a str,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SplitLine<'a> {
+    interval_id: &'a str,
+    owner_id: &'a str,
+    fee: i64,
+}
+
+#[derive(serde::Serialize)]
+struct RejectLine<'a> {
+    reason: &'static str,
+    detail: std::borrow::Cow<'a, str>,
+}
+
+impl<'a> RejectLine<'a> {
+    fn new(reason: RejectReason, detail: Option<&'a str>) -> RejectLine<'a> {
+        let detail = match (detail, reason.field(), reason) {
+            (Some(d), _, _) => d.into(),
+            (None, Some(f), _) => f.name().into(),
+            (None, None, RejectReason::NotJson { at }) => format!("at byte {at}").into(),
+            _ => "".into(),
+        };
+        RejectLine { reason: reason.code(), detail }
+    }
+}
+
 /// Prices every line of `input` into `out`.
 pub fn price_stream(
     mut input: impl BufRead,
@@ -88,93 +143,54 @@ pub fn price_stream(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        buf.clear();
         for_each_lane_record(&line, &cfg, |_, rec| {
-            buf.clear();
-            buf.extend_from_slice(b"{\"line\":");
-            buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            let tx = match rec {
-                Ok(tx) => tx,
-                Err(reason) => return reject(&mut buf, reason, None),
+            let rejected = |reject| Outcome::Rejected { reject };
+            let (trade_id, outcome) = match &rec {
+                Err(reason) => (None, rejected(RejectLine::new(*reason, None))),
+                Ok(tx) => (Some(&*tx.trade_id), price_one(tx, tariffs, offset_min, &mut splits)),
             };
-            buf.extend_from_slice(b",\"tradeId\":");
-            json_str(&mut buf, &tx.trade_id);
-            let Some(v) = tariffs.version_at(tx.trans_time_ms) else {
-                return reject(&mut buf, RejectReason::NoTariffInForce, None);
-            };
-            splits.clear();
-            match price(&tx, v, offset_min, &mut splits) {
-                Ok(p) => {
-                    let num = |buf: &mut Vec<u8>, k: &[u8], x: i64| {
-                        buf.extend_from_slice(k);
-                        buf.extend_from_slice(itoa::Buffer::new().format(x).as_bytes());
-                    };
-                    num(&mut buf, b",\"payFee\":", p.pay_fee);
-                    num(&mut buf, b",\"discountFee\":", p.discount_fee);
-                    num(&mut buf, b",\"fee\":", p.fee);
-                    buf.extend_from_slice(b",\"splits\":[");
-                    for (i, s) in splits.iter().enumerate() {
-                        if i > 0 {
-                            buf.push(b',');
-                        }
-                        buf.extend_from_slice(b"{\"intervalId\":");
-                        json_str(&mut buf, &v.unit(s.unit).id);
-                        buf.extend_from_slice(b",\"ownerId\":");
-                        json_str(&mut buf, v.owner_of(s.unit));
-                        num(&mut buf, b",\"fee\":", s.fee);
-                        buf.push(b'}');
-                    }
-                    buf.extend_from_slice(b"],\"tariffVersion\":");
-                    json_str(&mut buf, &v.version);
-                    buf.extend_from_slice(b"}\n");
-                }
-                Err(RejectReason::UnknownInterval) => {
-                    let unit = tx.intervals().find(|u| v.unit_index(u).is_none());
-                    reject(&mut buf, RejectReason::UnknownInterval, unit)
-                }
-                Err(r) => reject(&mut buf, r, None),
-            }
+            let record = Line { line: n, trade_id, outcome };
+            serde_json::to_writer(&mut buf, &record).expect("writing JSON into a Vec");
+            buf.push(b'\n');
         });
         out.write_all(&buf)?;
     }
 }
 
-fn reject(buf: &mut Vec<u8>, reason: RejectReason, detail: Option<&str>) {
-    buf.extend_from_slice(b",\"reject\":{\"reason\":\"");
-    buf.extend_from_slice(reason.code().as_bytes());
-    buf.extend_from_slice(b"\",\"detail\":");
-    match (detail, reason.field(), reason) {
-        (Some(d), _, _) => json_str(buf, d),
-        (None, Some(f), _) => json_str(buf, f.name()),
-        (None, None, RejectReason::NotJson { at }) => json_str(buf, &format!("at byte {at}")),
-        _ => buf.extend_from_slice(b"\"\""),
-    }
-    buf.extend_from_slice(b"}}\n");
-}
-
-/// Writes `s` as a JSON string literal.
-fn json_str(buf: &mut Vec<u8>, s: &str) {
-    buf.push(b'"');
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
-        buf.extend_from_slice(&s.as_bytes()[start..i]);
-        if esc.is_empty() {
-            buf.extend_from_slice(format!("\\u{b:04x}").as_bytes());
-        } else {
-            buf.extend_from_slice(esc);
+/// Prices one parsed record with the version in force at its `transTime`.
+fn price_one<'a>(
+    tx: &'a gantry_core::record::LaneTx<'_>,
+    tariffs: &'a TariffSet,
+    offset_min: i32,
+    splits: &mut Vec<Split>,
+) -> Outcome<'a> {
+    let rejected = |reason, detail| Outcome::Rejected { reject: RejectLine::new(reason, detail) };
+    let Some(v) = tariffs.version_at(tx.trans_time_ms) else {
+        return rejected(RejectReason::NoTariffInForce, None);
+    };
+    splits.clear();
+    match price(tx, v, offset_min, splits) {
+        Ok(p) => Outcome::Priced(PricedLine {
+            pay_fee: p.pay_fee,
+            discount_fee: p.discount_fee,
+            fee: p.fee,
+            splits: splits
+                .iter()
+                .map(|s| SplitLine {
+                    interval_id: &v.unit(s.unit).id,
+                    owner_id: v.owner_of(s.unit),
+                    fee: s.fee,
+                })
+                .collect(),
+            tariff_version: &v.version,
+        }),
+        Err(RejectReason::UnknownInterval) => {
+            let unit = tx.intervals().find(|u| v.unit_index(u).is_none());
+            rejected(RejectReason::UnknownInterval, unit)
         }
-        start = i + 1;
+        Err(r) => rejected(r, None),
     }
-    buf.extend_from_slice(&s.as_bytes()[start..]);
-    buf.push(b'"');
 }
 
 #[cfg(test)]
@@ -221,11 +237,46 @@ mod tests {
         assert_eq!(rows[0]["line"], 1);
     }
 
+    /// Texts from the record and the tariff are escaped: a trade id with quotes and a
+    /// version name with a quote and a backslash still give one valid JSON line each.
     #[test]
-    fn json_strings_are_escaped() {
-        let mut b = Vec::new();
-        json_str(&mut b, "a\"b\\c\nd\u{1}苏");
-        let back: String = serde_json::from_slice(&b).unwrap();
-        assert_eq!(back, "a\"b\\c\nd\u{1}苏");
+    fn output_is_valid_json_whatever_the_texts() {
+        let toml_text = "version = \"V\\\"1\\\\\"\neffective_from = \"2026-11-01T00:00:00+08:00\"\netc_discount_bp = 500\n";
+        let csv = "interval_id,owner_id,length_m,fee_1\nU1,OP\"1,1000,100\n";
+        let v = gantry_core::tariff::TariffVersion::from_sources(
+            std::path::Path::new("t.toml"),
+            toml_text,
+            std::path::Path::new("i.csv"),
+            csv,
+            OFFSET_MIN,
+        )
+        .unwrap();
+        assert_eq!(&*v.version, "V\"1\\");
+        let set = TariffSet::default().with(v).unwrap();
+        let input = concat!(
+            r#"{"tradeId":"a\"b\u0001","gantryId":"G","tollIntervalId":"U1","transTime":"2026-11-10T12:00:00","mediaType":2,"vehicleType":1}"#,
+            "\n",
+            r#"{"tradeId":"x","gantryId":"G","tollIntervalId":"U9","transTime":"2026-11-10T12:00:00","mediaType":2,"vehicleType":1}"#,
+            "\n{\"tradeId\":\n"
+        );
+        let mut out = Vec::new();
+        price_stream(input.as_bytes(), &mut out, &set, OFFSET_MIN).unwrap();
+        let rows: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("valid JSON"))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                serde_json::json!({"line": 1, "tradeId": "a\"b\u{1}", "payFee": 100,
+                    "discountFee": 0, "fee": 100,
+                    "splits": [{"intervalId": "U1", "ownerId": "OP\"1", "fee": 100}],
+                    "tariffVersion": "V\"1\\"}),
+                serde_json::json!({"line": 2, "tradeId": "x",
+                    "reject": {"reason": "unknown_interval", "detail": "U9"}}),
+                serde_json::json!({"line": 3, "reject": {"reason": "not_json", "detail": "at byte 12"}}),
+            ]
+        );
     }
 }

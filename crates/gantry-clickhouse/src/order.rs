@@ -85,7 +85,8 @@ impl KeyBytes {
     }
 
     /// The prefix, and whether it is open (holds the whole key: equal open prefixes mean
-    /// equal keys).
+    /// equal keys). Every component of the key must have been added, even one that no longer
+    /// fits (adding it closes the prefix): a component left out would be taken as equal.
     #[inline]
     pub fn finish(self) -> (Prefix, bool) {
         let p = Prefix(

@@ -7,7 +7,7 @@
 //! CPU for an insert on 18.16 (`bench/PERFORMANCE.md`). One block per INSERT
 //! is also one part, which is what makes a batch all-or-nothing in a table.
 //!
-//! Each table has a column list (name and type, the types exactly as in `schema.sql`; the
+//! Each table has a column list (name and type, the types exactly as in `schema/`; the
 //! names are listed in the INSERT, so the table's own column order does not matter) and an
 //! encoder that appends one row, a field to each column's buffer, copying text straight
 //! from the batch's arena.
@@ -485,16 +485,13 @@ mod tests {
         assert_eq!(pieces[8], [7u64.to_le_bytes(), 8u64.to_le_bytes()].concat());
     }
 
-    /// Every table's column list names each of its columns once, with the type `schema.sql`
+    /// Every table's column list names each of its columns once, with the type its statement in `schema/`
     /// declares (a Native block names its types, and ClickHouse refuses a mismatch).
     #[test]
     fn column_lists_match_the_schema_names_and_types() {
-        let schema = crate::schema::SCHEMA_SQL;
         for (table, cols) in OUTPUT_TABLES {
-            let start = schema
-                .find(&format!("CREATE TABLE IF NOT EXISTS {table} ("))
-                .expect("table in schema");
-            let body = &schema[start..start + schema[start..].find(") ENGINE").expect("engine")];
+            let sql = crate::schema::statement(table).expect("table in schema").sql;
+            let body = &sql[..sql.find(") ENGINE").expect("engine")];
             let mut declared: Vec<(String, String)> = body
                 .lines()
                 .skip(1)

@@ -1,13 +1,83 @@
-//! The DDL of `schema.sql`, split into statements.
+//! Gantry's ClickHouse schema (contract §4): one statement per file under `schema/`, listed
+//! here in the order they run (tables before the views that read them).
+//!
+//! Every statement is idempotent and runs on ClickHouse 18.16 as well as current releases
+//! (`tests/sql_compat.py` runs the same files, in file-name order, on current ClickHouse).
+//! Tables are unpartitioned MergeTrees on purpose: one INSERT is then one part, which is what
+//! makes a batch's rows in a table all-or-nothing (see ARCHITECTURE.md, "exactly once").
+//! Every output row carries `(gantry_partition, batch_seq)`: the batch that wrote it.
 
-pub const SCHEMA_SQL: &str = include_str!("schema.sql");
+/// One DDL statement: the table or view it creates, its file and its text.
+#[derive(Clone, Copy, Debug)]
+pub struct Statement {
+    pub object: &'static str,
+    pub file: &'static str,
+    pub sql: &'static str,
+}
 
-/// Every statement of the schema, in order, comments removed.
-pub fn statements() -> Vec<String> {
-    let text: String = SCHEMA_SQL
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    text.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+macro_rules! statements {
+    ($(($object:literal, $file:literal)),* $(,)?) => {
+        &[$(Statement { object: $object, file: $file, sql: include_str!(concat!("schema/", $file)) }),*]
+    };
+}
+
+/// Every statement of the schema, in the order it is applied.
+pub const STATEMENTS: &[Statement] = statements![
+    ("settlements", "01_settlements.sql"),
+    ("settlement_splits", "02_settlement_splits.sql"),
+    ("ledger", "03_ledger.sql"),
+    ("rejects", "04_rejects.sql"),
+    ("duplicates", "05_duplicates.sql"),
+    ("status_list", "06_status_list.sql"),
+    ("clearing_daily", "07_clearing_daily.sql"),
+    ("clearing_daily_mv", "08_clearing_daily_mv.sql"),
+    ("customer_usage_daily", "09_customer_usage_daily.sql"),
+    ("customer_usage_trips_mv", "10_customer_usage_trips_mv.sql"),
+    ("customer_usage_topups_mv", "11_customer_usage_topups_mv.sql"),
+    ("gantry_batches", "12_gantry_batches.sql"),
+    ("gantry_checkpoints", "13_gantry_checkpoints.sql"),
+];
+
+/// The statement that creates `object`.
+pub fn statement(object: &str) -> Option<&'static Statement> {
+    STATEMENTS.iter().find(|s| s.object == object)
+}
+
+/// A table's `ORDER BY` columns as its statement declares them.
+pub fn order_by(object: &str) -> Option<Vec<&'static str>> {
+    let sql = statement(object)?.sql;
+    let key = sql[sql.find("ORDER BY")? + "ORDER BY".len()..].trim();
+    let key = key.strip_prefix('(')?;
+    Some(key[..key.find(')')?].split(',').map(str::trim).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The list is the directory: every file is listed once, in file-name order (the order
+    /// `tests/sql_compat.py` runs them in), and names the object its statement creates.
+    #[test]
+    fn the_list_is_the_directory_in_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/schema");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("schema dir")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8 name"))
+            .collect();
+        files.sort();
+        let listed: Vec<&str> = STATEMENTS.iter().map(|s| s.file).collect();
+        assert_eq!(listed, files);
+        for s in STATEMENTS {
+            let head = format!("IF NOT EXISTS {} ", s.object);
+            assert!(s.sql.contains(&head), "{} creates {}", s.file, s.object);
+            assert!(!s.sql.trim_end().ends_with(';'), "{}: one statement, no `;`", s.file);
+        }
+    }
+
+    #[test]
+    fn order_by_reads_the_key() {
+        assert_eq!(order_by("settlements").unwrap(), ["trade_date", "trade_id"]);
+        assert_eq!(order_by("ledger").unwrap(), ["customer_id", "card_id", "time"]);
+        assert_eq!(order_by("nope"), None);
+    }
 }

@@ -24,7 +24,7 @@ use crate::output::{
     Text,
 };
 use crate::parse::{for_each_account_event, for_each_lane_record, ParseConfig};
-use crate::pricing::{flags, price_known_unit, Split};
+use crate::pricing::{flags, price_known_unit, Priced, Split};
 use crate::record::{
     AccountEvent, AccountEventKind, CardId, LaneTx, MediaType, CARD_ID_DIGITS_MAX,
 };
@@ -304,6 +304,8 @@ impl Engine {
         }
     }
 
+    /// One parsed lane record, steps 2–5 of the module doc: each step below decides, and
+    /// the branching between them (reject, duplicate, settle) is all here.
     fn lane_record(
         &mut self,
         tariffs: &TariffSet,
@@ -313,7 +315,6 @@ impl Engine {
         src: Source,
         out: &mut Batch,
     ) {
-        let offset = self.cfg.parse.network_utc_offset_min;
         let fail = |out: &mut Batch, reason: RejectReason, detail: Option<&str>| {
             out.counts.lane_rejected += 1;
             reject(out, src, reason, raw, detail, tx.trans_time_ms);
@@ -328,6 +329,7 @@ impl Engine {
             return fail(out, RejectReason::NoTariffInForce, None);
         };
         self.splits.clear();
+        let offset = self.cfg.parse.network_utc_offset_min;
         let priced = match price_known_unit(tx, version, offset, &mut self.splits, warmed.unit) {
             Ok(p) => p,
             Err(RejectReason::UnknownInterval) => {
@@ -342,37 +344,110 @@ impl Engine {
             .unwrap_or_else(|| DedupKey::new(IdKind::Trade, &tx.trade_id, tx.trans_time_ms));
         match self.dedup.check_and_insert_key(key, tx.trans_time_ms) {
             Verdict::New => {}
-            Verdict::Duplicate => {
-                out.counts.lane_duplicates += 1;
-                let id = out.push_text(&tx.trade_id);
-                out.duplicates.push(DuplicateRow {
-                    id,
-                    kind: "trade",
-                    source: src,
-                    time_ms: tx.trans_time_ms,
-                });
-                return;
-            }
+            Verdict::Duplicate => return duplicate(out, tx, src),
             Verdict::TooOld => return fail(out, RejectReason::OutsideDedupWindow, None),
         }
+        let debit = match self.debit(tx, &priced, out) {
+            Ok(d) => d,
+            Err(card) => {
+                let detail = unknown_card_detail(card, &priced, version);
+                return fail(out, RejectReason::UnknownCard, Some(&detail));
+            }
+        };
+        self.settled_rows(tx, version, &priced, debit, src, out);
+    }
 
-        let (card_text, movement) = match (tx.media_type, tx.card_id) {
+    /// Step 5: debits an ETC record's card (a CPC record is never debited); the unknown
+    /// card when it was never opened.
+    #[inline]
+    fn debit(
+        &mut self,
+        tx: &LaneTx<'_>,
+        priced: &Priced,
+        out: &mut Batch,
+    ) -> Result<Debit, CardId> {
+        match (tx.media_type, tx.card_id) {
             (MediaType::Etc, Some(card)) => match self.accounts.apply(card, -priced.fee) {
                 // The card's text as the lane wrote it is the id's canonical form (digits only).
-                Some(m) => (out.push_text(tx.card_text.as_deref().unwrap_or_default()), Some(m)),
-                None => {
-                    let detail = format!(
-                        "{{\"cardId\":\"{card}\",\"payFee\":{},\"discountFee\":{},\"fee\":{},\"tariffVersion\":\"{}\"}}",
-                        priced.pay_fee, priced.discount_fee, priced.fee, version.version
-                    );
-                    return fail(out, RejectReason::UnknownCard, Some(&detail));
-                }
+                Some(m) => Ok(Debit {
+                    card_text: out.push_text(tx.card_text.as_deref().unwrap_or_default()),
+                    movement: Some(m),
+                }),
+                None => Err(card),
             },
             // The parser guarantees an ETC record has a card; CPC records are never debited.
-            _ => (Text::EMPTY, None),
-        };
+            _ => Ok(Debit { card_text: Text::EMPTY, movement: None }),
+        }
+    }
+
+    /// A settled record's rows: its settlement, a split per unit, the ledger debit (none for
+    /// a zero fee) and a status-list change if the debit made one.
+    #[inline]
+    fn settled_rows(
+        &mut self,
+        tx: &LaneTx<'_>,
+        version: &TariffVersion,
+        priced: &Priced,
+        debit: Debit,
+        src: Source,
+        out: &mut Batch,
+    ) {
+        out.counts.settled += 1;
+        let settlement = self.settlement_row(tx, version, priced, &debit, src, out);
+        let texts = self.tariff_texts.version(version);
+        for s in &self.splits {
+            let owner_id = texts.owner(version, s.unit, out);
+            out.splits.push(SplitRow {
+                trade_id: settlement.trade_id,
+                trade_day: settlement.trade_day,
+                trans_time_ms: tx.trans_time_ms,
+                interval_id: settlement.toll_interval_id.part(s.id_at as u32, s.id_len as u32),
+                owner_id,
+                issuer_id: settlement.issuer_id,
+                vehicle_type: tx.vehicle_type,
+                media_type: tx.media_type as u8,
+                pay_fee: s.pay_fee,
+                discount_fee: s.pay_fee - s.fee,
+                fee: s.fee,
+            });
+        }
+        debug_assert_eq!(
+            self.splits.iter().map(|s| s.fee).sum::<i64>(),
+            priced.fee,
+            "the owners' shares add up to the fee (contract §2)"
+        );
+        if let Some(m) = debit.movement {
+            if priced.fee != 0 {
+                out.ledger.push(LedgerRow {
+                    card_id: debit.card_text,
+                    customer_id: settlement.customer_id,
+                    entry_id: settlement.trade_id,
+                    kind: EntryKind::Debit,
+                    amount: -priced.fee,
+                    balance_after: settlement.balance_after,
+                    time_ms: tx.trans_time_ms,
+                    entry_day: settlement.trade_day,
+                    source: src,
+                });
+            }
+            push_status(out, m, debit.card_text, tx.trans_time_ms, src);
+        }
+        out.settlements.push(settlement);
+    }
+
+    /// The `settlements` row of a settled record (its texts pushed into `out`).
+    #[inline]
+    fn settlement_row(
+        &mut self,
+        tx: &LaneTx<'_>,
+        version: &TariffVersion,
+        priced: &Priced,
+        debit: &Debit,
+        src: Source,
+        out: &mut Batch,
+    ) -> Settlement {
         let mut row_flags = priced.flags;
-        let (customer_id, card_type, balance_after) = match movement {
+        let (customer_id, card_type, balance_after) = match debit.movement {
             Some(m) => {
                 if m.was_listed {
                     row_flags |= flags::CARD_LISTED;
@@ -380,33 +455,25 @@ impl Engine {
                 if m.balance_after < 0 {
                     row_flags |= flags::ARREARS;
                 }
-                (
-                    out.push_text(self.accounts.customer(m.customer)),
-                    m.card_type as u8,
-                    m.balance_after,
-                )
+                let customer = out.push_text(self.accounts.customer(m.customer));
+                (customer, m.card_type as u8, m.balance_after)
             }
             None => (Text::EMPTY, 0, 0),
         };
-        out.counts.settled += 1;
         let trade_id = out.push_text(&tx.trade_id);
-        let trade_day = local_day(tx.trans_time_ms, offset) as i32;
-        let issuer_id = card_text.prefix(4);
-        let texts = self.tariff_texts.version(version);
-        let tariff_version = texts.name(version, out);
-        let toll_interval_id = out.push_text(&tx.toll_interval_id);
-        let settlement = Settlement {
+        let tariff_version = self.tariff_texts.version(version).name(version, out);
+        Settlement {
             trade_id,
             trans_time_ms: tx.trans_time_ms,
-            trade_day,
+            trade_day: local_day(tx.trans_time_ms, self.cfg.parse.network_utc_offset_min) as i32,
             gantry_id: out.push_text(&tx.gantry_id),
-            toll_interval_id,
-            card_id: card_text,
+            toll_interval_id: out.push_text(&tx.toll_interval_id),
+            card_id: debit.card_text,
             obu_id: out.push_text(tx.obu_id.as_deref().unwrap_or("")),
             vehicle_plate: out.push_text(tx.vehicle_plate.as_deref().unwrap_or("")),
             pass_id: out.push_text(tx.pass_id.as_deref().unwrap_or("")),
             customer_id,
-            issuer_id,
+            issuer_id: debit.card_text.prefix(4),
             media_type: tx.media_type as u8,
             card_type,
             vehicle_type: tx.vehicle_type,
@@ -420,40 +487,6 @@ impl Engine {
             balance_after,
             flags: row_flags,
             source: src,
-        };
-        out.settlements.push(settlement);
-        for s in &self.splits {
-            let interval_id = toll_interval_id.part(s.id_at as u32, s.id_len as u32);
-            let owner_id = texts.owner(version, s.unit, out);
-            out.splits.push(SplitRow {
-                trade_id,
-                trade_day,
-                trans_time_ms: tx.trans_time_ms,
-                interval_id,
-                owner_id,
-                issuer_id,
-                vehicle_type: tx.vehicle_type,
-                media_type: tx.media_type as u8,
-                pay_fee: s.pay_fee,
-                discount_fee: s.pay_fee - s.fee,
-                fee: s.fee,
-            });
-        }
-        if let Some(m) = movement {
-            if priced.fee != 0 {
-                out.ledger.push(LedgerRow {
-                    card_id: card_text,
-                    customer_id,
-                    entry_id: trade_id,
-                    kind: EntryKind::Debit,
-                    amount: -priced.fee,
-                    balance_after,
-                    time_ms: tx.trans_time_ms,
-                    entry_day: trade_day,
-                    source: src,
-                });
-            }
-            push_status(out, m, card_text, tx.trans_time_ms, src);
         }
     }
 
@@ -611,6 +644,43 @@ impl Engine {
             tariff_texts: TariffTexts::default(),
         })
     }
+}
+
+/// What debiting a settled record did: the card's text in the batch (empty for CPC) and its
+/// account's movement (none for CPC).
+struct Debit {
+    card_text: Text,
+    movement: Option<Movement>,
+}
+
+/// A duplicate trade: counted and recorded, no other effect (contract §3).
+fn duplicate(out: &mut Batch, tx: &LaneTx<'_>, src: Source) {
+    out.counts.lane_duplicates += 1;
+    let id = out.push_text(&tx.trade_id);
+    out.duplicates.push(DuplicateRow { id, kind: "trade", source: src, time_ms: tx.trans_time_ms });
+}
+
+/// The `detail` of an `unknown_card` reject: the price, so the arrears can be recovered (追缴)
+/// once the card is known. JSON through serde, so any tariff version name stays valid JSON.
+fn unknown_card_detail(card: CardId, priced: &Priced, version: &TariffVersion) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Detail<'a> {
+        card_id: &'a str,
+        pay_fee: i64,
+        discount_fee: i64,
+        fee: i64,
+        tariff_version: &'a str,
+    }
+    let mut digits = [0u8; CARD_ID_DIGITS_MAX];
+    let detail = Detail {
+        card_id: card.write_to(&mut digits),
+        pay_fee: priced.pay_fee,
+        discount_fee: priced.discount_fee,
+        fee: priced.fee,
+        tariff_version: &version.version,
+    };
+    serde_json::to_string(&detail).expect("a struct of strings and integers serialises")
 }
 
 fn push_status(out: &mut Batch, m: Movement, card: Text, time_ms: i64, source: Source) {

@@ -231,3 +231,38 @@ fn cpc_records_are_settled_never_debited() {
     assert!(out.ledger.is_empty());
     assert_eq!(out.counts.messages, 1);
 }
+
+/// An unknown card's reject carries its price as JSON for recovery (追缴); a tariff version
+/// whose name has quotes and a backslash must still give valid JSON.
+#[test]
+fn unknown_card_detail_is_valid_json_whatever_the_version_name() {
+    let toml_text = "version = \"32-\\\"odd\\\"\\\\-001\"\neffective_from = \"2026-11-01T00:00:00+08:00\"\netc_discount_bp = 500\n";
+    let csv = "interval_id,owner_id,length_m,fee_1\nG0015320030010,OP1,1000,620\n";
+    let v = gantry_core::tariff::TariffVersion::from_sources(
+        Path::new("v/tariff.toml"),
+        toml_text,
+        Path::new("v/intervals.csv"),
+        csv,
+        480,
+    )
+    .unwrap();
+    assert_eq!(&*v.version, "32-\"odd\"\\-001");
+    let set = TariffSet::default().with(v).unwrap();
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut out = Batch::new();
+    let msg = lane("T1", "32019999999999999999", "G0015320030010", "2026-11-10T12:00:00", 1);
+    engine.lane_message(&set, msg.as_bytes(), src(Topic::LaneTx, 0), &mut out);
+    assert_eq!(out.rejects.len(), 1);
+    let detail: serde_json::Value =
+        serde_json::from_str(out.text(out.rejects[0].detail)).expect("valid JSON");
+    assert_eq!(
+        detail,
+        serde_json::json!({
+            "cardId": "32019999999999999999",
+            "payFee": 620,
+            "discountFee": 31,
+            "fee": 589,
+            "tariffVersion": "32-\"odd\"\\-001",
+        })
+    );
+}

@@ -290,6 +290,27 @@ impl RangeReader {
     }
 }
 
+/// One status-list message (contract §3): a card's listing as it stands after a change.
+/// Messages carry states, not deltas, so a resend after a crash is harmless.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusMessage<'a> {
+    pub card_id: &'a str,
+    pub listed: bool,
+    /// `insufficient_balance`, `overdrawn`, `lost`, `suspended`, `cancelled`, or the reason
+    /// that no longer holds when `listed` is false.
+    pub reason: &'a str,
+    /// `YYYY-MM-DDTHH:MM:SS±hh:mm` in the network's time zone.
+    pub time: &'a str,
+}
+
+impl StatusMessage<'_> {
+    /// The message's value: `{"cardId","listed","reason","time"}`, escaped by serde.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a struct of strings and a bool serialises")
+    }
+}
+
 /// Publishes status-list changes to `gantry.status-list` (key `cardId`).
 #[derive(Clone)]
 pub struct StatusProducer {
@@ -356,4 +377,28 @@ pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
         .then_some(high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The status-list value is exactly the contract's four fields, and stays valid JSON
+    /// whatever the card text holds.
+    #[test]
+    fn status_messages_are_the_contract_fields_as_json() {
+        let m = StatusMessage {
+            card_id: "32011820220000123456",
+            listed: true,
+            reason: "insufficient_balance",
+            time: "2026-11-10T12:05:00+08:00",
+        };
+        assert_eq!(
+            m.to_json(),
+            r#"{"cardId":"32011820220000123456","listed":true,"reason":"insufficient_balance","time":"2026-11-10T12:05:00+08:00"}"#
+        );
+        let odd = StatusMessage { card_id: "3201\"\\", ..m }.to_json();
+        let back: serde_json::Value = serde_json::from_str(&odd).expect("valid JSON");
+        assert_eq!(back["cardId"], "3201\"\\");
+    }
 }

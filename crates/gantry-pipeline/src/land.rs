@@ -144,15 +144,16 @@ async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> c
     let mut status: Vec<(String, String, i64)> = Vec::new();
     for j in jobs {
         for st in &j.batch.status {
-            let card = j.batch.text(st.card_id).to_string();
+            let card_id = j.batch.text(st.card_id);
             let time =
                 gantry_core::time::format_timestamp(st.time_ms, shared.cfg.network_utc_offset_min);
-            let v = format!(
-                r#"{{"cardId":"{card}","listed":{},"reason":"{}","time":"{time}"}}"#,
-                st.listed,
-                st.reason.code()
-            );
-            status.push((card, v, st.time_ms));
+            let message = gantry_kafka::StatusMessage {
+                card_id,
+                listed: st.listed,
+                reason: st.reason.code(),
+                time: &time,
+            };
+            status.push((card_id.to_string(), message.to_json(), st.time_ms));
         }
     }
     shared.status.send_all(&status).await?;

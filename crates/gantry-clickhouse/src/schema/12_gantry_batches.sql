@@ -1,0 +1,20 @@
+CREATE TABLE IF NOT EXISTS gantry_batches (
+    gantry_partition UInt16,
+    batch_seq UInt64,
+    phase String,
+    lane_from Int64,
+    lane_to Int64,
+    acct_from Int64,
+    acct_to Int64,
+    messages UInt64,
+    lane_records UInt64,
+    settled UInt64,
+    lane_rejected UInt64,
+    lane_duplicates UInt64,
+    account_events UInt64,
+    events_applied UInt64,
+    events_rejected UInt64,
+    events_duplicates UInt64,
+    written_at DateTime,
+    instance String
+) ENGINE = MergeTree() ORDER BY (gantry_partition, batch_seq)
