@@ -40,6 +40,13 @@ use crate::Shared;
 /// fills with more partitions than this on one instance; then workers wait (backpressure).
 pub(crate) const LANDER_QUEUE_JOBS: usize = 1024;
 
+/// The first wait before retrying a group that did not land: a blip (a dropped connection)
+/// costs a tenth of a second.
+const LANDING_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between retries (doubling from the first): an outage is noticed within
+/// seconds of its end, without hammering a ClickHouse that is down.
+const LANDING_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// One closed batch on its way into ClickHouse. It owns everything it writes, so its worker
 /// processes the next batch meanwhile.
 pub(crate) struct LandingJob {
@@ -75,17 +82,43 @@ pub(crate) async fn lander(
                 None => return,
             },
         };
-        let mut rows = first.rows_max();
-        let mut group = vec![first];
+        let rows = first.rows_max();
+        let mut group = Group::new(first, rows);
         while let Ok(j) = rx.try_recv() {
-            if rows + j.rows_max() > GROUP_ROWS_MAX {
+            let rows = j.rows_max();
+            if let Some(j) = group.offer(j, rows) {
                 carry = Some(j);
                 break;
             }
-            rows += j.rows_max();
-            group.push(j);
         }
-        land_group(&shared, &commits, group, false).await;
+        land_group(&shared, &commits, group.jobs, false).await;
+    }
+}
+
+/// The batches landed together: whatever is waiting, in arrival order, while every table's
+/// INSERT stays within [`GROUP_ROWS_MAX`] rows (one part). A batch alone is a group even if
+/// it is larger (a batch is capped far below by `batch_rows_max`).
+struct Group<J> {
+    jobs: Vec<J>,
+    /// The most rows any one table gets, summed over the jobs: an upper bound of each
+    /// table's INSERT.
+    rows: usize,
+}
+
+impl<J> Group<J> {
+    fn new(first: J, rows: usize) -> Group<J> {
+        Group { jobs: vec![first], rows }
+    }
+
+    /// Adds `job` (putting at most `rows` in any table) if the group still fits one part
+    /// per table; hands it back otherwise, to start the next group.
+    fn offer(&mut self, job: J, rows: usize) -> Option<J> {
+        if self.rows + rows > GROUP_ROWS_MAX {
+            return Some(job);
+        }
+        self.rows += rows;
+        self.jobs.push(job);
+        None
     }
 }
 
@@ -96,7 +129,7 @@ pub(crate) async fn land_group(
     jobs: Vec<LandingJob>,
     mut only_missing: bool,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = LANDING_RETRY_FIRST;
     loop {
         match try_land(shared, &jobs, only_missing).await {
             Ok(()) => break,
@@ -105,7 +138,7 @@ pub(crate) async fn land_group(
                 warn!(?batches, error = %e, "batches not landed; retrying");
                 only_missing = true;
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(LANDING_RETRY_MAX);
             }
         }
     }
@@ -187,5 +220,24 @@ async fn write_checkpoint(shared: &Shared, job: &LandingJob, state: Vec<u8>) {
     // A failed checkpoint only lengthens the next replay.
     if let Err(e) = shared.store.write_checkpoint(&rec).await {
         warn!(partition = job.partition, seq = job.seq, error = %e, "checkpoint not written");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batches join a group in arrival order until the next would take a table past one
+    /// part's rows; that one starts the next group. An oversized batch is a group alone.
+    #[test]
+    fn groups_stay_within_one_part_per_table() {
+        let mut g = Group::new("a", 400_000);
+        assert_eq!(g.offer("b", 400_000), None);
+        assert_eq!(g.offer("c", 300_000), Some("c"), "1.1 M rows would be two parts");
+        assert_eq!(g.offer("d", 200_000), None, "exactly the limit still fits");
+        assert_eq!((g.jobs, g.rows), (vec!["a", "b", "d"], GROUP_ROWS_MAX));
+        let mut big = Group::new("e", GROUP_ROWS_MAX + 1);
+        assert_eq!(big.offer("f", 1), Some("f"));
+        assert_eq!(big.jobs, ["e"]);
     }
 }

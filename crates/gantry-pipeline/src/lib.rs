@@ -127,6 +127,16 @@ impl Default for PipelineConfig {
     }
 }
 
+/// The shortest dedup window accepted: the window's minute resolution (`dedup.rs`) makes
+/// anything shorter meaningless.
+const DEDUP_WINDOW_MIN_MS: i64 = 60_000;
+/// Time zones on Earth are within ±14 h of UTC.
+const UTC_OFFSET_MAX_MIN: i32 = 14 * 60;
+/// Session timeouts Kafka brokers accept by default (`group.min.session.timeout.ms` 6 s,
+/// `group.max.session.timeout.ms` 30 min), widened below to 1 s for test brokers.
+const SESSION_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 1_000..=1_800_000;
+use gantry_clickhouse::GROUP_ROWS_MAX;
+
 impl PipelineConfig {
     /// Checks every value before anything starts.
     pub fn validate(&self) -> std::result::Result<(), String> {
@@ -134,9 +144,9 @@ impl PipelineConfig {
         if self.lane_topic == self.account_topic {
             errs.push("lane_topic and account_topic must differ".to_string());
         }
-        if self.batch_rows_max == 0 || self.batch_rows_max > 1_000_000 {
+        if self.batch_rows_max == 0 || self.batch_rows_max > GROUP_ROWS_MAX {
             errs.push(format!(
-                "batch_rows_max {} must be in 1..=1000000 (one INSERT block)",
+                "batch_rows_max {} must be in 1..={GROUP_ROWS_MAX} (one INSERT block)",
                 self.batch_rows_max
             ));
         }
@@ -149,16 +159,15 @@ impl PipelineConfig {
         if self.channel_chunks_max == 0 || self.chunk_messages_max == 0 {
             errs.push("channel_chunks_max and chunk_messages_max must be > 0".into());
         }
-        if self.dedup_window_ms < 60_000 {
+        if self.dedup_window_ms < DEDUP_WINDOW_MIN_MS {
             errs.push("dedup_window_ms must be at least a minute".into());
         }
-        if !(-14 * 60..=14 * 60).contains(&self.network_utc_offset_min) {
+        if !(-UTC_OFFSET_MAX_MIN..=UTC_OFFSET_MAX_MIN).contains(&self.network_utc_offset_min) {
             errs.push("network_utc_offset_min must be within ±14 h".into());
         }
-        // Kafka brokers accept 6 s to 30 min by default (group.min/max.session.timeout.ms).
-        if !(1_000..=1_800_000).contains(&self.session_timeout_ms) {
+        if !SESSION_TIMEOUT_MS_RANGE.contains(&self.session_timeout_ms) {
             errs.push(format!(
-                "session_timeout_ms {} must be in 1000..=1800000",
+                "session_timeout_ms {} must be in {SESSION_TIMEOUT_MS_RANGE:?}",
                 self.session_timeout_ms
             ));
         }
@@ -196,6 +205,11 @@ pub(crate) struct ChunkPool {
 /// Buffers kept for reuse: enough for every worker's full channel on a typical host; beyond
 /// that a returned buffer is freed.
 const CHUNK_POOL_MAX: usize = 64;
+/// A new chunk's payload room (256 KiB: a few hundred lane messages before it grows; reused
+/// chunks keep what they grew to).
+const CHUNK_BYTES_RESERVED: usize = 256 << 10;
+/// A new chunk's message-index room.
+const CHUNK_MESSAGES_RESERVED: usize = 1024;
 
 impl ChunkPool {
     pub(crate) fn new() -> ChunkPool {
@@ -211,8 +225,8 @@ impl ChunkPool {
             }
             None => worker::Chunk {
                 topic,
-                data: Vec::with_capacity(256 << 10),
-                msgs: Vec::with_capacity(1024),
+                data: Vec::with_capacity(CHUNK_BYTES_RESERVED),
+                msgs: Vec::with_capacity(CHUNK_MESSAGES_RESERVED),
                 at_end: false,
             },
         }

@@ -15,7 +15,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::worker::{Chunk, CommitRequest, Msg, Worker};
+use crate::worker::{Chunk, CommitRequest, Msg, Worker, NO_TIMESTAMP_MS};
 use crate::{PipelineConfig, PipelineError, Result, Shared};
 
 /// How long one poll waits: short, so chunks are handed on promptly at low rates.
@@ -63,28 +63,54 @@ impl ClientContext for Ctx {
     }
 }
 
+/// A change of this member's share of the group, as librdkafka reports it around a
+/// rebalance. Each has one handler in [`Ctx`].
+enum GroupEvent {
+    /// Before the partitions are taken away: their workers land what they hold and stop.
+    Revoked(Vec<i32>),
+    /// After partitions are given: each gets a worker, which recovers it first.
+    Assigned(Vec<i32>),
+}
+
+impl GroupEvent {
+    fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
+        let mut parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        parts.sort_unstable();
+        parts.dedup();
+        parts
+    }
+}
+
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = r {
-            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            self.stop_workers(&parts);
+            self.on_group_event(GroupEvent::Revoked(GroupEvent::partitions(tpl)));
         }
     }
 
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = r {
-            let mut parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            parts.sort_unstable();
-            parts.dedup();
-            info!(?parts, "partitions assigned");
-            for p in parts {
-                self.start_worker(p);
-            }
+            self.on_group_event(GroupEvent::Assigned(GroupEvent::partitions(tpl)));
         }
     }
 }
 
 impl Ctx {
+    fn on_group_event(&self, event: GroupEvent) {
+        match event {
+            GroupEvent::Revoked(parts) => {
+                info!(?parts, "partitions revoked");
+                self.stop_workers(&parts);
+            }
+            GroupEvent::Assigned(parts) => {
+                info!(?parts, "partitions assigned");
+                for p in parts {
+                    self.start_worker(p);
+                }
+            }
+        }
+    }
+
     fn start_worker(&self, p: i32) {
         let mut workers = self.workers.lock().expect("workers lock");
         if workers.contains_key(&p) {
@@ -124,6 +150,14 @@ impl Ctx {
         }
     }
 
+    /// Hands a chunk to partition `p`'s worker, blocking while the worker is behind: this is
+    /// the backpressure. A partition without a worker (revoked meanwhile) drops it.
+    fn send(&self, p: i32, chunk: Chunk) {
+        if let Some(tx) = self.sender(p) {
+            let _ = tx.blocking_send(chunk);
+        }
+    }
+
     fn sender(&self, p: i32) -> Option<mpsc::Sender<Chunk>> {
         self.workers.lock().expect("workers lock").get(&p).map(|h| h.tx.clone())
     }
@@ -140,206 +174,293 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary> {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(WORKER_THREADS)
         .enable_all()
         .thread_name("gantry-worker")
         .build()?;
-    let store = gantry_clickhouse::Store::new(&cfg.clickhouse_url, &cfg.database)
-        .with_insert_compression(cfg.insert_compression);
-    let status = gantry_kafka::StatusProducer::new(&cfg.brokers, &cfg.status_topic)?;
-    let latency_ms = std::sync::Mutex::new(
-        hdrhistogram::Histogram::new_with_bounds(1, 3_600_000, 3).expect("histogram bounds"),
-    );
-    let (lander_tx, lander_rx) = tokio::sync::mpsc::channel(crate::land::LANDER_QUEUE_JOBS);
-    let shared = Arc::new(Shared {
-        topics: cfg.topics(),
-        cfg: cfg.clone(),
-        tariffs,
-        store,
-        status,
-        latency_ms,
-        chunk_pool: crate::ChunkPool::new(),
-        lander: lander_tx,
-    });
-    let (commit_tx, commit_rx) = std_mpsc::channel();
-    rt.spawn(crate::land::lander(shared.clone(), lander_rx, commit_tx.clone()));
-    let ctx = Ctx {
-        shared,
-        rt: rt.handle().clone(),
-        workers: Mutex::new(HashMap::new()),
-        commits: Mutex::new(commit_tx),
-        failed: AtomicBool::new(false),
-    };
-    let consumer: BaseConsumer<Ctx> =
-        gantry_kafka::consumer_config(&cfg.brokers, &cfg.group_id, cfg.session_timeout_ms)
-            .create_with_context(ctx)?;
-    let partitions =
-        gantry_kafka::check_copartitioned(&consumer, &cfg.lane_topic, &cfg.account_topic)?;
-    info!(partitions, lane = %cfg.lane_topic, accounts = %cfg.account_topic, "topics are co-partitioned");
-    consumer.subscribe(&[&cfg.lane_topic, &cfg.account_topic])?;
-
-    let started = Instant::now();
-    let mut messages = 0u64;
-    let mut last_landed = started;
-    let mut pending: HashMap<(Topic, i32), Chunk> = HashMap::new();
-    let mut last_offset: HashMap<(Topic, i32), i64> = HashMap::new();
-    let mut last_flush = Instant::now();
-    let mut last_message = Instant::now();
-    let topic_of =
-        |name: &str| if name == cfg.lane_topic { Topic::LaneTx } else { Topic::AccountEvents };
-    let topic_name = |t: Topic| {
-        if t == Topic::LaneTx {
-            cfg.lane_topic.as_str()
-        } else {
-            cfg.account_topic.as_str()
+    let mut poller = Poller::start(&cfg, tariffs, rt.handle().clone())?;
+    while poller.poll_once() == Flow::Continue {
+        if stop.load(Ordering::SeqCst) {
+            break;
         }
-    };
+    }
+    poller.shutdown()
+}
 
-    let hand_on = |pending: &mut HashMap<(Topic, i32), Chunk>, only: Option<i32>| {
-        let keys: Vec<(Topic, i32)> =
-            pending.keys().filter(|(_, p)| only.is_none_or(|o| o == *p)).copied().collect();
-        for k in keys {
-            let chunk = pending.remove(&k).expect("key listed");
-            if let Some(tx) = consumer.context().sender(k.1) {
-                // Blocks while the worker is behind: this is the backpressure.
-                let _ = tx.blocking_send(chunk);
-            }
-        }
-    };
+/// Worker threads of the instance's runtime: the partition workers' CPU work runs here. Two
+/// is the development and CI machine's core count; beside the polling thread and
+/// librdkafka's own threads, more only made the workers contend with them.
+const WORKER_THREADS: usize = 2;
 
-    let mut last_housekeeping = Instant::now();
-    loop {
-        let polled = consumer.poll(Duration::from_millis(POLL_TIMEOUT_MS));
+/// Upper bound of the latency histogram, ms: an hour, far beyond any healthy lag; a record
+/// older than that counts as an hour.
+const LATENCY_MAX_MS: u64 = 3_600_000;
+
+/// A pending chunk is handed to its worker at this many bytes of payload even if it has fewer
+/// than `chunk_messages_max` messages (large lane messages): bounds the poller's buffering.
+const CHUNK_BYTES_MAX: usize = 32 << 20;
+
+/// Whether the poll loop goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// The polling thread's state: the group consumer, the chunks being filled per
+/// topic-partition, and the clocks that decide when to hand them on, commit and stop.
+struct Poller<'c> {
+    cfg: &'c PipelineConfig,
+    consumer: BaseConsumer<Ctx>,
+    commits: std_mpsc::Receiver<CommitRequest>,
+    pending: Pending,
+    started: Instant,
+    last_landed: Instant,
+    last_flush: Instant,
+    last_message: Instant,
+    last_housekeeping: Instant,
+}
+
+impl<'c> Poller<'c> {
+    /// Builds the shared pieces and the lander, joins the group and subscribes.
+    fn start(
+        cfg: &'c PipelineConfig,
+        tariffs: Arc<TariffStore>,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Poller<'c>> {
+        let store = gantry_clickhouse::Store::new(&cfg.clickhouse_url, &cfg.database)
+            .with_insert_compression(cfg.insert_compression);
+        let status = gantry_kafka::StatusProducer::new(&cfg.brokers, &cfg.status_topic)?;
+        let latency_ms = std::sync::Mutex::new(
+            hdrhistogram::Histogram::new_with_bounds(1, LATENCY_MAX_MS, 3)
+                .expect("histogram bounds"),
+        );
+        let (lander_tx, lander_rx) = tokio::sync::mpsc::channel(crate::land::LANDER_QUEUE_JOBS);
+        let shared = Arc::new(Shared {
+            topics: cfg.topics(),
+            cfg: cfg.clone(),
+            tariffs,
+            store,
+            status,
+            latency_ms,
+            chunk_pool: crate::ChunkPool::new(),
+            lander: lander_tx,
+        });
+        let (commit_tx, commit_rx) = std_mpsc::channel();
+        rt.spawn(crate::land::lander(shared.clone(), lander_rx, commit_tx.clone()));
+        let ctx = Ctx {
+            shared,
+            rt,
+            workers: Mutex::new(HashMap::new()),
+            commits: Mutex::new(commit_tx),
+            failed: AtomicBool::new(false),
+        };
+        let consumer: BaseConsumer<Ctx> =
+            gantry_kafka::consumer_config(&cfg.brokers, &cfg.group_id, cfg.session_timeout_ms)
+                .create_with_context(ctx)?;
+        let partitions =
+            gantry_kafka::check_copartitioned(&consumer, &cfg.lane_topic, &cfg.account_topic)?;
+        info!(partitions, lane = %cfg.lane_topic, accounts = %cfg.account_topic, "topics are co-partitioned");
+        consumer.subscribe(&[&cfg.lane_topic, &cfg.account_topic])?;
+        let now = Instant::now();
+        Ok(Poller {
+            cfg,
+            consumer,
+            commits: commit_rx,
+            pending: Pending::default(),
+            started: now,
+            last_landed: now,
+            last_flush: now,
+            last_message: now,
+            last_housekeeping: now,
+        })
+    }
+
+    /// One poll and what it calls for.
+    fn poll_once(&mut self) -> Flow {
+        let polled = self.consumer.poll(Duration::from_millis(POLL_TIMEOUT_MS));
         let got_message = matches!(polled, Some(Ok(_)));
         match polled {
-            Some(Ok(m)) => {
-                messages += 1;
-                let key = (topic_of(m.topic()), m.partition());
-                last_offset.insert(key, m.offset());
-                let chunk = pending
-                    .entry(key)
-                    .or_insert_with(|| consumer.context().shared.chunk_pool.take(key.0));
-                let payload = m.payload().unwrap_or(&[]);
-                chunk.msgs.push(Msg {
-                    offset: m.offset(),
-                    timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
-                    start: chunk.data.len() as u32,
-                    len: payload.len() as u32,
-                });
-                chunk.data.extend_from_slice(payload);
-                if chunk.msgs.len() >= cfg.chunk_messages_max || chunk.data.len() >= (32 << 20) {
-                    let chunk = pending.remove(&key).expect("just used");
-                    if let Some(tx) = consumer.context().sender(key.1) {
-                        let _ = tx.blocking_send(chunk);
-                    }
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                // The EOF event does not say which topic reached its end: ask the broker which
-                // of the two did (rare: only when the consumer catches up).
-                hand_on(&mut pending, Some(p));
-                for t in [Topic::LaneTx, Topic::AccountEvents] {
-                    let high = gantry_kafka::cached_high_watermark(&consumer, topic_name(t), p)
-                        .unwrap_or(i64::MAX);
-                    let next = last_offset.get(&(t, p)).map_or(-1, |o| o + 1);
-                    let position = consumer.position().ok().and_then(|tpl| {
-                        tpl.find_partition(topic_name(t), p).and_then(|e| {
-                            if let Offset::Offset(o) = e.offset() {
-                                Some(o)
-                            } else {
-                                None
-                            }
-                        })
-                    });
-                    if next >= high || position.is_some_and(|o| o >= high) {
-                        if let Some(tx) = consumer.context().sender(p) {
-                            let mut c = consumer.context().shared.chunk_pool.take(t);
-                            c.at_end = true;
-                            let _ = tx.blocking_send(c);
-                        }
-                    }
-                }
-            }
+            Some(Ok(m)) => self.pending.on_message(self.cfg, self.consumer.context(), &m),
+            Some(Err(KafkaError::PartitionEOF(p))) => self.on_partition_eof(p),
             Some(Err(e)) => warn!(error = %e, "kafka"),
             None => {}
         }
         let now = Instant::now();
         if got_message {
-            last_message = now;
-            if now.duration_since(last_housekeeping)
+            self.last_message = now;
+            if now.duration_since(self.last_housekeeping)
                 < Duration::from_millis(HOUSEKEEPING_INTERVAL_MS)
             {
-                continue;
+                return Flow::Continue;
             }
         }
-        last_housekeeping = now;
-        if stop.load(Ordering::SeqCst)
-            || consumer.context().failed.load(Ordering::SeqCst)
-            || consumer.context().any_worker_finished()
-        {
-            break;
+        self.last_housekeeping = now;
+        self.housekeeping(got_message)
+    }
+
+    fn topic_name(&self, t: Topic) -> &'c str {
+        match t {
+            Topic::LaneTx => &self.cfg.lane_topic,
+            Topic::AccountEvents => &self.cfg.account_topic,
         }
-        if now.duration_since(last_flush) >= Duration::from_millis(CHUNK_FLUSH_MS) {
-            let handed = !pending.is_empty();
-            hand_on(&mut pending, None);
-            last_flush = now;
+    }
+
+    /// End of partition `p` of one of the two topics. The event does not say which: ask
+    /// the consumer which of the two is at its end (rare: only when it catches up), and tell
+    /// that side's worker, so its merge stops waiting for it.
+    fn on_partition_eof(&mut self, p: i32) {
+        self.hand_on(Some(p));
+        for t in [Topic::LaneTx, Topic::AccountEvents] {
+            let name = self.topic_name(t);
+            let high =
+                gantry_kafka::cached_high_watermark(&self.consumer, name, p).unwrap_or(i64::MAX);
+            let next = self.pending.last_offset.get(&(t, p)).map_or(-1, |o| o + 1);
+            let position = self.consumer.position().ok().and_then(|tpl| offset_in(&tpl, name, p));
+            if next >= high || position.is_some_and(|o| o >= high) {
+                let mut c = self.consumer.context().shared.chunk_pool.take(t);
+                c.at_end = true;
+                self.consumer.context().send(p, c);
+            }
+        }
+    }
+
+    /// Timers, offset commits and worker health, between polls.
+    fn housekeeping(&mut self, got_message: bool) -> Flow {
+        let ctx = self.consumer.context();
+        if ctx.failed.load(Ordering::SeqCst) || ctx.any_worker_finished() {
+            return Flow::Stop;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.last_flush) >= Duration::from_millis(CHUNK_FLUSH_MS) {
+            let handed = !self.pending.chunks.is_empty();
+            self.hand_on(None);
+            self.last_flush = now;
             if handed {
                 // Handing on may block on a busy worker; time spent here is not idle time
                 // (librdkafka may hold fetched messages that poll has not returned yet).
-                last_message = Instant::now();
+                self.last_message = Instant::now();
             }
         }
-        // Commit what workers have landed.
+        self.commit_landed(CommitMode::Async);
+        // Drained: the last poll returned nothing, nothing arrived for `exit_when_idle_ms`, and
+        // every partition's fetch position is at its high watermark.
+        if self.cfg.exit_when_idle_ms > 0
+            && !got_message
+            && self.last_message.elapsed() >= Duration::from_millis(self.cfg.exit_when_idle_ms)
+            && caught_up(&self.consumer)
+        {
+            info!("all partitions drained; stopping");
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    /// Hands every pending chunk (of partition `only`, if given) to its worker.
+    fn hand_on(&mut self, only: Option<i32>) {
+        self.pending.hand_on(self.consumer.context(), only);
+    }
+
+    /// Commits the offsets of every batch landed since the last call (informational: the
+    /// journal in ClickHouse, not the group's offsets, decides where a partition resumes).
+    fn commit_landed(&mut self, mode: CommitMode) {
         let mut tpl = TopicPartitionList::new();
-        while let Ok(c) = commit_rx.try_recv() {
-            last_landed = Instant::now();
-            let _ =
-                tpl.add_partition_offset(&cfg.lane_topic, c.partition, Offset::Offset(c.lane_next));
-            let _ = tpl.add_partition_offset(
-                &cfg.account_topic,
-                c.partition,
-                Offset::Offset(c.acct_next),
-            );
+        while let Ok(c) = self.commits.try_recv() {
+            self.last_landed = Instant::now();
+            let (lane, acct) = (Offset::Offset(c.lane_next), Offset::Offset(c.acct_next));
+            let _ = tpl.add_partition_offset(&self.cfg.lane_topic, c.partition, lane);
+            let _ = tpl.add_partition_offset(&self.cfg.account_topic, c.partition, acct);
         }
         if tpl.count() > 0 {
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            if let Err(e) = self.consumer.commit(&tpl, mode) {
                 warn!(error = %e, "offset commit (informational; ClickHouse holds the truth)");
             }
         }
-        // Drained: the last poll returned nothing, nothing arrived for `exit_when_idle_ms`, and
-        // every partition's fetch position is at its high watermark.
-        if cfg.exit_when_idle_ms > 0
-            && !got_message
-            && last_message.elapsed() >= Duration::from_millis(cfg.exit_when_idle_ms)
-            && caught_up(&consumer)
-        {
-            info!("all partitions drained; stopping");
-            break;
+    }
+
+    /// Hands on what is pending, lets every worker land what it holds, commits their last
+    /// offsets and reports the run.
+    fn shutdown(mut self) -> Result<RunSummary> {
+        self.hand_on(None);
+        let ctx = self.consumer.context();
+        let parts: Vec<i32> = ctx.workers.lock().expect("workers lock").keys().copied().collect();
+        ctx.stop_workers(&parts);
+        self.commit_landed(CommitMode::Sync);
+        let ctx = self.consumer.context();
+        if ctx.failed.load(Ordering::SeqCst) {
+            return Err(PipelineError::Worker(-1, "a partition worker failed; see the log".into()));
+        }
+        let latency_ms = ctx.shared.latency_ms.lock().expect("latency lock").clone();
+        Ok(RunSummary {
+            messages: self.pending.messages,
+            elapsed: self.started.elapsed(),
+            until_last_landed: self.last_landed.duration_since(self.started),
+            latency_ms,
+        })
+    }
+}
+
+/// The chunks being filled per topic-partition between hand-ons.
+#[derive(Default)]
+struct Pending {
+    chunks: HashMap<(Topic, i32), Chunk>,
+    /// The last offset polled per topic-partition (to tell which topic an EOF is about).
+    last_offset: HashMap<(Topic, i32), i64>,
+    /// Messages polled from both input topics.
+    messages: u64,
+}
+
+impl Pending {
+    /// A message: copied into its topic-partition's pending chunk, which is handed on when
+    /// full.
+    fn on_message(
+        &mut self,
+        cfg: &PipelineConfig,
+        ctx: &Ctx,
+        m: &rdkafka::message::BorrowedMessage<'_>,
+    ) {
+        self.messages += 1;
+        let topic = if m.topic() == cfg.lane_topic { Topic::LaneTx } else { Topic::AccountEvents };
+        let key = (topic, m.partition());
+        self.last_offset.insert(key, m.offset());
+        let chunk = self.chunks.entry(key).or_insert_with(|| ctx.shared.chunk_pool.take(topic));
+        let payload = m.payload().unwrap_or(&[]);
+        chunk.msgs.push(Msg {
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis().unwrap_or(NO_TIMESTAMP_MS),
+            start: chunk.data.len() as u32,
+            len: payload.len() as u32,
+        });
+        chunk.data.extend_from_slice(payload);
+        if chunk.msgs.len() >= cfg.chunk_messages_max || chunk.data.len() >= CHUNK_BYTES_MAX {
+            let chunk = self.chunks.remove(&key).expect("just used");
+            ctx.send(key.1, chunk);
         }
     }
-    hand_on(&mut pending, None);
-    let parts: Vec<i32> =
-        consumer.context().workers.lock().expect("workers lock").keys().copied().collect();
-    consumer.context().stop_workers(&parts);
-    while let Ok(c) = commit_rx.try_recv() {
-        last_landed = Instant::now();
-        let mut tpl = TopicPartitionList::new();
-        let _ = tpl.add_partition_offset(&cfg.lane_topic, c.partition, Offset::Offset(c.lane_next));
-        let _ =
-            tpl.add_partition_offset(&cfg.account_topic, c.partition, Offset::Offset(c.acct_next));
-        let _ = consumer.commit(&tpl, CommitMode::Sync);
+
+    /// Hands every pending chunk (of partition `only`, if given) to its worker.
+    fn hand_on(&mut self, ctx: &Ctx, only: Option<i32>) {
+        let keys: Vec<(Topic, i32)> =
+            self.chunks.keys().filter(|(_, p)| only.is_none_or(|o| o == *p)).copied().collect();
+        for k in keys {
+            let chunk = self.chunks.remove(&k).expect("key listed");
+            ctx.send(k.1, chunk);
+        }
     }
-    if consumer.context().failed.load(Ordering::SeqCst) {
-        return Err(PipelineError::Worker(-1, "a partition worker failed; see the log".into()));
-    }
-    let latency_ms = consumer.context().shared.latency_ms.lock().expect("latency lock").clone();
-    Ok(RunSummary {
-        messages,
-        elapsed: started.elapsed(),
-        until_last_landed: last_landed.duration_since(started),
-        latency_ms,
-    })
 }
+
+/// The offset `tpl` holds for `topic`/`partition`, if it is a real offset.
+fn offset_in(tpl: &TopicPartitionList, topic: &str, partition: i32) -> Option<i64> {
+    match tpl.find_partition(topic, partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// How long the drained check waits for the group's committed offsets (asked once per
+/// check, only for partitions nothing was consumed from yet): a broker that takes longer is
+/// not answering, and the check simply says "not drained" this time.
+const COMMITTED_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Every assigned partition of both topics has been consumed to its high watermark.
 fn caught_up(consumer: &BaseConsumer<Ctx>) -> bool {
@@ -358,18 +479,10 @@ fn caught_up(consumer: &BaseConsumer<Ctx>) -> bool {
         else {
             return false;
         };
-        let offset_in = |tpl: &TopicPartitionList| {
-            tpl.find_partition(e.topic(), e.partition()).and_then(|x| {
-                if let Offset::Offset(o) = x.offset() {
-                    Some(o)
-                } else {
-                    None
-                }
-            })
-        };
+        let offset_in = |tpl: &TopicPartitionList| offset_in(tpl, e.topic(), e.partition());
         let pos = offset_in(&position).or_else(|| {
             committed
-                .get_or_init(|| consumer.committed(Duration::from_secs(5)).ok())
+                .get_or_init(|| consumer.committed(COMMITTED_QUERY_TIMEOUT).ok())
                 .as_ref()
                 .and_then(offset_in)
         });

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gantry_clickhouse::Ranges;
+use gantry_clickhouse::{BatchRecord, Ranges};
 use gantry_core::output::{Batch, Source, Topic};
 use gantry_core::{Engine, TariffSet};
 use gantry_kafka::RangeReader;
@@ -23,7 +23,9 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::land::LandingJob;
-use crate::merge::{head_merge, lane_first};
+use crate::merge::{
+    close_batch, head_merge, lane_first, next_step, BatchView, SideView, Step, Wait,
+};
 use crate::{PipelineError, Result, Shared};
 
 /// Messages of one topic-partition, copied out of librdkafka in one allocation.
@@ -33,6 +35,17 @@ pub(crate) struct Chunk {
     pub msgs: Vec<Msg>,
     /// The partition was at its end after these messages.
     pub at_end: bool,
+}
+
+/// [`Msg::timestamp_ms`] of a message that has no Kafka timestamp (librdkafka's own value
+/// for it). Below every real timestamp, so the merge takes such a message first, live and in
+/// replay alike.
+pub(crate) const NO_TIMESTAMP_MS: i64 = -1;
+
+/// A message's Kafka timestamp as its rows' `Source` carries it.
+#[inline]
+fn kafka_timestamp(ms: i64) -> Option<i64> {
+    (ms >= 0).then_some(ms)
 }
 
 #[derive(Clone, Copy)]
@@ -107,6 +120,16 @@ impl Side {
         !self.chunks.is_empty()
     }
 
+    /// What the merge rule needs to know of this side.
+    fn view(&self) -> SideView {
+        SideView {
+            head_ts: self.head().map(|(m, _)| m.timestamp_ms),
+            closed: self.closed,
+            exhausted: self.at_end && !self.buffered(),
+            heard: self.heard,
+        }
+    }
+
     /// Consumes the head message; returns its chunk once every message of it is consumed.
     fn pop(&mut self) -> Option<Chunk> {
         let c = self.chunks.front().expect("pop after head");
@@ -127,6 +150,33 @@ const LANE_RUN_MESSAGES_MAX: usize = 64;
 /// ... and at most about this many bytes of them (64 KiB: ~200 lane records), which bounds
 /// that overshoot when producers pack many records into one message.
 const LANE_RUN_BYTES_MAX: usize = 64 << 10;
+
+/// Rows a fresh batch has room for before its vectors grow (they are reused from then on).
+const BATCH_ROWS_RESERVED: usize = 16_384;
+
+/// How long a worker with no open batch and no merge wait sleeps if no chunk arrives: it has
+/// nothing to do until one does, so this only bounds the sleep.
+const NOTHING_DUE_SLEEP: Duration = Duration::from_secs(3600);
+
+/// What woke a worker up.
+enum Event {
+    Chunk(Chunk),
+    /// The channel closed: the partition was revoked, or the instance is stopping.
+    Closed,
+    /// The batch fell due or the merge wait passed.
+    Timer,
+    /// The batch in flight landed.
+    Landed,
+}
+
+/// Where a partition's recovery starts.
+struct StartingPoint {
+    engine: Engine,
+    /// The last batch the state includes (0: none).
+    seq: u64,
+    lane_next: i64,
+    acct_next: i64,
+}
 
 pub(crate) struct Worker {
     shared: Arc<Shared>,
@@ -158,32 +208,18 @@ impl Worker {
         commits: std::sync::mpsc::Sender<CommitRequest>,
     ) -> Result<Worker> {
         let rt = tokio::runtime::Handle::current();
-        let p16 = partition as u16;
-        let cfg = shared.cfg.engine();
-        let checkpoint = rt.block_on(shared.store.latest_checkpoint(p16))?;
         let reader = RangeReader::new(&shared.cfg.brokers)?;
-        let (engine, seq, lane_next, acct_next) = match checkpoint {
-            Some(c) => {
-                let engine = Engine::read_state(cfg, &c.state)
-                    .map_err(|source| PipelineError::State { partition, source })?;
-                (engine, c.batch_seq, c.lane_next, c.acct_next)
-            }
-            None => {
-                let lane_low = reader.low_watermark(&shared.cfg.lane_topic, partition)?.max(0);
-                let acct_low = reader.low_watermark(&shared.cfg.account_topic, partition)?.max(0);
-                (Engine::new(cfg), 0, lane_low, acct_low)
-            }
-        };
+        let start = rt.block_on(Self::starting_point(&shared, &reader, partition))?;
         let mut w = Worker {
             tariffs: shared.tariffs.snapshot(),
             shared,
             partition,
-            engine,
-            seq,
-            lane: Side { next: lane_next, ..Side::default() },
-            acct: Side { next: acct_next, ..Side::default() },
-            batch: Batch::with_capacity(16_384),
-            batch_from: (lane_next, acct_next),
+            engine: start.engine,
+            seq: start.seq,
+            lane: Side { next: start.lane_next, ..Side::default() },
+            acct: Side { next: start.acct_next, ..Side::default() },
+            batch: Batch::with_capacity(BATCH_ROWS_RESERVED),
+            batch_from: (start.lane_next, start.acct_next),
             batch_opened: None,
             blocked_since: None,
             commits,
@@ -191,53 +227,21 @@ impl Worker {
             landing: None,
             spare: None,
         };
-        let journal = rt.block_on(w.shared.store.batches_after(p16, seq))?;
+        let journal = rt.block_on(w.shared.store.batches_after(partition as u16, w.seq))?;
         let (mut replayed, mut completed) = (0, 0);
         for b in &journal {
-            if b.batch_seq != w.seq + 1 {
-                return Err(PipelineError::ReplayMismatch {
-                    partition,
-                    seq: b.batch_seq,
-                    detail: format!("journal jumps from batch {} to {}", w.seq, b.batch_seq),
-                });
-            }
-            let r = b.ranges();
-            if r.lane_from != w.lane.next || r.acct_from != w.acct.next {
-                return Err(PipelineError::ReplayMismatch {
-                    partition,
-                    seq: b.batch_seq,
-                    detail: "ranges do not continue the previous batch".into(),
-                });
-            }
-            w.replay(&reader, r)?;
+            w.check_continues(b)?;
+            w.replay(&reader, b.ranges())?;
             w.seq = b.batch_seq;
             if b.is_committed() {
-                let c = w.batch.counts;
-                if (c.lane_records, c.settled, c.account_events)
-                    != (b.lane_records, b.settled, b.account_events)
-                {
-                    return Err(PipelineError::ReplayMismatch {
-                        partition,
-                        seq: b.batch_seq,
-                        detail: format!(
-                            "replayed {} records / {} settled, journal says {} / {}",
-                            c.lane_records, c.settled, b.lane_records, b.settled
-                        ),
-                    });
-                }
+                w.check_replayed(b)?;
                 replayed += 1;
-                w.batch.clear();
             } else {
                 // Planned, not committed: finish it, writing only what is missing.
-                let batch = std::mem::take(&mut w.batch);
-                let (job, landed) = w.landing_job(r, batch, None);
-                rt.block_on(crate::land::land_group(&w.shared, &w.commits, vec![job], true));
-                w.batch = rt.block_on(landed).map_err(|e| {
-                    PipelineError::Worker(partition, format!("recovery landing: {e}"))
-                })?;
-                w.batch.clear();
+                rt.block_on(w.complete_planned(b.ranges()))?;
                 completed += 1;
             }
+            w.batch.clear();
             w.batch_from = (w.lane.next, w.acct.next);
         }
         info!(
@@ -253,6 +257,82 @@ impl Worker {
         Ok(w)
     }
 
+    /// Where recovery starts: the newest checkpoint, or an empty engine at the oldest
+    /// retained offsets.
+    async fn starting_point(
+        shared: &Shared,
+        reader: &RangeReader,
+        partition: i32,
+    ) -> Result<StartingPoint> {
+        let cfg = shared.cfg.engine();
+        match shared.store.latest_checkpoint(partition as u16).await? {
+            Some(c) => Ok(StartingPoint {
+                engine: Engine::read_state(cfg, &c.state)
+                    .map_err(|source| PipelineError::State { partition, source })?,
+                seq: c.batch_seq,
+                lane_next: c.lane_next,
+                acct_next: c.acct_next,
+            }),
+            None => Ok(StartingPoint {
+                engine: Engine::new(cfg),
+                seq: 0,
+                lane_next: reader.low_watermark(&shared.cfg.lane_topic, partition)?.max(0),
+                acct_next: reader.low_watermark(&shared.cfg.account_topic, partition)?.max(0),
+            }),
+        }
+    }
+
+    /// A journaled batch must be the next one and start where the last one ended.
+    fn check_continues(&self, b: &BatchRecord) -> Result<()> {
+        let mismatch = |detail: String| PipelineError::ReplayMismatch {
+            partition: self.partition,
+            seq: b.batch_seq,
+            detail,
+        };
+        if b.batch_seq != self.seq + 1 {
+            return Err(mismatch(format!(
+                "journal jumps from batch {} to {}",
+                self.seq, b.batch_seq
+            )));
+        }
+        let r = b.ranges();
+        if r.lane_from != self.lane.next || r.acct_from != self.acct.next {
+            return Err(mismatch("ranges do not continue the previous batch".into()));
+        }
+        Ok(())
+    }
+
+    /// A committed batch, replayed, must count what its journal row says it counted:
+    /// otherwise the state would not be the one its rows were written from.
+    fn check_replayed(&self, b: &BatchRecord) -> Result<()> {
+        let c = self.batch.counts;
+        if (c.lane_records, c.settled, c.account_events)
+            == (b.lane_records, b.settled, b.account_events)
+        {
+            return Ok(());
+        }
+        Err(PipelineError::ReplayMismatch {
+            partition: self.partition,
+            seq: b.batch_seq,
+            detail: format!(
+                "replayed {} records / {} settled, journal says {} / {}",
+                c.lane_records, c.settled, b.lane_records, b.settled
+            ),
+        })
+    }
+
+    /// Lands the batch just replayed (journaled as planned, never committed), writing only
+    /// the tables that do not hold it yet.
+    async fn complete_planned(&mut self, r: Ranges) -> Result<()> {
+        let batch = std::mem::take(&mut self.batch);
+        let (job, landed) = self.landing_job(r, batch, None);
+        crate::land::land_group(&self.shared, &self.commits, vec![job], true).await;
+        self.batch = landed
+            .await
+            .map_err(|e| PipelineError::Worker(self.partition, format!("recovery landing: {e}")))?;
+        Ok(())
+    }
+
     /// Re-processes the messages of `r` in head-merge order into `self.batch`.
     fn replay(&mut self, reader: &RangeReader, r: Ranges) -> Result<()> {
         let mut lane = (Vec::new(), Vec::new(), Vec::new()); // data, (offset, start, len), ts
@@ -264,7 +344,7 @@ impl Worker {
             reader.read(topic, self.partition, from, to, |m| {
                 buf.1.push((m.offset, buf.0.len(), m.payload.len()));
                 buf.0.extend_from_slice(m.payload);
-                buf.2.push(m.timestamp_ms.unwrap_or(-1));
+                buf.2.push(m.timestamp_ms.unwrap_or(NO_TIMESTAMP_MS));
             })?;
         }
         let (engine, batch, tariffs, p) =
@@ -273,12 +353,8 @@ impl Worker {
             let (buf, topic) =
                 if is_lane { (&lane, Topic::LaneTx) } else { (&acct, Topic::AccountEvents) };
             let (offset, start, len) = buf.1[i];
-            let src = Source {
-                topic,
-                partition: p,
-                offset,
-                timestamp_ms: Some(buf.2[i]).filter(|t| *t >= 0),
-            };
+            let src =
+                Source { topic, partition: p, offset, timestamp_ms: kafka_timestamp(buf.2[i]) };
             let payload = &buf.0[start..start + len];
             match topic {
                 Topic::LaneTx => engine.lane_message(tariffs, payload, src, batch),
@@ -292,75 +368,92 @@ impl Worker {
 
     /// Live loop: until the channel closes (partition revoked or shutdown).
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Chunk>) -> Result<()> {
-        let flush_every = Duration::from_millis(self.shared.cfg.flush_interval_ms);
-        let idle = Duration::from_millis(self.shared.cfg.merge_idle_ms);
         loop {
-            let wait = match (self.batch_opened, self.blocked_since) {
-                (Some(t), _) => flush_every.saturating_sub(t.elapsed()),
-                (None, Some(b)) => idle.saturating_sub(b.elapsed()),
-                (None, None) => Duration::from_secs(3600),
-            };
-            let wait = match self.blocked_since {
-                Some(b) => wait.min(idle.saturating_sub(b.elapsed())),
-                None => wait,
-            };
-            // A batch that is due while the previous one is still landing keeps growing (up to
-            // its hard limits) instead of blocking the worker: wake up when either happens.
-            let overdue = self.batch_opened.is_some_and(|t| t.elapsed() >= flush_every)
-                && self.landing.is_some();
-            let wait = if overdue { Duration::from_secs(3600) } else { wait };
-            let landing = async {
-                match self.landing.as_mut() {
-                    Some(l) if overdue => l.await,
-                    _ => std::future::pending().await,
-                }
-            };
-            let event = tokio::select! {
-                r = tokio::time::timeout(wait, rx.recv()) => Some(r),
-                landed = landing => {
-                    let b = landed.map_err(|e| PipelineError::Worker(self.partition, format!("landing: {e}")))?;
-                    self.landing = None;
-                    self.keep_spare(b);
-                    None
-                }
-            };
-            match event {
-                Some(Ok(Some(chunk))) => {
+            match self.next_event(&mut rx).await? {
+                Event::Chunk(chunk) => {
                     self.accept(chunk)?;
                     // Take what else is already queued before processing.
                     while let Ok(chunk) = rx.try_recv() {
                         self.accept(chunk)?;
                     }
                 }
-                Some(Ok(None)) => {
-                    // Revoked or stopping: everything already handed to this worker is
-                    // processed and landed, in as many batches as it takes (stopping after
-                    // one full batch would leave a drained run short of the end).
-                    loop {
-                        let full = self.process(true);
-                        if self.batch.counts.messages > 0 {
-                            self.flush().await?;
-                        }
-                        if !full {
-                            break;
-                        }
-                    }
-                    return self.wait_landed().await;
-                }
-                Some(Err(_)) | None => {}
+                Event::Closed => return self.drain().await,
+                Event::Timer | Event::Landed => {}
             }
             let full = self.process(false);
+            let flush_every = Duration::from_millis(self.shared.cfg.flush_interval_ms);
             let due = self.batch_opened.is_some_and(|t| t.elapsed() >= flush_every);
-            // Due batches close once the previous one has landed; a full batch (or one whose
-            // both sides are closed, which cannot take more) waits for it.
-            if self.batch.counts.messages > 0
-                && (full
-                    || (self.lane.closed && self.acct.closed)
-                    || (due && self.previous_landed()?))
-            {
+            let batch = BatchView {
+                messages: self.batch.counts.messages,
+                full,
+                both_sides_closed: self.lane.closed && self.acct.closed,
+                due,
+                // Looked at only when due: it collects a landed batch's buffers.
+                previous_landed: due && self.previous_landed()?,
+            };
+            if close_batch(batch) {
                 self.flush().await?;
             }
         }
+    }
+
+    /// Waits for the next thing that can change what the worker does: a chunk, its channel
+    /// closing, the batch falling due or the merge wait passing, or — while a due batch waits
+    /// for the previous one — that batch landing.
+    async fn next_event(&mut self, rx: &mut mpsc::Receiver<Chunk>) -> Result<Event> {
+        let flush_every = Duration::from_millis(self.shared.cfg.flush_interval_ms);
+        let idle = Duration::from_millis(self.shared.cfg.merge_idle_ms);
+        let mut wait = match self.batch_opened {
+            Some(t) => flush_every.saturating_sub(t.elapsed()),
+            None => NOTHING_DUE_SLEEP,
+        };
+        if let Some(b) = self.blocked_since {
+            wait = wait.min(idle.saturating_sub(b.elapsed()));
+        }
+        // A batch that is due while the previous one is still landing keeps growing (up to
+        // its hard limits) instead of blocking the worker: wake up when either happens.
+        let overdue =
+            self.batch_opened.is_some_and(|t| t.elapsed() >= flush_every) && self.landing.is_some();
+        if overdue {
+            wait = NOTHING_DUE_SLEEP;
+        }
+        let landing = async {
+            match self.landing.as_mut() {
+                Some(l) if overdue => l.await,
+                _ => std::future::pending().await,
+            }
+        };
+        let landed = tokio::select! {
+            r = tokio::time::timeout(wait, rx.recv()) => {
+                return Ok(match r {
+                    Ok(Some(chunk)) => Event::Chunk(chunk),
+                    Ok(None) => Event::Closed,
+                    Err(_) => Event::Timer,
+                });
+            }
+            landed = landing => landed,
+        };
+        let b =
+            landed.map_err(|e| PipelineError::Worker(self.partition, format!("landing: {e}")))?;
+        self.landing = None;
+        self.keep_spare(b);
+        Ok(Event::Landed)
+    }
+
+    /// Revoked or stopping: everything already handed to this worker is processed and
+    /// landed, in as many batches as it takes (stopping after one full batch would leave a
+    /// drained run short of the end).
+    async fn drain(mut self) -> Result<()> {
+        loop {
+            let full = self.process(true);
+            if self.batch.counts.messages > 0 {
+                self.flush().await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        self.wait_landed().await
     }
 
     /// Whether no batch is in flight any more (collecting a landed one's buffers).
@@ -406,7 +499,7 @@ impl Worker {
                     reader.read(topic, self.partition, expected, first, |m| {
                         fill.msgs.push(Msg {
                             offset: m.offset,
-                            timestamp_ms: m.timestamp_ms.unwrap_or(-1),
+                            timestamp_ms: m.timestamp_ms.unwrap_or(NO_TIMESTAMP_MS),
                             start: fill.data.len() as u32,
                             len: m.payload.len() as u32,
                         });
@@ -442,48 +535,48 @@ impl Worker {
             {
                 return true;
             }
-            let waited = self.blocked_since.is_some_and(|b| b.elapsed() >= idle) || draining;
-            let (lane_waited, acct_waited) =
-                (waited && (self.lane.heard || draining), waited && (self.acct.heard || draining));
-            let take_lane = match (self.lane.head(), self.acct.head()) {
-                (Some((l, _)), Some((a, _))) => lane_first(l.timestamp_ms, a.timestamp_ms),
-                (Some(_), None) if self.acct.closed => true,
-                (None, Some(_)) if self.lane.closed => false,
-                (Some(_), None) if (self.acct.at_end && !self.acct.buffered()) || acct_waited => {
-                    self.acct.closed = true;
-                    true
-                }
-                (None, Some(_)) if (self.lane.at_end && !self.lane.buffered()) || lane_waited => {
-                    self.lane.closed = true;
-                    false
-                }
-                (None, None) => {
+            let wait = if draining {
+                Wait::Draining
+            } else if self.blocked_since.is_some_and(|b| b.elapsed() >= idle) {
+                Wait::Passed
+            } else {
+                Wait::Within
+            };
+            let step = next_step(self.lane.view(), self.acct.view(), wait);
+            match step {
+                Step::Idle => {
                     self.blocked_since = None;
                     return false;
                 }
-                _ => {
+                Step::Blocked => {
                     self.blocked_since.get_or_insert_with(Instant::now);
                     return false;
                 }
-            };
+                Step::CloseAccountThenLane => self.acct.closed = true,
+                Step::CloseLaneThenAccount => self.lane.closed = true,
+                Step::Lane | Step::Account => {}
+            }
             self.blocked_since = None;
             self.batch_opened.get_or_insert_with(Instant::now);
-            if take_lane {
-                self.take_lane_run();
-                continue;
+            match step {
+                Step::Lane | Step::CloseAccountThenLane => self.take_lane_run(),
+                _ => self.take_account_head(),
             }
-            let side = &mut self.acct;
-            let (m, payload) = side.head().expect("head checked");
-            let src = Source {
-                topic: Topic::AccountEvents,
-                partition: self.partition,
-                offset: m.offset,
-                timestamp_ms: Some(m.timestamp_ms).filter(|t| *t >= 0),
-            };
-            self.engine.account_message(payload, src, &mut self.batch);
-            if let Some(used) = side.pop() {
-                self.shared.chunk_pool.give_back(used);
-            }
+        }
+    }
+
+    /// Processes the account head, which the merge rule has just chosen.
+    fn take_account_head(&mut self) {
+        let (m, payload) = self.acct.head().expect("the merge rule chose a head");
+        let src = Source {
+            topic: Topic::AccountEvents,
+            partition: self.partition,
+            offset: m.offset,
+            timestamp_ms: kafka_timestamp(m.timestamp_ms),
+        };
+        self.engine.account_message(payload, src, &mut self.batch);
+        if let Some(used) = self.acct.pop() {
+            self.shared.chunk_pool.give_back(used);
         }
     }
 
@@ -511,7 +604,7 @@ impl Worker {
                 topic: Topic::LaneTx,
                 partition,
                 offset: m.offset,
-                timestamp_ms: Some(m.timestamp_ms).filter(|t| *t >= 0),
+                timestamp_ms: kafka_timestamp(m.timestamp_ms),
             };
             (&c.data[m.start as usize..(m.start + m.len) as usize], src)
         });
@@ -547,7 +640,7 @@ impl Worker {
                 state
             });
         self.wait_landed().await?;
-        let next = self.spare.take().unwrap_or_else(|| Batch::with_capacity(16_384));
+        let next = self.spare.take().unwrap_or_else(|| Batch::with_capacity(BATCH_ROWS_RESERVED));
         let batch = std::mem::replace(&mut self.batch, next);
         let (job, landed) = self.landing_job(r, batch, checkpoint);
         self.shared
@@ -595,5 +688,58 @@ impl Worker {
             self.keep_spare(b);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(offsets: &[i64]) -> Chunk {
+        let msgs = offsets
+            .iter()
+            .map(|&offset| Msg { offset, timestamp_ms: offset * 10, start: 0, len: 0 })
+            .collect();
+        Chunk { topic: Topic::LaneTx, data: Vec::new(), msgs, at_end: false }
+    }
+
+    fn buffered(side: &Side) -> Vec<i64> {
+        side.chunks.iter().flat_map(|c| c.msgs.iter().map(|m| m.offset)).collect()
+    }
+
+    /// Redelivery is harmless: what is at or below the last processed or buffered offset is
+    /// dropped, also inside a chunk that re-fetched a stretch; a chunk of nothing new is
+    /// handed back for reuse.
+    #[test]
+    fn redelivered_offsets_are_dropped() {
+        let mut side = Side { next: 10, ..Side::default() };
+        assert!(side.push(chunk(&[7, 8, 9])).is_some(), "all below `next`: nothing kept");
+        assert!(side.push(chunk(&[9, 10, 11])).is_none());
+        assert!(side.push(chunk(&[11, 12, 10, 11, 12, 13])).is_none());
+        assert_eq!(buffered(&side), [10, 11, 12, 13]);
+        assert_eq!(side.expected(), 14);
+        // Consuming moves `next`; the front chunk comes back once used up.
+        assert_eq!(side.head().map(|(m, _)| m.offset), Some(10));
+        assert!(side.pop().is_none());
+        assert!(side.pop().is_some(), "the chunk of 10 and 11 is used up");
+        assert_eq!(side.next, 12);
+        assert!(side.heard);
+    }
+
+    /// What the merge sees of a side: a closed side has no head, an exhausted one is at its
+    /// end with nothing buffered.
+    #[test]
+    fn a_sides_view() {
+        let mut side = Side { next: 0, ..Side::default() };
+        assert_eq!(side.view(), SideView::default());
+        let mut end = chunk(&[0]);
+        end.at_end = true;
+        side.push(end);
+        assert_eq!(side.view(), SideView { head_ts: Some(0), heard: true, ..SideView::default() });
+        side.pop();
+        assert!(side.view().exhausted);
+        side.push(chunk(&[1]));
+        side.closed = true;
+        assert_eq!(side.view().head_ts, None);
     }
 }
