@@ -486,27 +486,164 @@ pub const SORT_KEYS: [(&str, &[&str]); 6] = [
     ("status_list", &["card_id", "time"]),
 ];
 
-// Each table's `ORDER BY` key (`SORT_KEYS`), in full.
 fn secs(ms: i64) -> i64 {
     ms.div_euclid(1000)
 }
-fn settlement_key<'b>(b: &'b Batch, r: &Settlement) -> (i32, &'b [u8]) {
-    (r.trade_day, b.text_bytes(r.trade_id))
+
+/// One output table as the encoder sees it: its rows in a batch, its `ORDER BY` key in full
+/// ([`SORT_KEYS`]) and as a compact prefix (see `order.rs`), the text to prefetch ahead, and
+/// the row's Native encoding. Prefix widths: each text's usual length fits with a byte to
+/// spare, so the compact key is the whole key for nearly every row; every component of the
+/// key is named, even one that no longer fits (that closes the prefix).
+trait OutputTable: Sized {
+    const NAME: &'static str;
+    const COLUMNS: ColumnList;
+    type Key<'b>: Ord
+    where
+        Self: 'b;
+    fn rows(b: &Batch) -> &[Self];
+    fn key<'b>(&'b self, b: &'b Batch) -> Self::Key<'b>;
+    fn prefix(&self, b: &Batch) -> (order::Prefix, bool);
+    /// A text near the start of the row's texts in its arena (they were pushed together).
+    fn text(&self) -> gantry_core::output::Text;
+    fn encode(&self, b: &Batch, topics: &TopicNames, tag: Tag, out: &mut Columns);
 }
-fn split_key<'b>(b: &'b Batch, r: &SplitRow) -> (i32, &'b [u8], &'b [u8]) {
-    (r.trade_day, b.text_bytes(r.owner_id), b.text_bytes(r.interval_id))
+
+impl OutputTable for Settlement {
+    const NAME: &'static str = "settlements";
+    const COLUMNS: ColumnList = SETTLEMENT_COLUMNS;
+    type Key<'b> = (i32, &'b [u8]);
+    fn rows(b: &Batch) -> &[Self] {
+        &b.settlements
+    }
+    fn key<'b>(&'b self, b: &'b Batch) -> Self::Key<'b> {
+        (self.trade_day, b.text_bytes(self.trade_id))
+    }
+    fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
+        KeyBytes::new().int(self.trade_day as i64, 4).text(b.text_bytes(self.trade_id), 28).finish()
+    }
+    fn text(&self) -> gantry_core::output::Text {
+        self.trade_id
+    }
+    fn encode(&self, b: &Batch, _: &TopicNames, tag: Tag, out: &mut Columns) {
+        settlement_row(b, self, tag, out)
+    }
 }
-fn ledger_key<'b>(b: &'b Batch, r: &LedgerRow) -> (&'b [u8], &'b [u8], i64) {
-    (b.text_bytes(r.customer_id), b.text_bytes(r.card_id), secs(r.time_ms))
+
+impl OutputTable for SplitRow {
+    const NAME: &'static str = "settlement_splits";
+    const COLUMNS: ColumnList = SPLIT_COLUMNS;
+    type Key<'b> = (i32, &'b [u8], &'b [u8]);
+    fn rows(b: &Batch) -> &[Self] {
+        &b.splits
+    }
+    fn key<'b>(&'b self, b: &'b Batch) -> Self::Key<'b> {
+        (self.trade_day, b.text_bytes(self.owner_id), b.text_bytes(self.interval_id))
+    }
+    fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
+        KeyBytes::new()
+            .int(self.trade_day as i64, 4)
+            .text(b.text_bytes(self.owner_id), 12)
+            .text(b.text_bytes(self.interval_id), 16)
+            .finish()
+    }
+    fn text(&self) -> gantry_core::output::Text {
+        self.interval_id
+    }
+    fn encode(&self, b: &Batch, _: &TopicNames, tag: Tag, out: &mut Columns) {
+        split_row(b, self, tag, out)
+    }
 }
-fn reject_key(_: &Batch, r: &RejectRow) -> (&'static str, i64) {
-    (r.reason, secs(r.time_ms))
+
+impl OutputTable for LedgerRow {
+    const NAME: &'static str = "ledger";
+    const COLUMNS: ColumnList = LEDGER_COLUMNS;
+    type Key<'b> = (&'b [u8], &'b [u8], i64);
+    fn rows(b: &Batch) -> &[Self] {
+        &b.ledger
+    }
+    fn key<'b>(&'b self, b: &'b Batch) -> Self::Key<'b> {
+        (b.text_bytes(self.customer_id), b.text_bytes(self.card_id), secs(self.time_ms))
+    }
+    fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
+        // The time does not fit in the 32 bytes: naming it closes the prefix, so a card's
+        // rows are put in time order by the full key (left out, the prefix claimed to hold
+        // the whole key and a card's rows kept the batch's order, not the time's).
+        KeyBytes::new()
+            .text(b.text_bytes(self.customer_id), 11)
+            .text(b.text_bytes(self.card_id), 21)
+            .int(secs(self.time_ms), 8)
+            .finish()
+    }
+    fn text(&self) -> gantry_core::output::Text {
+        self.card_id
+    }
+    fn encode(&self, b: &Batch, _: &TopicNames, tag: Tag, out: &mut Columns) {
+        ledger_row(b, self, tag, out)
+    }
 }
-fn duplicate_key<'b>(b: &'b Batch, r: &DuplicateRow) -> (i64, &'b [u8]) {
-    (secs(r.time_ms), b.text_bytes(r.id))
+
+impl OutputTable for RejectRow {
+    const NAME: &'static str = "rejects";
+    const COLUMNS: ColumnList = REJECT_COLUMNS;
+    type Key<'b> = (&'static str, i64);
+    fn rows(b: &Batch) -> &[Self] {
+        &b.rejects
+    }
+    fn key<'b>(&'b self, _: &'b Batch) -> Self::Key<'b> {
+        (self.reason, secs(self.time_ms))
+    }
+    fn prefix(&self, _: &Batch) -> (order::Prefix, bool) {
+        KeyBytes::new().text(self.reason.as_bytes(), 24).int(secs(self.time_ms), 8).finish()
+    }
+    fn text(&self) -> gantry_core::output::Text {
+        self.detail
+    }
+    fn encode(&self, b: &Batch, topics: &TopicNames, tag: Tag, out: &mut Columns) {
+        reject_row(b, self, topics, tag, out)
+    }
 }
-fn status_key<'b>(b: &'b Batch, r: &StatusRow) -> (&'b [u8], i64) {
-    (b.text_bytes(r.card_id), secs(r.time_ms))
+
+impl OutputTable for DuplicateRow {
+    const NAME: &'static str = "duplicates";
+    const COLUMNS: ColumnList = DUPLICATE_COLUMNS;
+    type Key<'b> = (i64, &'b [u8]);
+    fn rows(b: &Batch) -> &[Self] {
+        &b.duplicates
+    }
+    fn key<'b>(&'b self, b: &'b Batch) -> Self::Key<'b> {
+        (secs(self.time_ms), b.text_bytes(self.id))
+    }
+    fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
+        KeyBytes::new().int(secs(self.time_ms), 8).text(b.text_bytes(self.id), 24).finish()
+    }
+    fn text(&self) -> gantry_core::output::Text {
+        self.id
+    }
+    fn encode(&self, b: &Batch, topics: &TopicNames, tag: Tag, out: &mut Columns) {
+        duplicate_row(b, self, topics, tag, out)
+    }
+}
+
+impl OutputTable for StatusRow {
+    const NAME: &'static str = "status_list";
+    const COLUMNS: ColumnList = STATUS_COLUMNS;
+    type Key<'b> = (&'b [u8], i64);
+    fn rows(b: &Batch) -> &[Self] {
+        &b.status
+    }
+    fn key<'b>(&'b self, b: &'b Batch) -> Self::Key<'b> {
+        (b.text_bytes(self.card_id), secs(self.time_ms))
+    }
+    fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
+        KeyBytes::new().text(b.text_bytes(self.card_id), 24).int(secs(self.time_ms), 8).finish()
+    }
+    fn text(&self) -> gantry_core::output::Text {
+        self.card_id
+    }
+    fn encode(&self, b: &Batch, _: &TopicNames, tag: Tag, out: &mut Columns) {
+        status_row(b, self, tag, out)
+    }
 }
 
 /// Encodes every non-empty table of a batch (a pure function: the benchmarks call it too).
@@ -529,141 +666,71 @@ pub fn encode_batches(
     topics: &TopicNames,
     include: impl Fn(&'static str, usize) -> bool,
 ) -> Vec<EncodedTable> {
-    let mut tables = Vec::new();
     // A row is (batch index, row index); its text lives in its own batch's arena.
     let mut refs: Vec<(u32, u32)> = Vec::new();
-    macro_rules! table {
-        ($name:literal, $columns:expr, $field:ident, $prefix:expr, $key:expr, $text:expr, $encode:expr) => {
-            refs.clear();
-            for (j, b) in batches.iter().enumerate() {
-                if include($name, j) {
-                    refs.extend((0..b.batch.$field.len() as u32).map(|i| (j as u32, i)));
-                }
-            }
-            if !refs.is_empty() {
-                let row = |k: usize| {
-                    let (j, i) = refs[k];
-                    let b = &batches[j as usize];
-                    (
-                        b.batch,
-                        &b.batch.$field[i as usize],
-                        Tag { gantry_partition: b.partition, batch_seq: b.seq },
-                    )
-                };
-                let order = insert_order(
-                    refs.len(),
-                    |k| {
-                        let (b, r, _) = row(k);
-                        $prefix(b, r)
-                    },
-                    |a, c| {
-                        let ((ba, ra, _), (bc, rc, _)) = (row(a), row(c));
-                        $key(ba, ra).cmp(&$key(bc, rc))
-                    },
-                );
-                let mut columns = Columns::new($columns, refs.len());
-                for (n, &k) in order.iter().enumerate() {
-                    if let Some(&ahead) = order.get(n + PREFETCH_ROWS_AHEAD) {
-                        prefetch(row(ahead as usize).1);
-                    }
-                    if let Some(&ahead) = order.get(n + PREFETCH_TEXT_AHEAD) {
-                        let (b, r, _) = row(ahead as usize);
-                        prefetch(b.text_bytes($text(r)));
-                    }
-                    let (b, r, tag) = row(k as usize);
-                    $encode(b, r, tag, &mut columns);
-                }
-                let pieces = columns.finish();
-                tables.push(EncodedTable {
-                    name: $name,
-                    columns: $columns,
-                    rows: refs.len(),
-                    pieces,
-                });
-            }
-        };
-    }
-    // Widths: each text's usual length fits with a byte to spare (see `order.rs`), so the
-    // compact key is the whole key for nearly every row. The text prefetched is one near the
-    // start of the row's texts in its arena (they were pushed together).
-    table!(
-        "settlements",
-        SETTLEMENT_COLUMNS,
-        settlements,
-        |b: &Batch, r: &Settlement| KeyBytes::new()
-            .int(r.trade_day as i64, 4)
-            .text(b.text_bytes(r.trade_id), 28)
-            .finish(),
-        settlement_key,
-        |r: &Settlement| r.trade_id,
-        settlement_row
-    );
-    table!(
-        "settlement_splits",
-        SPLIT_COLUMNS,
-        splits,
-        |b: &Batch, r: &SplitRow| KeyBytes::new()
-            .int(r.trade_day as i64, 4)
-            .text(b.text_bytes(r.owner_id), 12)
-            .text(b.text_bytes(r.interval_id), 16)
-            .finish(),
-        split_key,
-        |r: &SplitRow| r.interval_id,
-        split_row
-    );
-    table!(
-        "ledger",
-        LEDGER_COLUMNS,
-        ledger,
-        // The time does not fit in the 32 bytes: naming it closes the prefix, so a card's
-        // rows are put in time order by the full key (left out, the prefix claimed to hold
-        // the whole key and a card's rows kept the batch's order, not the time's).
-        |b: &Batch, r: &LedgerRow| KeyBytes::new()
-            .text(b.text_bytes(r.customer_id), 11)
-            .text(b.text_bytes(r.card_id), 21)
-            .int(secs(r.time_ms), 8)
-            .finish(),
-        ledger_key,
-        |r: &LedgerRow| r.card_id,
-        ledger_row
-    );
-    table!(
-        "rejects",
-        REJECT_COLUMNS,
-        rejects,
-        |_: &Batch, r: &RejectRow| KeyBytes::new()
-            .text(r.reason.as_bytes(), 24)
-            .int(secs(r.time_ms), 8)
-            .finish(),
-        reject_key,
-        |r: &RejectRow| r.detail,
-        |b, r, tag, out| reject_row(b, r, topics, tag, out)
-    );
-    table!(
-        "duplicates",
-        DUPLICATE_COLUMNS,
-        duplicates,
-        |b: &Batch, r: &DuplicateRow| KeyBytes::new()
-            .int(secs(r.time_ms), 8)
-            .text(b.text_bytes(r.id), 24)
-            .finish(),
-        duplicate_key,
-        |r: &DuplicateRow| r.id,
-        |b, r, tag, out| duplicate_row(b, r, topics, tag, out)
-    );
-    table!(
-        "status_list",
-        STATUS_COLUMNS,
-        status,
-        |b: &Batch, r: &StatusRow| KeyBytes::new()
-            .text(b.text_bytes(r.card_id), 24)
-            .int(secs(r.time_ms), 8)
-            .finish(),
-        status_key,
-        |r: &StatusRow| r.card_id,
-        status_row
-    );
+    let mut tables = Vec::new();
+    let mut add = |t: Option<EncodedTable>| tables.extend(t);
+    add(encode_table::<Settlement>(batches, topics, &include, &mut refs));
+    add(encode_table::<SplitRow>(batches, topics, &include, &mut refs));
+    add(encode_table::<LedgerRow>(batches, topics, &include, &mut refs));
+    add(encode_table::<RejectRow>(batches, topics, &include, &mut refs));
+    add(encode_table::<DuplicateRow>(batches, topics, &include, &mut refs));
+    add(encode_table::<StatusRow>(batches, topics, &include, &mut refs));
     tables
+}
+
+/// One table's rows of every included batch as one Native block, in `ORDER BY` order
+/// (`None` if there are none). `refs` is scratch space, reused across tables.
+fn encode_table<T: OutputTable>(
+    batches: &[BatchToWrite<'_>],
+    topics: &TopicNames,
+    include: &impl Fn(&'static str, usize) -> bool,
+    refs: &mut Vec<(u32, u32)>,
+) -> Option<EncodedTable> {
+    refs.clear();
+    for (j, b) in batches.iter().enumerate() {
+        if include(T::NAME, j) {
+            refs.extend((0..T::rows(b.batch).len() as u32).map(|i| (j as u32, i)));
+        }
+    }
+    if refs.is_empty() {
+        return None;
+    }
+    let row = |k: usize| {
+        let (j, i) = refs[k];
+        let b = &batches[j as usize];
+        let tag = Tag { gantry_partition: b.partition, batch_seq: b.seq };
+        (b.batch, &T::rows(b.batch)[i as usize], tag)
+    };
+    let order = insert_order(
+        refs.len(),
+        |k| {
+            let (b, r, _) = row(k);
+            r.prefix(b)
+        },
+        |a, c| {
+            let ((ba, ra, _), (bc, rc, _)) = (row(a), row(c));
+            ra.key(ba).cmp(&rc.key(bc))
+        },
+    );
+    let mut columns = Columns::new(T::COLUMNS, refs.len());
+    for (n, &k) in order.iter().enumerate() {
+        if let Some(&ahead) = order.get(n + PREFETCH_ROWS_AHEAD) {
+            prefetch(row(ahead as usize).1);
+        }
+        if let Some(&ahead) = order.get(n + PREFETCH_TEXT_AHEAD) {
+            let (b, r, _) = row(ahead as usize);
+            prefetch(b.text_bytes(r.text()));
+        }
+        let (b, r, tag) = row(k as usize);
+        r.encode(b, topics, tag, &mut columns);
+    }
+    Some(EncodedTable {
+        name: T::NAME,
+        columns: T::COLUMNS,
+        rows: refs.len(),
+        pieces: columns.finish(),
+    })
 }
 
 #[cfg(test)]

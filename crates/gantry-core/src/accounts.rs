@@ -395,7 +395,13 @@ impl Accounts {
     pub fn apply(&mut self, card: CardId, amount: i64) -> Option<Movement> {
         let i = self.position(card)?;
         let a = self.get_mut(i);
-        a.balance += amount;
+        // Amounts are at most `AMOUNT_ABS_MAX_FEN` (10¹² fen, the parser's bound; fees are far
+        // smaller), so leaving i64's range takes millions of maximal movements on one card.
+        // Checked all the same: a debug build stops there, a release build saturates rather
+        // than wrapping a balance to the other sign.
+        let balance = a.balance.checked_add(amount);
+        debug_assert!(balance.is_some(), "the balance of a card left i64's range");
+        a.balance = balance.unwrap_or(if amount > 0 { i64::MAX } else { i64::MIN });
         let (balance_after, customer, card_type, was_listed) =
             (a.balance, a.customer, a.card_type(), a.listed != 0);
         let change = self.relist(i);

@@ -26,7 +26,7 @@ use crate::output::{
 use crate::parse::{for_each_account_event, for_each_lane_record, ParseConfig};
 use crate::pricing::{flags, price_known_unit, Priced, Split};
 use crate::record::{
-    AccountEvent, AccountEventKind, CardId, LaneTx, MediaType, CARD_ID_DIGITS_MAX,
+    AccountEvent, AccountEventKind, CardId, CardStatus, LaneTx, MediaType, CARD_ID_DIGITS_MAX,
 };
 use crate::reject::RejectReason;
 use crate::tariff::{TariffSet, TariffVersion};
@@ -523,53 +523,10 @@ impl Engine {
         if src.timestamp_ms.is_some_and(|ts| t > ts.saturating_add(self.cfg.max_future_skew_ms)) {
             return Err(err(RejectReason::TimeInFuture));
         }
-        let mut card_buf = [0u8; CARD_ID_DIGITS_MAX];
-        let card = ev.card_id;
         let (entry, kind, amount, entry_kind) = match &ev.kind {
-            AccountEventKind::Open {
-                customer_id,
-                card_type,
-                vehicle_type,
-                balance,
-                credit_limit,
-                ..
-            } => {
-                let m = self
-                    .accounts
-                    .open(card, customer_id, *card_type, *vehicle_type, *balance, *credit_limit)
-                    .map_err(err)?;
-                let card_text = out.push_text(card.write_to(&mut card_buf));
-                let customer = out.push_text(customer_id);
-                out.ledger.push(LedgerRow {
-                    card_id: card_text,
-                    customer_id: customer,
-                    entry_id: card_text,
-                    kind: EntryKind::Open,
-                    amount: *balance,
-                    balance_after: m.balance_after,
-                    time_ms: t,
-                    entry_day: local_day(t, self.cfg.parse.network_utc_offset_min) as i32,
-                    source: src,
-                });
-                push_status(out, m, card_text, t, src);
-                return Ok(true);
-            }
+            AccountEventKind::Open { .. } => return self.open(ev, src, out).map_err(err),
             AccountEventKind::Status { status } => {
-                let change = self
-                    .accounts
-                    .set_status(card, *status)
-                    .ok_or(err(RejectReason::UnknownCard))?;
-                if let Some(c) = change {
-                    let card_text = out.push_text(card.write_to(&mut card_buf));
-                    out.status.push(StatusRow {
-                        card_id: card_text,
-                        listed: c.listed,
-                        reason: c.reason,
-                        time_ms: t,
-                        source: src,
-                    });
-                }
-                return Ok(true);
+                return self.set_status(ev.card_id, *status, t, src, out).map_err(err)
             }
             AccountEventKind::Topup { topup_id, amount, .. } => {
                 (topup_id, IdKind::Topup, *amount, EntryKind::Topup)
@@ -580,7 +537,7 @@ impl Engine {
         };
         // Money events: an unknown card is rejected before the id is remembered, so the
         // issuer can resend the same top-up once the card is opened.
-        if self.accounts.get(card).is_none() {
+        if self.accounts.get(ev.card_id).is_none() {
             return Err(err(RejectReason::UnknownCard));
         }
         match self.event_dedup.check_and_insert(kind, entry, t) {
@@ -593,8 +550,9 @@ impl Engine {
             }
             Verdict::TooOld => return Err(err(RejectReason::OutsideDedupWindow)),
         }
-        let m = self.accounts.apply(card, amount).expect("card checked above");
-        let card_text = out.push_text(card.write_to(&mut card_buf));
+        let m = self.accounts.apply(ev.card_id, amount).expect("card checked above");
+        let mut card_buf = [0u8; CARD_ID_DIGITS_MAX];
+        let card_text = out.push_text(ev.card_id.write_to(&mut card_buf));
         let customer_id = out.push_text(self.accounts.customer(m.customer));
         let entry_id = out.push_text(entry);
         let entry_day = local_day(t, self.cfg.parse.network_utc_offset_min) as i32;
@@ -610,6 +568,75 @@ impl Engine {
             source: src,
         });
         push_status(out, m, card_text, t, src);
+        Ok(true)
+    }
+
+    /// An `open` event: the account, its opening ledger row and its first listing state.
+    fn open(
+        &mut self,
+        ev: &AccountEvent<'_>,
+        src: Source,
+        out: &mut Batch,
+    ) -> Result<bool, RejectReason> {
+        let AccountEventKind::Open {
+            customer_id,
+            card_type,
+            vehicle_type,
+            balance,
+            credit_limit,
+            ..
+        } = &ev.kind
+        else {
+            unreachable!("called for open events only");
+        };
+        let (card, t) = (ev.card_id, ev.time_ms);
+        let m = self.accounts.open(
+            card,
+            customer_id,
+            *card_type,
+            *vehicle_type,
+            *balance,
+            *credit_limit,
+        )?;
+        let mut card_buf = [0u8; CARD_ID_DIGITS_MAX];
+        let card_text = out.push_text(card.write_to(&mut card_buf));
+        let customer = out.push_text(customer_id);
+        out.ledger.push(LedgerRow {
+            card_id: card_text,
+            customer_id: customer,
+            entry_id: card_text,
+            kind: EntryKind::Open,
+            amount: *balance,
+            balance_after: m.balance_after,
+            time_ms: t,
+            entry_day: local_day(t, self.cfg.parse.network_utc_offset_min) as i32,
+            source: src,
+        });
+        push_status(out, m, card_text, t, src);
+        Ok(true)
+    }
+
+    /// A `status` event: the card's status, and a status-list row if its listing changed.
+    fn set_status(
+        &mut self,
+        card: CardId,
+        status: CardStatus,
+        t: i64,
+        src: Source,
+        out: &mut Batch,
+    ) -> Result<bool, RejectReason> {
+        let change = self.accounts.set_status(card, status).ok_or(RejectReason::UnknownCard)?;
+        if let Some(c) = change {
+            let mut card_buf = [0u8; CARD_ID_DIGITS_MAX];
+            let card_text = out.push_text(card.write_to(&mut card_buf));
+            out.status.push(StatusRow {
+                card_id: card_text,
+                listed: c.listed,
+                reason: c.reason,
+                time_ms: t,
+                source: src,
+            });
+        }
         Ok(true)
     }
 

@@ -85,30 +85,49 @@ pub fn price_known_unit(
         Some(i) => 1u16 << i,
         None => return Err(RejectReason::UnknownVehicleType),
     };
-    let mut flags = 0;
-    let surcharge_axles = match (tx.vehicle_type, tx.axle_count) {
-        (16 | 26, Some(a)) if a > 6 && v.per_extra_axle_bp > 0 => {
-            flags |= flags::AXLE_SURCHARGE;
-            (a - 6) as u64
-        }
-        _ => 0,
-    };
-
-    // Steps 1–2: base fee per unit and payFee.
-    let mut pay_fee = 0i64;
-    let mut n_units = 0;
-    let units_at = tx.toll_interval_id.as_ptr() as usize;
+    let surcharge_axles = v.surcharge_axles(tx.vehicle_type, tx.axle_count);
+    let mut flags = if surcharge_axles > 0 { flags::AXLE_SURCHARGE } else { 0 };
     let known_unit = known_unit.filter(|_| tx.unit_count == 1);
+    let pay_fee = match base_fees(tx, v, surcharge_axles, known_unit, splits) {
+        Ok(p) => p,
+        Err(reason) => {
+            splits.truncate(first);
+            return Err(reason);
+        }
+    };
+    if splits.len() - first > 1 {
+        flags |= flags::MULTI_UNIT;
+    }
+    flags |= free_passage(tx, v, class_bit);
+    let free = flags & (flags::EXEMPT | flags::HOLIDAY_FREE) != 0;
+    let minute = local_minute_of_day(tx.trans_time_ms, network_utc_offset_min);
+    let mut fee = 0i64;
+    for s in &mut splits[first..] {
+        s.fee = if free { 0 } else { unit_fee(tx, v, s, class_bit, minute, &mut flags) };
+        fee += s.fee;
+    }
+    debug_assert!(0 <= fee && fee <= pay_fee, "discounts never exceed the base fee");
+    if tx.lane_fee.is_some_and(|lf| lf != fee) {
+        flags |= flags::LANE_FEE_MISMATCH;
+    }
+    Ok(Priced { pay_fee, discount_fee: pay_fee - fee, fee, flags })
+}
+
+/// Steps 1–2: each unit's base fee (with any axle surcharge) as a split, and their sum, the
+/// payFee. On a reject the caller drops the splits pushed so far.
+#[inline(always)]
+fn base_fees(
+    tx: &LaneTx<'_>,
+    v: &TariffVersion,
+    surcharge_axles: u64,
+    known_unit: Option<u32>,
+    splits: &mut Vec<Split>,
+) -> Result<i64, RejectReason> {
+    let mut pay_fee = 0i64;
+    let units_at = tx.toll_interval_id.as_ptr() as usize;
     for id in tx.intervals() {
-        n_units += 1;
-        let Some(idx) = known_unit.or_else(|| v.unit_index(id)) else {
-            splits.truncate(first);
-            return Err(RejectReason::UnknownInterval);
-        };
-        let Some(mut base) = v.unit(idx).fee(tx.vehicle_type) else {
-            splits.truncate(first);
-            return Err(RejectReason::UnknownVehicleType);
-        };
+        let idx = known_unit.or_else(|| v.unit_index(id)).ok_or(RejectReason::UnknownInterval)?;
+        let mut base = v.unit(idx).fee(tx.vehicle_type).ok_or(RejectReason::UnknownVehicleType)?;
         if surcharge_axles > 0 {
             base += round_bp(base, surcharge_axles * v.per_extra_axle_bp as u64);
         }
@@ -118,53 +137,43 @@ pub fn price_known_unit(
         let id_at = (id.as_ptr() as usize - units_at) as u16;
         splits.push(Split { unit: idx, id_at, id_len: id.len() as u16, pay_fee: base, fee: base });
     }
-    if n_units > 1 {
-        flags |= flags::MULTI_UNIT;
-    }
+    Ok(pay_fee)
+}
 
-    // Step 3: free passage.
-    let free = if v.is_exempt_class(tx.vehicle_class) {
-        flags |= flags::EXEMPT;
-        true
-    } else if v.holiday_free.iter().any(|h| {
-        h.start_ms <= tx.trans_time_ms
-            && tx.trans_time_ms < h.end_ms
-            && h.vehicle_types & class_bit != 0
-            && match (h.max_seats, tx.vehicle_seat) {
-                (Some(max), Some(seats)) => seats <= max,
-                _ => true,
-            }
-    }) {
-        flags |= flags::HOLIDAY_FREE;
-        true
+/// Step 3: the flag of a free passage (an exempt class, or a holiday window the vehicle
+/// qualifies for), or 0.
+#[inline(always)]
+fn free_passage(tx: &LaneTx<'_>, v: &TariffVersion, class_bit: u16) -> u32 {
+    if v.is_exempt_class(tx.vehicle_class) {
+        flags::EXEMPT
+    } else if v.holiday_free.iter().any(|h| h.frees(tx.trans_time_ms, class_bit, tx.vehicle_seat)) {
+        flags::HOLIDAY_FREE
     } else {
-        false
-    };
+        0
+    }
+}
 
-    // Steps 4–5: per-unit discounts.
-    let mut fee = 0i64;
-    let minute = local_minute_of_day(tx.trans_time_ms, network_utc_offset_min);
-    for s in &mut splits[first..] {
-        s.fee = if free {
-            0
-        } else {
-            let t = match v.time_discount_for(v.unit(s.unit), class_bit, minute) {
-                Some(rule) => {
-                    flags |= flags::TIME_DISCOUNT;
-                    round_bp(s.pay_fee, rule.discount_bp as u64)
-                }
-                None => 0,
-            };
-            let e = match tx.media_type {
-                MediaType::Etc => round_bp(s.pay_fee - t, v.etc_discount_bp as u64),
-                MediaType::Cpc => 0,
-            };
-            s.pay_fee - t - e
-        };
-        fee += s.fee;
-    }
-    if tx.lane_fee.is_some_and(|lf| lf != fee) {
-        flags |= flags::LANE_FEE_MISMATCH;
-    }
-    Ok(Priced { pay_fee, discount_fee: pay_fee - fee, fee, flags })
+/// Step 4 for one unit: `fee_i = base_i − t_i − e_i` (time discount first, then the ETC
+/// discount on what is left, ETC records only).
+#[inline(always)]
+fn unit_fee(
+    tx: &LaneTx<'_>,
+    v: &TariffVersion,
+    s: &Split,
+    class_bit: u16,
+    minute: u32,
+    flags: &mut u32,
+) -> i64 {
+    let t = match v.time_discount_for(v.unit(s.unit), class_bit, minute) {
+        Some(rule) => {
+            *flags |= flags::TIME_DISCOUNT;
+            round_bp(s.pay_fee, rule.discount_bp as u64)
+        }
+        None => 0,
+    };
+    let e = match tx.media_type {
+        MediaType::Etc => round_bp(s.pay_fee - t, v.etc_discount_bp as u64),
+        MediaType::Cpc => 0,
+    };
+    s.pay_fee - t - e
 }

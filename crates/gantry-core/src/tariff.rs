@@ -75,6 +75,27 @@ pub struct HolidayFree {
     pub max_seats: Option<u16>,
 }
 
+impl HolidayFree {
+    /// Whether the window frees a passage at `time_ms` of a vehicle of class bit `class_bit`
+    /// with `seats` (a record without seats counts as eligible).
+    #[inline]
+    pub fn frees(&self, time_ms: i64, class_bit: u16, seats: Option<u16>) -> bool {
+        self.start_ms <= time_ms
+            && time_ms < self.end_ms
+            && self.vehicle_types & class_bit != 0
+            && match (self.max_seats, seats) {
+                (Some(max), Some(seats)) => seats <= max,
+                _ => true,
+            }
+    }
+}
+
+/// The classes the axle surcharge applies to (contract §2): class 16 (the largest truck)
+/// and class 26 (the largest special-purpose vehicle), whose fee it is computed from.
+pub const SURCHARGE_VEHICLE_TYPES: [u8; 2] = [16, 26];
+/// Axles included in a class 16 / 26 fee; each axle above is surcharged.
+pub const SURCHARGE_FREE_AXLES: u8 = 6;
+
 #[derive(Debug, Clone)]
 pub struct TimeDiscount {
     pub vehicle_types: u16,
@@ -221,6 +242,23 @@ impl TariffVersion {
         &self.owners[self.units[idx as usize].owner as usize]
     }
 
+    /// Axles charged the surcharge (contract §2, `axle_surcharge`): those above
+    /// [`SURCHARGE_FREE_AXLES`] of a vehicle of a [`SURCHARGE_VEHICLE_TYPES`] class, when the
+    /// version has a surcharge; 0 otherwise.
+    #[inline]
+    pub fn surcharge_axles(&self, vehicle_type: u8, axle_count: Option<u8>) -> u64 {
+        match axle_count {
+            Some(a)
+                if SURCHARGE_VEHICLE_TYPES.contains(&vehicle_type)
+                    && a > SURCHARGE_FREE_AXLES
+                    && self.per_extra_axle_bp > 0 =>
+            {
+                (a - SURCHARGE_FREE_AXLES) as u64
+            }
+            _ => 0,
+        }
+    }
+
     #[inline]
     pub fn is_exempt_class(&self, vehicle_class: u8) -> bool {
         self.exempt_classes[(vehicle_class >> 6) as usize] & (1 << (vehicle_class & 63)) != 0
@@ -251,145 +289,32 @@ impl TariffVersion {
         csv_text: &str,
         network_utc_offset_min: i32,
     ) -> Result<TariffVersion, TariffError> {
-        let line_of = |span: std::ops::Range<usize>| {
-            toml_text[..span.start.min(toml_text.len())].matches('\n').count() + 1
-        };
+        let check = TomlCheck { file: toml_path, text: toml_text, network_utc_offset_min };
         let spec: TariffToml = toml::from_str(toml_text).map_err(|e| TariffError::Syntax {
             file: toml_path.to_path_buf(),
-            line: e.span().map_or(0, line_of),
+            line: e.span().map_or(0, |s| check.line_of(s)),
             message: e.message().to_string(),
         })?;
-        let invalid =
-            |span: std::ops::Range<usize>, field: &str, message: String| TariffError::Invalid {
-                file: toml_path.to_path_buf(),
-                line: line_of(span),
-                field: field.to_string(),
-                message,
-            };
-        let time = |v: &Spanned<String>, field: &str| {
-            parse_timestamp_ms(v.get_ref(), network_utc_offset_min).ok_or_else(|| {
-                invalid(
-                    v.span(),
-                    field,
-                    format!("`{}` is not a time like 2026-11-01T00:00:00+08:00", v.get_ref()),
-                )
-            })
-        };
-        let bp = |v: &Spanned<u32>, field: &str| {
-            if *v.get_ref() > BP_MAX {
-                Err(invalid(
-                    v.span(),
-                    field,
-                    format!("{} basis points is more than 100%", v.get_ref()),
-                ))
-            } else {
-                Ok(*v.get_ref())
-            }
-        };
-        let classes = |v: &Spanned<Vec<u8>>, field: &str| -> Result<u16, TariffError> {
-            let mut mask = 0u16;
-            for t in v.get_ref() {
-                let i = vehicle_type_index(*t).ok_or_else(|| {
-                    invalid(v.span(), field, format!("{t} is not a vehicle class of JT/T 489"))
-                })?;
-                mask |= 1 << i;
-            }
-            Ok(mask)
-        };
-        let hhmm = |v: &Spanned<String>, field: &str, allow_24: bool| -> Result<u32, TariffError> {
-            let s = v.get_ref();
-            let bad = || invalid(v.span(), field, format!("`{s}` is not a local time HH:MM"));
-            let b = s.as_bytes();
-            if b.len() != 5 || b[2] != b':' || !b[..2].iter().chain(&b[3..]).all(u8::is_ascii_digit)
-            {
-                return Err(bad());
-            }
-            let h = (b[0] - b'0') as u32 * 10 + (b[1] - b'0') as u32;
-            let m = (b[3] - b'0') as u32 * 10 + (b[4] - b'0') as u32;
-            if m > 59 || h > 24 || (h == 24 && (m != 0 || !allow_24)) {
-                return Err(bad());
-            }
-            Ok(h * 60 + m)
-        };
-
         let version = spec.version.get_ref().trim().to_string();
         if version.is_empty() {
-            return Err(invalid(spec.version.span(), "version", "empty".into()));
+            return Err(check.invalid(spec.version.span(), "version", "empty".into()));
         }
-        let effective_from_ms = time(&spec.effective_from, "effective_from")?;
-        let etc_discount_bp = bp(&spec.etc_discount_bp, "etc_discount_bp")?;
+        let effective_from_ms = check.time(&spec.effective_from, "effective_from")?;
+        let etc_discount_bp = check.bp(&spec.etc_discount_bp, "etc_discount_bp")?;
         let mut exempt_classes = [0u64; 4];
         for c in spec.exempt_vehicle_classes.get_ref() {
             exempt_classes[(*c >> 6) as usize] |= 1 << (*c & 63);
         }
-        let mut holiday_free = Vec::new();
-        for h in &spec.holiday_free {
-            let start_ms = time(&h.start, "holiday_free.start")?;
-            let end_ms = time(&h.end, "holiday_free.end")?;
-            if end_ms <= start_ms {
-                return Err(invalid(
-                    h.end.span(),
-                    "holiday_free.end",
-                    "must be after start".into(),
-                ));
-            }
-            holiday_free.push(HolidayFree {
-                start_ms,
-                end_ms,
-                vehicle_types: classes(&h.vehicle_types, "holiday_free.vehicle_types")?,
-                max_seats: h.max_seats,
-            });
-        }
-        if spec.time_discount.len() > TIME_DISCOUNT_RULES_MAX {
-            return Err(invalid(
-                spec.time_discount[TIME_DISCOUNT_RULES_MAX].from.span(),
-                "time_discount",
-                format!("more than {TIME_DISCOUNT_RULES_MAX} rules"),
-            ));
-        }
-        let mut time_discounts = Vec::new();
-        for r in &spec.time_discount {
-            let from_min = hhmm(&r.from, "time_discount.from", false)?;
-            let to_min = hhmm(&r.to, "time_discount.to", true)?;
-            if from_min == to_min {
-                return Err(invalid(
-                    r.to.span(),
-                    "time_discount.to",
-                    "equals `from`: the window is empty (use 00:00 to 24:00 for the whole day)"
-                        .into(),
-                ));
-            }
-            time_discounts.push(TimeDiscount {
-                vehicle_types: classes(&r.vehicle_types, "time_discount.vehicle_types")?,
-                from_min,
-                to_min,
-                discount_bp: bp(&r.discount_bp, "time_discount.discount_bp")?,
-            });
-        }
+        let holiday_free = check.holiday_free(&spec.holiday_free)?;
+        let time_discounts = check.time_discounts(&spec.time_discount)?;
         let per_extra_axle_bp = match &spec.axle_surcharge {
-            Some(a) => bp(&a.per_extra_axle_bp, "axle_surcharge.per_extra_axle_bp")?,
+            Some(a) => check.bp(&a.per_extra_axle_bp, "axle_surcharge.per_extra_axle_bp")?,
             None => 0,
         };
-
         let (mut units, owners) = parse_intervals(csv_path, csv_text)?;
         // Rules only mark units; the ids (what the index reads) do not change after this.
         let index = UnitIndex::new(&units);
-        for (r, rule) in spec.time_discount.iter().enumerate() {
-            for id in rule.intervals.get_ref() {
-                if id == "*" {
-                    units.iter_mut().for_each(|u| u.time_rules |= 1 << r);
-                } else {
-                    let i = index.get(id.as_bytes(), &units).ok_or_else(|| {
-                        invalid(
-                            rule.intervals.span(),
-                            "time_discount.intervals",
-                            format!("unit `{id}` is not in {}", csv_path.display()),
-                        )
-                    })?;
-                    units[i as usize].time_rules |= 1 << r;
-                }
-            }
-        }
+        check.mark_time_rules(&spec.time_discount, &index, &mut units, csv_path)?;
         Ok(TariffVersion {
             version: version.into(),
             effective_from_ms,
@@ -430,85 +355,120 @@ impl TariffVersion {
 type Intervals = (Vec<Unit>, Vec<Box<str>>);
 
 fn parse_intervals(path: &Path, text: &str) -> Result<Intervals, TariffError> {
-    let invalid = |line: usize, field: &str, message: String| TariffError::Invalid {
-        file: path.to_path_buf(),
-        line,
-        field: field.to_string(),
-        message,
-    };
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
-    let headers = rdr
-        .headers()
-        .map_err(|e| TariffError::Syntax {
-            file: path.to_path_buf(),
-            line: 1,
-            message: e.to_string(),
-        })?
-        .clone();
-    // Column positions: id, owner, length, then fee columns mapped to class indexes.
-    let (mut id_col, mut owner_col, mut length_col) = (None, None, None);
-    let mut fee_cols: Vec<(usize, usize)> = Vec::new();
-    for (i, h) in headers.iter().enumerate() {
-        match h {
-            "interval_id" => id_col = Some(i),
-            "owner_id" => owner_col = Some(i),
-            "length_m" => length_col = Some(i),
-            _ => {
-                let class = h
-                    .strip_prefix("fee_")
-                    .and_then(|c| c.parse::<u8>().ok())
-                    .and_then(vehicle_type_index)
-                    .ok_or_else(|| invalid(1, h, "unknown column (expected interval_id, owner_id, length_m, fee_<class>)".into()))?;
-                if fee_cols.iter().any(|&(_, c)| c == class) {
-                    return Err(invalid(1, h, "column appears twice".into()));
-                }
-                fee_cols.push((i, class));
-            }
-        }
-    }
-    let id_col = id_col.ok_or_else(|| invalid(1, "interval_id", "missing column".into()))?;
-    let owner_col = owner_col.ok_or_else(|| invalid(1, "owner_id", "missing column".into()))?;
+    let syntax = |line: usize, e: csv::Error| TariffError::Syntax {
+        file: path.to_path_buf(),
+        line,
+        message: e.to_string(),
+    };
+    let headers = rdr.headers().map_err(|e| syntax(1, e))?.clone();
+    let cols = CsvColumns::new(path, &headers)?;
     let mut units = Vec::new();
-    let mut owners: Vec<Box<str>> = Vec::new();
-    let mut owner_index: HashMap<Box<str>, u32> = HashMap::new();
+    let mut owners = Owners::default();
     let mut ids: hashbrown::HashSet<Box<str>> = hashbrown::HashSet::new();
     for row in rdr.records() {
-        let row = row.map_err(|e| TariffError::Syntax {
-            file: path.to_path_buf(),
-            line: e.position().map_or(0, |p| p.line() as usize),
-            message: e.to_string(),
-        })?;
+        let row = row.map_err(|e| syntax(e.position().map_or(0, |p| p.line() as usize), e))?;
+        units.push(cols.unit(path, &headers, &row, &mut ids, &mut owners)?);
+    }
+    if units.is_empty() {
+        return Err(csv_invalid(path, 2, "interval_id", "no tolling units".into()));
+    }
+    Ok((units, owners.ids))
+}
+
+fn csv_invalid(path: &Path, line: usize, field: &str, message: String) -> TariffError {
+    TariffError::Invalid { file: path.to_path_buf(), line, field: field.to_string(), message }
+}
+
+/// The owners' ids in order of first appearance, each once; units refer to them by index.
+#[derive(Default)]
+struct Owners {
+    ids: Vec<Box<str>>,
+    index: HashMap<Box<str>, u32>,
+}
+
+impl Owners {
+    fn index_of(&mut self, owner: &str) -> u32 {
+        if let Some(&o) = self.index.get(owner) {
+            return o;
+        }
+        self.ids.push(owner.into());
+        self.index.insert(owner.into(), self.ids.len() as u32 - 1);
+        self.ids.len() as u32 - 1
+    }
+}
+
+/// Where `intervals.csv`'s columns are: id, owner, length, and each fee column's class.
+struct CsvColumns {
+    id: usize,
+    owner: usize,
+    length: Option<usize>,
+    /// (column, class index)
+    fees: Vec<(usize, usize)>,
+}
+
+impl CsvColumns {
+    fn new(path: &Path, headers: &csv::StringRecord) -> Result<CsvColumns, TariffError> {
+        let invalid = |field: &str, message: &str| csv_invalid(path, 1, field, message.into());
+        let (mut id, mut owner, mut length) = (None, None, None);
+        let mut fees: Vec<(usize, usize)> = Vec::new();
+        for (i, h) in headers.iter().enumerate() {
+            match h {
+                "interval_id" => id = Some(i),
+                "owner_id" => owner = Some(i),
+                "length_m" => length = Some(i),
+                _ => {
+                    let class = h
+                        .strip_prefix("fee_")
+                        .and_then(|c| c.parse::<u8>().ok())
+                        .and_then(vehicle_type_index)
+                        .ok_or_else(|| invalid(h, "unknown column (expected interval_id, owner_id, length_m, fee_<class>)"))?;
+                    if fees.iter().any(|&(_, c)| c == class) {
+                        return Err(invalid(h, "column appears twice"));
+                    }
+                    fees.push((i, class));
+                }
+            }
+        }
+        let id = id.ok_or_else(|| invalid("interval_id", "missing column"))?;
+        let owner = owner.ok_or_else(|| invalid("owner_id", "missing column"))?;
+        Ok(CsvColumns { id, owner, length, fees })
+    }
+
+    /// One row as a unit: its id must be new to `ids`; its owner is looked up in, or added
+    /// to, `owners`.
+    fn unit(
+        &self,
+        path: &Path,
+        headers: &csv::StringRecord,
+        row: &csv::StringRecord,
+        ids: &mut hashbrown::HashSet<Box<str>>,
+        owners: &mut Owners,
+    ) -> Result<Unit, TariffError> {
         let line = row.position().map_or(0, |p| p.line() as usize);
-        let id = row.get(id_col).unwrap_or("");
+        let invalid = |field: &str, message: String| csv_invalid(path, line, field, message);
+        let id = row.get(self.id).unwrap_or("");
         if id.is_empty() || id.contains('|') {
-            return Err(invalid(line, "interval_id", format!("`{id}` is not a unit id")));
+            return Err(invalid("interval_id", format!("`{id}` is not a unit id")));
         }
         if !ids.insert(id.into()) {
-            return Err(invalid(line, "interval_id", format!("unit `{id}` appears twice")));
+            return Err(invalid("interval_id", format!("unit `{id}` appears twice")));
         }
-        let owner = row.get(owner_col).unwrap_or("");
+        let owner = row.get(self.owner).unwrap_or("");
         if owner.is_empty() {
-            return Err(invalid(line, "owner_id", "empty".into()));
+            return Err(invalid("owner_id", "empty".into()));
         }
-        let owner = match owner_index.get(owner) {
-            Some(&o) => o,
-            None => {
-                owners.push(owner.into());
-                owner_index.insert(owner.into(), owners.len() as u32 - 1);
-                owners.len() as u32 - 1
-            }
-        };
-        let length_m = match length_col.and_then(|c| row.get(c)) {
+        let length_m = match self.length.and_then(|c| row.get(c)) {
             None | Some("") => 0,
-            Some(v) => v.parse::<u32>().map_err(|_| {
-                invalid(line, "length_m", format!("`{v}` is not a length in metres"))
-            })?,
+            Some(v) => v
+                .parse::<u32>()
+                .map_err(|_| invalid("length_m", format!("`{v}` is not a length in metres")))?,
         };
         let mut fees = [FEE_MISSING; 16];
-        for &(col, class) in &fee_cols {
+        for &(col, class) in &self.fees {
             let v = row.get(col).unwrap_or("");
             if v.is_empty() {
                 continue;
@@ -516,18 +476,156 @@ fn parse_intervals(path: &Path, text: &str) -> Result<Intervals, TariffError> {
             let field = &headers[col];
             let fee = v
                 .parse::<i32>()
-                .map_err(|_| invalid(line, field, format!("`{v}` is not a fee in whole fen")))?;
+                .map_err(|_| invalid(field, format!("`{v}` is not a fee in whole fen")))?;
             if fee < 0 {
-                return Err(invalid(line, field, format!("negative fee {fee}")));
+                return Err(invalid(field, format!("negative fee {fee}")));
             }
             fees[class] = fee;
         }
-        units.push(Unit { id: id.into(), owner, length_m, fees, time_rules: 0 });
+        Ok(Unit { id: id.into(), owner: owners.index_of(owner), length_m, fees, time_rules: 0 })
     }
-    if units.is_empty() {
-        return Err(invalid(2, "interval_id", "no tolling units".into()));
+}
+
+/// Validation of `tariff.toml`'s values: each error names the file, the line and the field.
+struct TomlCheck<'a> {
+    file: &'a Path,
+    text: &'a str,
+    network_utc_offset_min: i32,
+}
+
+impl TomlCheck<'_> {
+    fn line_of(&self, span: std::ops::Range<usize>) -> usize {
+        self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
     }
-    Ok((units, owners))
+
+    fn invalid(&self, span: std::ops::Range<usize>, field: &str, message: String) -> TariffError {
+        TariffError::Invalid {
+            file: self.file.to_path_buf(),
+            line: self.line_of(span),
+            field: field.to_string(),
+            message,
+        }
+    }
+
+    fn time(&self, v: &Spanned<String>, field: &str) -> Result<i64, TariffError> {
+        parse_timestamp_ms(v.get_ref(), self.network_utc_offset_min).ok_or_else(|| {
+            let message = format!("`{}` is not a time like 2026-11-01T00:00:00+08:00", v.get_ref());
+            self.invalid(v.span(), field, message)
+        })
+    }
+
+    fn bp(&self, v: &Spanned<u32>, field: &str) -> Result<u32, TariffError> {
+        if *v.get_ref() > BP_MAX {
+            let message = format!("{} basis points is more than 100%", v.get_ref());
+            return Err(self.invalid(v.span(), field, message));
+        }
+        Ok(*v.get_ref())
+    }
+
+    /// A list of vehicle classes as a bit per class index.
+    fn classes(&self, v: &Spanned<Vec<u8>>, field: &str) -> Result<u16, TariffError> {
+        let mut mask = 0u16;
+        for t in v.get_ref() {
+            let i = vehicle_type_index(*t).ok_or_else(|| {
+                self.invalid(v.span(), field, format!("{t} is not a vehicle class of JT/T 489"))
+            })?;
+            mask |= 1 << i;
+        }
+        Ok(mask)
+    }
+
+    /// `HH:MM` as minutes of the day; `24:00` only where `end` allows it.
+    fn hhmm(&self, v: &Spanned<String>, field: &str, end: DayEnd) -> Result<u32, TariffError> {
+        let s = v.get_ref();
+        let bad = || self.invalid(v.span(), field, format!("`{s}` is not a local time HH:MM"));
+        let b = s.as_bytes();
+        if b.len() != 5 || b[2] != b':' || !b[..2].iter().chain(&b[3..]).all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        let h = (b[0] - b'0') as u32 * 10 + (b[1] - b'0') as u32;
+        let m = (b[3] - b'0') as u32 * 10 + (b[4] - b'0') as u32;
+        if m > 59 || h > 24 || (h == 24 && (m != 0 || end == DayEnd::Excluded)) {
+            return Err(bad());
+        }
+        Ok(h * 60 + m)
+    }
+
+    fn holiday_free(&self, rules: &[HolidayToml]) -> Result<Vec<HolidayFree>, TariffError> {
+        rules
+            .iter()
+            .map(|h| {
+                let start_ms = self.time(&h.start, "holiday_free.start")?;
+                let end_ms = self.time(&h.end, "holiday_free.end")?;
+                if end_ms <= start_ms {
+                    let after = "must be after start".into();
+                    return Err(self.invalid(h.end.span(), "holiday_free.end", after));
+                }
+                Ok(HolidayFree {
+                    start_ms,
+                    end_ms,
+                    vehicle_types: self.classes(&h.vehicle_types, "holiday_free.vehicle_types")?,
+                    max_seats: h.max_seats,
+                })
+            })
+            .collect()
+    }
+
+    fn time_discounts(&self, rules: &[TimeDiscountToml]) -> Result<Vec<TimeDiscount>, TariffError> {
+        if rules.len() > TIME_DISCOUNT_RULES_MAX {
+            let message = format!("more than {TIME_DISCOUNT_RULES_MAX} rules");
+            let span = rules[TIME_DISCOUNT_RULES_MAX].from.span();
+            return Err(self.invalid(span, "time_discount", message));
+        }
+        rules
+            .iter()
+            .map(|r| {
+                let from_min = self.hhmm(&r.from, "time_discount.from", DayEnd::Excluded)?;
+                let to_min = self.hhmm(&r.to, "time_discount.to", DayEnd::Allowed)?;
+                if from_min == to_min {
+                    let message = "equals `from`: the window is empty (use 00:00 to 24:00 for the \
+                                   whole day)";
+                    return Err(self.invalid(r.to.span(), "time_discount.to", message.into()));
+                }
+                Ok(TimeDiscount {
+                    vehicle_types: self.classes(&r.vehicle_types, "time_discount.vehicle_types")?,
+                    from_min,
+                    to_min,
+                    discount_bp: self.bp(&r.discount_bp, "time_discount.discount_bp")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks on each unit the time-discount rules that name it (or `*`).
+    fn mark_time_rules(
+        &self,
+        rules: &[TimeDiscountToml],
+        index: &UnitIndex,
+        units: &mut [Unit],
+        csv_path: &Path,
+    ) -> Result<(), TariffError> {
+        for (r, rule) in rules.iter().enumerate() {
+            for id in rule.intervals.get_ref() {
+                if id == "*" {
+                    units.iter_mut().for_each(|u| u.time_rules |= 1 << r);
+                    continue;
+                }
+                let i = index.get(id.as_bytes(), units).ok_or_else(|| {
+                    let message = format!("unit `{id}` is not in {}", csv_path.display());
+                    self.invalid(rule.intervals.span(), "time_discount.intervals", message)
+                })?;
+                units[i as usize].time_rules |= 1 << r;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a local time may be `24:00` (the end of a window that runs to midnight).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DayEnd {
+    Allowed,
+    Excluded,
 }
 
 #[derive(Deserialize)]

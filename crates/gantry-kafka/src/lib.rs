@@ -226,69 +226,101 @@ impl RangeReader {
         // covers `from`, or the start is the oldest retained offset and the gap is real.
         let low = self.low_watermark(topic, partition)?.max(0);
         let mut start = from.max(low);
-        let mut step = 256;
-        'attempt: loop {
-            let consumer = Self::consumer(&self.brokers)?;
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
-            consumer.assign(&tpl)?;
-            let mut at = from;
-            let mut first = true;
-            let mut last_progress = Instant::now();
-            while at < to {
-                match consumer.poll(Duration::from_millis(100)) {
-                    Some(Ok(m)) => {
-                        if m.topic() != topic || m.partition() != partition {
-                            continue;
-                        }
-                        if first && m.offset() > from && start > low {
-                            start = (from - step).max(low);
-                            step *= 4;
-                            continue 'attempt;
-                        }
-                        first = false;
-                        if m.offset() >= to {
-                            break;
-                        }
-                        if m.offset() >= at {
-                            at = m.offset() + 1;
-                            last_progress = Instant::now();
-                            f(RangeMessage {
-                                offset: m.offset(),
-                                timestamp_ms: m.timestamp().to_millis(),
-                                payload: m.payload().unwrap_or(&[]),
-                            });
-                        }
+        let mut step = RANGE_BACKOFF_FIRST_OFFSETS;
+        let range = Range { topic, partition, from, to };
+        loop {
+            match self.read_from(&range, start, start > low, &mut f)? {
+                Attempt::Done => return Ok(()),
+                Attempt::StartEarlier => {
+                    start = (from - step).max(low);
+                    step *= 4;
+                }
+            }
+        }
+    }
+
+    /// One attempt at reading `range`, fetching from `start`. `may_back_off`: an earlier
+    /// start exists, so a first record past `from` (or no record at all for a while) means
+    /// the broker skipped the batch holding `from`, not that the offsets are gone.
+    fn read_from(
+        &self,
+        range: &Range<'_>,
+        start: i64,
+        may_back_off: bool,
+        f: &mut impl FnMut(RangeMessage<'_>),
+    ) -> Result<Attempt> {
+        let Range { topic, partition, from, to } = *range;
+        let consumer = Self::consumer(&self.brokers)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
+        consumer.assign(&tpl)?;
+        let (mut at, mut first, mut last_progress) = (from, true, Instant::now());
+        while at < to {
+            match consumer.poll(Duration::from_millis(RANGE_POLL_MS)) {
+                Some(Ok(m)) => {
+                    if m.topic() != topic || m.partition() != partition {
+                        continue;
                     }
-                    Some(Err(e)) if !is_eof(&e) => return Err(e.into()),
-                    // End of partition, or nothing yet: the offsets up to `to` were recorded
-                    // by Gantry, so they exist; wait for a slow broker, but not forever.
-                    _ => {
-                        if first
-                            && start > low
-                            && last_progress.elapsed()
-                                > Duration::from_millis(RANGE_FIRST_RECORD_WAIT_MS)
-                        {
-                            start = (from - step).max(low);
-                            step *= 4;
-                            continue 'attempt;
-                        }
-                        if last_progress.elapsed() > Duration::from_millis(RANGE_READ_STALL_MS) {
-                            return Err(KafkaIoError::RangeStalled {
-                                topic: topic.into(),
-                                partition,
-                                from,
-                                to,
-                                at,
-                            });
-                        }
+                    if first && m.offset() > from && may_back_off {
+                        return Ok(Attempt::StartEarlier);
+                    }
+                    first = false;
+                    if m.offset() >= to {
+                        break;
+                    }
+                    if m.offset() >= at {
+                        at = m.offset() + 1;
+                        last_progress = Instant::now();
+                        f(RangeMessage {
+                            offset: m.offset(),
+                            timestamp_ms: m.timestamp().to_millis(),
+                            payload: m.payload().unwrap_or(&[]),
+                        });
+                    }
+                }
+                Some(Err(e)) if !is_eof(&e) => return Err(e.into()),
+                // End of partition, or nothing yet: the offsets up to `to` were recorded by
+                // Gantry, so they exist; wait for a slow broker, but not forever.
+                _ => {
+                    let waited = last_progress.elapsed();
+                    if first
+                        && may_back_off
+                        && waited > Duration::from_millis(RANGE_FIRST_RECORD_WAIT_MS)
+                    {
+                        return Ok(Attempt::StartEarlier);
+                    }
+                    if waited > Duration::from_millis(RANGE_READ_STALL_MS) {
+                        let topic = topic.into();
+                        return Err(KafkaIoError::RangeStalled { topic, partition, from, to, at });
                     }
                 }
             }
-            return Ok(());
         }
+        Ok(Attempt::Done)
     }
 }
+
+/// The offsets `[from, to)` of one partition.
+#[derive(Clone, Copy)]
+struct Range<'a> {
+    topic: &'a str,
+    partition: i32,
+    from: i64,
+    to: i64,
+}
+
+/// How one attempt at a range read ended.
+enum Attempt {
+    Done,
+    /// The broker answered from past the range's start: fetch from further back.
+    StartEarlier,
+}
+
+/// How far before the range a read first backs off (offsets), quadrupling each time: a
+/// producer batch is usually a few hundred records.
+const RANGE_BACKOFF_FIRST_OFFSETS: i64 = 256;
+/// One poll of a range read: short, so a stall or a skipped batch is noticed promptly.
+const RANGE_POLL_MS: u64 = 100;
 
 /// One status-list message (contract §3): a card's listing as it stands after a change.
 /// Messages carry states, not deltas, so a resend after a crash is harmless.

@@ -158,7 +158,35 @@ pub(crate) async fn land_group(
     }
 }
 
+/// What a group must be for the journal to stay right (checked in debug builds): at most
+/// one batch per partition (a worker has one in flight, so each partition's journal stays
+/// strictly in order), and every row of a batch from inside the offset ranges it records.
+fn debug_check_group(jobs: &[LandingJob]) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    let mut parts: Vec<i32> = jobs.iter().map(|j| j.partition).collect();
+    parts.sort_unstable();
+    assert!(parts.windows(2).all(|w| w[0] != w[1]), "two batches of a partition in one group");
+    for j in jobs {
+        let r = j.ranges;
+        assert!(r.lane_from <= r.lane_to && r.acct_from <= r.acct_to, "ranges {r:?}");
+        let within = |s: &gantry_core::output::Source| match s.topic {
+            gantry_core::output::Topic::LaneTx => (r.lane_from..r.lane_to).contains(&s.offset),
+            gantry_core::output::Topic::AccountEvents => {
+                (r.acct_from..r.acct_to).contains(&s.offset)
+            }
+        };
+        let b = &j.batch;
+        assert!(b.settlements.iter().all(|x| within(&x.source)), "a settlement outside {r:?}");
+        assert!(b.ledger.iter().all(|x| within(&x.source)), "a ledger row outside {r:?}");
+        assert!(b.rejects.iter().all(|x| within(&x.source)), "a reject outside {r:?}");
+        assert!(b.status.iter().all(|x| within(&x.source)), "a status row outside {r:?}");
+    }
+}
+
 async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> crate::Result<()> {
+    debug_check_group(jobs);
     let journal: Vec<JournalEntry> = jobs
         .iter()
         .map(|j| JournalEntry {
