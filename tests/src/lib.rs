@@ -88,8 +88,57 @@ impl Env {
             .unwrap();
     }
 
+    /// Sends to one partition, whatever the key would choose.
+    pub fn produce_to(&self, topic: &str, partition: i32, key: &str, value: &[u8], ts: i64) {
+        self.producer
+            .send(BaseRecord::to(topic).partition(partition).key(key).payload(value).timestamp(ts))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+
+    /// Sends `records` lane records of generated traffic (with the accounts and top-ups they
+    /// come with) and returns the generator for more.
+    pub fn produce_traffic(&self, traffic: &mut gantry_gen::Traffic, records: u64) {
+        let mut lane = 0;
+        while lane < records {
+            let Some(m) = traffic.next_message() else { break };
+            let topic = match m.topic {
+                gantry_gen::Topic::LaneTx => {
+                    lane += 1;
+                    &self.cfg.lane_topic
+                }
+                gantry_gen::Topic::AccountEvents => &self.cfg.account_topic,
+            };
+            let key = std::str::from_utf8(m.key).expect("generated keys are text");
+            self.produce(topic, key, m.value, m.timestamp_ms);
+        }
+        self.flush();
+    }
+
+    /// A `gantry run` config file for this environment's topics, group and database, with
+    /// `extra` TOML lines; written under the system's temp dir.
+    pub fn write_config(&self, extra: &str) -> PathBuf {
+        let c = &self.cfg;
+        let dir = std::env::temp_dir().join(format!("gantry-test-{}", c.database));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gantry.toml");
+        let text = format!(
+            "brokers = \"{BROKERS}\"\nclickhouse_url = \"{CLICKHOUSE}\"\ndatabase = \"{}\"\n\
+             group_id = \"{}\"\nlane_topic = \"{}\"\naccount_topic = \"{}\"\n\
+             status_topic = \"{}\"\n{extra}\n",
+            c.database, c.group_id, c.lane_topic, c.account_topic, c.status_topic
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     pub fn flush(&self) {
         self.producer.flush(Duration::from_secs(30)).unwrap();
+    }
+
+    /// Creates the database and schema (again, after a test dropped it).
+    pub fn apply_schema(&self) {
+        self.rt.block_on(self.store.apply_schema()).unwrap();
     }
 
     /// Runs Gantry until the topics are drained.
@@ -163,6 +212,16 @@ impl Env {
     /// window, held as a reject), every top-up booked once, and each card's ledger a gapless
     /// chain from its opening balance to its last balance.
     pub fn assert_settled_exactly_once(&self, tally: &gantry_gen::Tally) {
+        self.assert_settled_exactly_once_besides(tally, 0)
+    }
+
+    /// [`Env::assert_settled_exactly_once`] when the test added `extra_rejects` records of
+    /// its own that must be rejected (beyond what the generator's tally expects).
+    pub fn assert_settled_exactly_once_besides(
+        &self,
+        tally: &gantry_gen::Tally,
+        extra_rejects: u64,
+    ) {
         let totals: Vec<(u64, u64)> =
             self.query("SELECT count(), uniqExact(trade_id) FROM settlements");
         assert_eq!(totals[0].0, tally.valid, "every valid record settled once");
@@ -179,7 +238,7 @@ impl Env {
             self.query("SELECT countIf(reason = 'unknown_card'), count() FROM rejects");
         assert_eq!(
             rejects[0],
-            (tally.unknown_card, tally.unknown_card + tally.bad + too_old[0]),
+            (tally.unknown_card, tally.unknown_card + tally.bad + too_old[0] + extra_rejects),
             "rejects"
         );
         let topups: Vec<(u64, i64)> =

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use gantry_core::TariffStore;
@@ -31,6 +32,43 @@ pub struct RunArgs {
     /// Stop once all partitions are drained and idle this long (0: run until stopped).
     #[arg(long)]
     exit_when_idle_ms: Option<u64>,
+}
+
+/// Exit status when Gantry stops without landing everything it held (a second signal, or
+/// `stop_timeout_ms` passed): nothing is lost, a restart re-reads it (`EX_TEMPFAIL`).
+const EXIT_STOPPED_UNLANDED: i32 = 75;
+
+/// SIGTERM or SIGINT: stop polling, land what is in flight, checkpoint, leave the group. A
+/// second signal, or `stop_timeout` after the first, exits at once: safe at any moment, as a
+/// crash is (ARCHITECTURE.md, "exactly once").
+fn watch_signals(stop: Arc<AtomicBool>, stop_timeout: Duration) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("signal runtime");
+        rt.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::warn!(
+                stop_timeout_ms = stop_timeout.as_millis() as u64,
+                "stopping: landing what is in flight (a second signal exits at once)"
+            );
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::error!("second signal: exiting without landing the rest"),
+                _ = term.recv() => tracing::error!("second signal: exiting without landing the rest"),
+                _ = tokio::time::sleep(stop_timeout) => {
+                    tracing::error!("stop_timeout_ms passed: exiting without landing the rest")
+                }
+            }
+            std::process::exit(EXIT_STOPPED_UNLANDED);
+        });
+    });
 }
 
 #[derive(clap::Args)]
@@ -84,26 +122,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let tariffs = Arc::new(TariffStore::new(set));
     let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // SIGINT/SIGTERM: stop polling, land the open batches, exit.
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("signal runtime");
-            rt.block_on(async {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("SIGTERM handler");
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            });
-            stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        });
-    }
+    watch_signals(stop.clone(), Duration::from_millis(cfg.stop_timeout_ms));
     let summary = gantry_pipeline::run(cfg, tariffs, stop)?;
     eprintln!(
         "gantry: {} messages, last batch landed after {:.1} s ({:.0} msg/s)",

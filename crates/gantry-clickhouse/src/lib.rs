@@ -88,6 +88,9 @@ pub struct BatchRecord {
     pub events_duplicates: u64,
     pub written_at: u32,
     pub instance: String,
+    /// The clock the batch's records were checked against (ms since 1970; 0 in rows written
+    /// before the column existed: no clock).
+    pub clock_ms: i64,
 }
 
 impl BatchRecord {
@@ -217,6 +220,23 @@ impl Store {
         for stmt in schema::STATEMENTS {
             self.queries.query(stmt.sql).execute().await?;
         }
+        // Columns added since a table was first created (`CREATE TABLE IF NOT EXISTS` leaves
+        // an existing table as it is, and 18.16 has no `ADD COLUMN IF NOT EXISTS`).
+        for c in schema::ADDED_COLUMNS {
+            let present: u64 = self
+                .queries
+                .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+                .bind(&self.database)
+                .bind(c.table)
+                .bind(c.column)
+                .fetch_one()
+                .await?;
+            if present == 0 {
+                let sql =
+                    format!("ALTER TABLE {} ADD COLUMN {} {}", c.table, c.column, c.definition);
+                self.queries.query(&sql).execute().await?;
+            }
+        }
         Ok(())
     }
 
@@ -230,17 +250,11 @@ impl Store {
         Ok(())
     }
 
-    fn batch_record(
-        partition: u16,
-        seq: u64,
-        phase: &str,
-        r: Ranges,
-        c: &Counts,
-        instance: &str,
-    ) -> BatchRecord {
+    fn batch_record(b: &JournalEntry, phase: &str, c: &Counts, instance: &str) -> BatchRecord {
+        let r = b.ranges;
         BatchRecord {
-            gantry_partition: partition,
-            batch_seq: seq,
+            gantry_partition: b.partition,
+            batch_seq: b.seq,
             phase: phase.to_string(),
             lane_from: r.lane_from,
             lane_to: r.lane_to,
@@ -257,6 +271,7 @@ impl Store {
             events_duplicates: c.events_duplicates,
             written_at: now_secs(),
             instance: instance.to_string(),
+            clock_ms: b.clock_ms,
         }
     }
 
@@ -274,25 +289,19 @@ impl Store {
     /// Records the inputs of each batch before any of its rows is written: one INSERT of a
     /// *planned* row per batch (one part: all or none).
     pub async fn plan_batches(&self, batches: &[JournalEntry], instance: &str) -> Result<()> {
-        self.insert_records(batches.iter().map(|b| {
-            Self::batch_record(
-                b.partition,
-                b.seq,
-                PHASE_PLANNED,
-                b.ranges,
-                &Counts::default(),
-                instance,
-            )
-        }))
+        let planned = Counts::default();
+        self.insert_records(
+            batches.iter().map(|b| Self::batch_record(b, PHASE_PLANNED, &planned, instance)),
+        )
         .await
     }
 
     /// Marks each batch as fully written: one INSERT of a *committed* row per batch, with its
     /// counts (one part: all or none).
     pub async fn commit_batches(&self, batches: &[JournalEntry], instance: &str) -> Result<()> {
-        self.insert_records(batches.iter().map(|b| {
-            Self::batch_record(b.partition, b.seq, PHASE_COMMITTED, b.ranges, &b.counts, instance)
-        }))
+        self.insert_records(
+            batches.iter().map(|b| Self::batch_record(b, PHASE_COMMITTED, &b.counts, instance)),
+        )
         .await
     }
 
@@ -431,6 +440,8 @@ pub struct JournalEntry {
     pub seq: u64,
     pub ranges: Ranges,
     pub counts: Counts,
+    /// The batch's clock (see [`BatchRecord::clock_ms`]).
+    pub clock_ms: i64,
 }
 
 /// A batch to write: which partition and sequence number its rows are tagged with.

@@ -38,6 +38,20 @@ pub const STATEMENTS: &[Statement] = statements![
     ("gantry_checkpoints", "13_gantry_checkpoints.sql"),
 ];
 
+/// A column added to a table after its first release: `gantry schema apply` adds it to a
+/// table created before (the table's statement already has it, for new databases).
+#[derive(Clone, Copy, Debug)]
+pub struct AddedColumn {
+    pub table: &'static str,
+    pub column: &'static str,
+    /// Type and default, as in `ALTER TABLE … ADD COLUMN column definition`.
+    pub definition: &'static str,
+}
+
+/// Every column added since the first release, oldest first.
+pub const ADDED_COLUMNS: &[AddedColumn] =
+    &[AddedColumn { table: "gantry_batches", column: "clock_ms", definition: "Int64" }];
+
 /// The statement that creates `object`.
 pub fn statement(object: &str) -> Option<&'static Statement> {
     STATEMENTS.iter().find(|s| s.object == object)
@@ -71,6 +85,15 @@ mod tests {
             let head = format!("IF NOT EXISTS {} ", s.object);
             assert!(s.sql.contains(&head), "{} creates {}", s.file, s.object);
             assert!(!s.sql.trim_end().ends_with(';'), "{}: one statement, no `;`", s.file);
+        }
+    }
+
+    /// An added column is in its table's statement too, with the same type.
+    #[test]
+    fn added_columns_are_in_the_statements() {
+        for c in ADDED_COLUMNS {
+            let sql = statement(c.table).expect("table").sql;
+            assert!(sql.contains(&format!("{} {}", c.column, c.definition)), "{c:?}");
         }
     }
 

@@ -7,8 +7,10 @@
 //!
 //! Per lane record, in order:
 //! 1. parse; a malformed record is rejected with its raw bytes;
-//! 2. a `transTime` further ahead of the message timestamp than `max_future_skew_ms` is
-//!    rejected (it would drag the dedup window forward);
+//! 2. a `transTime` further than `max_future_skew_ms` ahead of the message's Kafka timestamp
+//!    or of the batch's clock (Gantry's own clock when the batch opened, journaled with the
+//!    batch so a replay decides the same) is rejected `time_in_future`: no record can drag
+//!    the dedup window ahead of real time, whatever its Kafka timestamp says;
 //! 3. price with the version in force at `transTime`; unknown unit/class or no version in
 //!    force rejects (the id is not remembered, so a corrected resend is still taken);
 //! 4. deduplicate by `tradeId`: a duplicate is recorded and has no other effect; a record
@@ -104,7 +106,15 @@ pub struct Engine {
     /// Reused per record: the splits of the record being priced.
     splits: Vec<Split>,
     tariff_texts: TariffTexts,
+    /// The batch's clock (ms since 1970), set by the caller per batch: no record may be
+    /// dated more than `max_future_skew_ms` past it. Not state: a replay sets the clock
+    /// the batch was journaled with.
+    clock_ms: i64,
 }
+
+/// [`Engine::set_clock_ms`] for "no clock": only the Kafka timestamps bound a record's time
+/// (what batches journaled before the clock existed were processed with).
+pub const NO_CLOCK_MS: i64 = i64::MAX;
 
 /// The tariff's texts (version name, owners' ids) already copied into the current batch's
 /// text arena, so each is copied once per batch instead of once per row. An entry counts
@@ -190,7 +200,21 @@ impl Engine {
             accounts: Accounts::new(cfg.min_balance_fen),
             splits: Vec::with_capacity(8),
             tariff_texts: TariffTexts::default(),
+            clock_ms: NO_CLOCK_MS,
         }
+    }
+
+    /// Sets the clock the next records are checked against (see `clock_ms`).
+    pub fn set_clock_ms(&mut self, clock_ms: i64) {
+        self.clock_ms = clock_ms;
+    }
+
+    /// The latest time a record of `src` may be dated: `max_future_skew_ms` past the
+    /// earlier of its Kafka timestamp and the batch's clock.
+    #[inline]
+    fn future_limit_ms(&self, src: &Source) -> i64 {
+        let now = src.timestamp_ms.map_or(self.clock_ms, |ts| ts.min(self.clock_ms));
+        now.saturating_add(self.cfg.max_future_skew_ms)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -319,10 +343,7 @@ impl Engine {
             out.counts.lane_rejected += 1;
             reject(out, src, reason, raw, detail, tx.trans_time_ms);
         };
-        if src
-            .timestamp_ms
-            .is_some_and(|ts| tx.trans_time_ms > ts.saturating_add(self.cfg.max_future_skew_ms))
-        {
+        if tx.trans_time_ms > self.future_limit_ms(&src) {
             return fail(out, RejectReason::TimeInFuture, None);
         }
         let Some(version) = tariffs.version_at(tx.trans_time_ms) else {
@@ -520,7 +541,7 @@ impl Engine {
     ) -> Result<bool, (RejectReason, i64)> {
         let t = ev.time_ms;
         let err = |r| (r, t);
-        if src.timestamp_ms.is_some_and(|ts| t > ts.saturating_add(self.cfg.max_future_skew_ms)) {
+        if t > self.future_limit_ms(&src) {
             return Err(err(RejectReason::TimeInFuture));
         }
         let (entry, kind, amount, entry_kind) = match &ev.kind {
@@ -669,6 +690,7 @@ impl Engine {
             accounts,
             splits: Vec::with_capacity(8),
             tariff_texts: TariffTexts::default(),
+            clock_ms: NO_CLOCK_MS,
         })
     }
 }

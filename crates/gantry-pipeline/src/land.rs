@@ -56,6 +56,8 @@ pub(crate) struct LandingJob {
     pub batch: Batch,
     /// Engine state after this batch, written once the batch is committed.
     pub checkpoint: Option<Vec<u8>>,
+    /// The clock the batch's records were checked against, journaled with it.
+    pub clock_ms: i64,
     /// Where the batch (its buffers) goes back once landed.
     pub done: oneshot::Sender<Batch>,
 }
@@ -151,7 +153,8 @@ pub(crate) async fn land_group(
         });
         record_latency(shared, &job.batch);
         if let Some(state) = job.checkpoint.take() {
-            write_checkpoint(shared, &job, state).await;
+            let next = (job.ranges.lane_to, job.ranges.acct_to);
+            write_checkpoint(shared, job.partition, job.seq, next, state).await;
         }
         // The worker may be gone (shutdown): then the buffers are simply dropped.
         let _ = job.done.send(job.batch);
@@ -192,6 +195,7 @@ async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> c
         .map(|j| JournalEntry {
             partition: j.partition as u16,
             seq: j.seq,
+            clock_ms: j.clock_ms,
             ranges: j.ranges,
             counts: j.batch.counts,
         })
@@ -234,20 +238,28 @@ fn record_latency(shared: &Shared, batch: &Batch) {
     }
 }
 
-async fn write_checkpoint(shared: &Shared, job: &LandingJob, state: Vec<u8>) {
+/// Writes the engine state after batch `seq` of `partition`, whose ranges end at
+/// `lane_next` / `acct_next`. Only ever after that batch is committed. A failed checkpoint
+/// only lengthens the next replay.
+pub(crate) async fn write_checkpoint(
+    shared: &Shared,
+    partition: i32,
+    seq: u64,
+    (lane_next, acct_next): (i64, i64),
+    state: Vec<u8>,
+) {
     let rec = CheckpointRecord {
-        gantry_partition: job.partition as u16,
-        batch_seq: job.seq,
-        lane_next: job.ranges.lane_to,
-        acct_next: job.ranges.acct_to,
+        gantry_partition: partition as u16,
+        batch_seq: seq,
+        lane_next,
+        acct_next,
         state,
         written_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as u32),
     };
-    // A failed checkpoint only lengthens the next replay.
     if let Err(e) = shared.store.write_checkpoint(&rec).await {
-        warn!(partition = job.partition, seq = job.seq, error = %e, "checkpoint not written");
+        warn!(partition, seq, error = %e, "checkpoint not written");
     }
 }
 

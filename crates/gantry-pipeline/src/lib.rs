@@ -41,6 +41,24 @@ pub enum PipelineError {
     Runtime(#[from] std::io::Error),
 }
 
+impl PipelineError {
+    /// Whether waiting may cure it: an unreachable or failing ClickHouse or broker. A journal
+    /// that does not replay, a checkpoint that does not decode, or a failed worker does not
+    /// get better by trying again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PipelineError::Kafka(e) => {
+                !matches!(e, gantry_kafka::KafkaIoError::NotCopartitioned { .. })
+            }
+            PipelineError::RdKafka(_) | PipelineError::Store(_) => true,
+            PipelineError::State { .. }
+            | PipelineError::ReplayMismatch { .. }
+            | PipelineError::Worker(..)
+            | PipelineError::Runtime(_) => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, PipelineError>;
 
 /// Everything `gantry run` needs. Limits carry their unit in the name.
@@ -89,6 +107,11 @@ pub struct PipelineConfig {
     pub max_future_skew_ms: i64,
     /// Name of this instance in the batch journal.
     pub instance: String,
+    /// After SIGTERM (or SIGINT), how long Gantry may take to land what it holds, checkpoint
+    /// and leave the group before it exits anyway; a second signal exits at once. What is not
+    /// landed then is re-read on restart, exactly as after a crash. 25 s: inside Kubernetes'
+    /// default 30 s grace period, so Gantry's own exit, with its log line, comes first.
+    pub stop_timeout_ms: u64,
     /// Kafka group session timeout: after a crash, the dead instance's partitions sit idle
     /// this long before another member gets them. 10 s fails over quickly while riding out
     /// a pause of a few seconds (a long ClickHouse stall does not stop heartbeats, which
@@ -123,6 +146,7 @@ impl Default for PipelineConfig {
             max_future_skew_ms: e.max_future_skew_ms,
             instance: std::env::var("HOSTNAME").unwrap_or_else(|_| "gantry".into()),
             session_timeout_ms: 10_000,
+            stop_timeout_ms: 25_000,
         }
     }
 }
@@ -193,6 +217,15 @@ impl PipelineConfig {
     pub fn topics(&self) -> TopicNames {
         TopicNames { lane_tx: self.lane_topic.clone(), account_events: self.account_topic.clone() }
     }
+}
+
+/// Gantry's own clock, ms since 1970: what a batch's records are checked against for being
+/// dated in the future (the only wall-clock reading that decides anything; it is journaled
+/// with the batch, so a replay reads it back instead).
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Message chunks' buffers, handed back by workers for the poller to fill again. Without it

@@ -41,9 +41,24 @@ pub struct RunSummary {
     pub latency_ms: hdrhistogram::Histogram<u64>,
 }
 
+impl RunSummary {
+    fn stopped_before_start() -> RunSummary {
+        RunSummary {
+            messages: 0,
+            elapsed: Duration::ZERO,
+            until_last_landed: Duration::ZERO,
+            latency_ms: hdrhistogram::Histogram::new_with_bounds(1, LATENCY_MAX_MS, 3)
+                .expect("histogram bounds"),
+        }
+    }
+}
+
 struct WorkerHandle {
     tx: mpsc::Sender<Chunk>,
     done: tokio::task::JoinHandle<Result<()>>,
+    /// Set once the partition is recovered: until then the instance is not drained (and,
+    /// for operators, not ready).
+    recovered: Arc<AtomicBool>,
 }
 
 struct Ctx {
@@ -119,13 +134,16 @@ impl Ctx {
         let (tx, rx) = mpsc::channel(self.shared.cfg.channel_chunks_max);
         let shared = self.shared.clone();
         let commits = self.commits.lock().expect("commits lock").clone();
+        let recovered = Arc::new(AtomicBool::new(false));
+        let flag = recovered.clone();
         let done = self.rt.spawn(async move {
-            let w = tokio::task::spawn_blocking(move || Worker::recover(shared, p, commits))
-                .await
-                .map_err(|e| PipelineError::Worker(p, e.to_string()))??;
+            let Some(w) = recover_with_backoff(shared, p, commits, &rx).await? else {
+                return Ok(()); // revoked or stopping before it could recover
+            };
+            flag.store(true, Ordering::SeqCst);
             w.run(rx).await
         });
-        workers.insert(p, WorkerHandle { tx, done });
+        workers.insert(p, WorkerHandle { tx, done, recovered });
     }
 
     /// Closes the workers' channels and waits for them to land their last batch.
@@ -162,10 +180,56 @@ impl Ctx {
         self.workers.lock().expect("workers lock").get(&p).map(|h| h.tx.clone())
     }
 
+    /// Every assigned partition has a worker that has finished recovering.
+    fn all_recovered(&self) -> bool {
+        self.workers
+            .lock()
+            .expect("workers lock")
+            .values()
+            .all(|h| h.recovered.load(Ordering::SeqCst))
+    }
+
     fn any_worker_finished(&self) -> bool {
         self.workers.lock().expect("workers lock").values().any(|h| h.done.is_finished())
     }
 }
+
+/// Recovers partition `p`, waiting out what may pass — ClickHouse or the broker unreachable,
+/// the schema not there yet — with backoff, instead of failing the instance: an outage at
+/// start or at assignment only delays the partition. A journal that does not replay (or a
+/// checkpoint that does not decode) is not transient and fails it. `None` if the partition
+/// is revoked (or the instance stops) first: nothing was written, so nothing is lost.
+async fn recover_with_backoff(
+    shared: Arc<Shared>,
+    p: i32,
+    commits: std_mpsc::Sender<CommitRequest>,
+    rx: &mpsc::Receiver<Chunk>,
+) -> Result<Option<Worker>> {
+    let mut backoff = RECOVERY_RETRY_FIRST;
+    loop {
+        let (s, c) = (shared.clone(), commits.clone());
+        let attempt = tokio::task::spawn_blocking(move || Worker::recover(s, p, c))
+            .await
+            .map_err(|e| PipelineError::Worker(p, e.to_string()))?;
+        match attempt {
+            Ok(w) => return Ok(Some(w)),
+            Err(e) if !e.is_transient() => return Err(e),
+            Err(e) => {
+                warn!(partition = p, error = %e, retry_in_ms = backoff.as_millis() as u64, "partition not recovered; retrying")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        if rx.is_closed() {
+            return Ok(None);
+        }
+        backoff = (backoff * 2).min(RECOVERY_RETRY_MAX);
+    }
+}
+
+/// The first wait before a failed recovery is tried again: a blip costs half a second.
+const RECOVERY_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between recovery attempts: an outage's end is noticed within seconds.
+const RECOVERY_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Runs the engine until stopped (`stop`), or until idle when `exit_when_idle_ms` is set.
 pub fn run(
@@ -178,7 +242,9 @@ pub fn run(
         .enable_all()
         .thread_name("gantry-worker")
         .build()?;
-    let mut poller = Poller::start(&cfg, tariffs, rt.handle().clone())?;
+    let Some(mut poller) = Poller::start(&cfg, tariffs, rt.handle().clone(), &stop)? else {
+        return Ok(RunSummary::stopped_before_start());
+    };
     while poller.poll_once() == Flow::Continue {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -223,11 +289,13 @@ struct Poller<'c> {
 
 impl<'c> Poller<'c> {
     /// Builds the shared pieces and the lander, joins the group and subscribes.
+    /// `None` if `stop` is set while the broker is still being waited for.
     fn start(
         cfg: &'c PipelineConfig,
         tariffs: Arc<TariffStore>,
         rt: tokio::runtime::Handle,
-    ) -> Result<Poller<'c>> {
+        stop: &AtomicBool,
+    ) -> Result<Option<Poller<'c>>> {
         let store = gantry_clickhouse::Store::new(&cfg.clickhouse_url, &cfg.database)
             .with_insert_compression(cfg.insert_compression);
         let status = gantry_kafka::StatusProducer::new(&cfg.brokers, &cfg.status_topic)?;
@@ -258,12 +326,30 @@ impl<'c> Poller<'c> {
         let consumer: BaseConsumer<Ctx> =
             gantry_kafka::consumer_config(&cfg.brokers, &cfg.group_id, cfg.session_timeout_ms)
                 .create_with_context(ctx)?;
-        let partitions =
-            gantry_kafka::check_copartitioned(&consumer, &cfg.lane_topic, &cfg.account_topic)?;
+        // A broker that is down (or topics not created yet) at start is waited for; topics
+        // that are not co-partitioned are a configuration error.
+        let mut backoff = RECOVERY_RETRY_FIRST;
+        let partitions = loop {
+            match gantry_kafka::check_copartitioned(&consumer, &cfg.lane_topic, &cfg.account_topic)
+            {
+                Ok(n) => break n,
+                Err(e @ gantry_kafka::KafkaIoError::NotCopartitioned { .. }) => {
+                    return Err(e.into())
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "input topics not readable yet; retrying")
+                }
+            }
+            std::thread::sleep(backoff);
+            if stop.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            backoff = (backoff * 2).min(RECOVERY_RETRY_MAX);
+        };
         info!(partitions, lane = %cfg.lane_topic, accounts = %cfg.account_topic, "topics are co-partitioned");
         consumer.subscribe(&[&cfg.lane_topic, &cfg.account_topic])?;
         let now = Instant::now();
-        Ok(Poller {
+        Ok(Some(Poller {
             cfg,
             consumer,
             commits: commit_rx,
@@ -273,7 +359,7 @@ impl<'c> Poller<'c> {
             last_flush: now,
             last_message: now,
             last_housekeeping: now,
-        })
+        }))
     }
 
     /// One poll and what it calls for.
@@ -348,6 +434,7 @@ impl<'c> Poller<'c> {
         if self.cfg.exit_when_idle_ms > 0
             && !got_message
             && self.last_message.elapsed() >= Duration::from_millis(self.cfg.exit_when_idle_ms)
+            && self.consumer.context().all_recovered()
             && caught_up(&self.consumer)
         {
             info!("all partitions drained; stopping");

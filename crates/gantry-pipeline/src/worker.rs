@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gantry_clickhouse::{BatchRecord, Ranges};
+use gantry_core::engine::NO_CLOCK_MS;
 use gantry_core::output::{Batch, Source, Topic};
 use gantry_core::{Engine, TariffSet};
 use gantry_kafka::RangeReader;
@@ -197,6 +198,10 @@ pub(crate) struct Worker {
     landing: Option<tokio::sync::oneshot::Receiver<Batch>>,
     /// A landed batch's buffers, kept for the next batch.
     spare: Option<Batch>,
+    /// The last batch whose state was taken for a checkpoint (or recovered from one).
+    checkpointed_seq: u64,
+    /// The open batch's clock (see `open_batch`).
+    batch_clock_ms: i64,
 }
 
 impl Worker {
@@ -226,11 +231,16 @@ impl Worker {
             reader: None,
             landing: None,
             spare: None,
+            checkpointed_seq: start.seq,
+            batch_clock_ms: NO_CLOCK_MS,
         };
         let journal = rt.block_on(w.shared.store.batches_after(partition as u16, w.seq))?;
         let (mut replayed, mut completed) = (0, 0);
         for b in &journal {
             w.check_continues(b)?;
+            // Rows journaled before the clock column read 0: those batches had no clock.
+            let clock_ms = if b.clock_ms > 0 { b.clock_ms } else { NO_CLOCK_MS };
+            w.engine.set_clock_ms(clock_ms);
             w.replay(&reader, b.ranges())?;
             w.seq = b.batch_seq;
             if b.is_committed() {
@@ -238,7 +248,7 @@ impl Worker {
                 replayed += 1;
             } else {
                 // Planned, not committed: finish it, writing only what is missing.
-                rt.block_on(w.complete_planned(b.ranges()))?;
+                rt.block_on(w.complete_planned(b.ranges(), clock_ms))?;
                 completed += 1;
             }
             w.batch.clear();
@@ -323,9 +333,9 @@ impl Worker {
 
     /// Lands the batch just replayed (journaled as planned, never committed), writing only
     /// the tables that do not hold it yet.
-    async fn complete_planned(&mut self, r: Ranges) -> Result<()> {
+    async fn complete_planned(&mut self, r: Ranges, clock_ms: i64) -> Result<()> {
         let batch = std::mem::take(&mut self.batch);
-        let (job, landed) = self.landing_job(r, batch, None);
+        let (job, landed) = self.landing_job(r, batch, None, clock_ms);
         crate::land::land_group(&self.shared, &self.commits, vec![job], true).await;
         self.batch = landed
             .await
@@ -453,7 +463,17 @@ impl Worker {
                 break;
             }
         }
-        self.wait_landed().await
+        self.wait_landed().await?;
+        // The state after the last batch, so the next owner (or this instance's restart)
+        // starts from it with nothing to replay.
+        if self.seq > self.checkpointed_seq {
+            let mut state = Vec::new();
+            self.engine.write_state(&mut state);
+            let next = (self.lane.next, self.acct.next);
+            crate::land::write_checkpoint(&self.shared, self.partition, self.seq, next, state)
+                .await;
+        }
+        Ok(())
     }
 
     /// Whether no batch is in flight any more (collecting a landed one's buffers).
@@ -557,12 +577,23 @@ impl Worker {
                 Step::Lane | Step::Account => {}
             }
             self.blocked_since = None;
-            self.batch_opened.get_or_insert_with(Instant::now);
+            if self.batch_opened.is_none() {
+                self.open_batch();
+            }
             match step {
                 Step::Lane | Step::CloseAccountThenLane => self.take_lane_run(),
                 _ => self.take_account_head(),
             }
         }
+    }
+
+    /// The batch's first message is about to be processed: its flush timer starts, and its
+    /// clock — the wall clock now, which bounds how far ahead a record may be dated — is
+    /// set for the engine and journaled with the batch, so a replay checks the same.
+    fn open_batch(&mut self) {
+        self.batch_opened = Some(Instant::now());
+        self.batch_clock_ms = crate::wall_clock_ms();
+        self.engine.set_clock_ms(self.batch_clock_ms);
     }
 
     /// Processes the account head, which the merge rule has just chosen.
@@ -635,6 +666,7 @@ impl Worker {
         // once the batch is committed.
         let checkpoint =
             self.seq.is_multiple_of(self.shared.cfg.checkpoint_every_batches).then(|| {
+                self.checkpointed_seq = self.seq;
                 let mut state = Vec::new();
                 self.engine.write_state(&mut state);
                 state
@@ -642,7 +674,7 @@ impl Worker {
         self.wait_landed().await?;
         let next = self.spare.take().unwrap_or_else(|| Batch::with_capacity(BATCH_ROWS_RESERVED));
         let batch = std::mem::replace(&mut self.batch, next);
-        let (job, landed) = self.landing_job(r, batch, checkpoint);
+        let (job, landed) = self.landing_job(r, batch, checkpoint, self.batch_clock_ms);
         self.shared
             .lander
             .send(job)
@@ -664,6 +696,7 @@ impl Worker {
         ranges: Ranges,
         batch: Batch,
         checkpoint: Option<Vec<u8>>,
+        clock_ms: i64,
     ) -> (LandingJob, tokio::sync::oneshot::Receiver<Batch>) {
         let (done, landed) = tokio::sync::oneshot::channel();
         (
@@ -673,6 +706,7 @@ impl Worker {
                 ranges,
                 batch,
                 checkpoint,
+                clock_ms,
                 done,
             },
             landed,

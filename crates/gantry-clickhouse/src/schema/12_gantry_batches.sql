@@ -16,5 +16,6 @@ CREATE TABLE IF NOT EXISTS gantry_batches (
     events_rejected UInt64,
     events_duplicates UInt64,
     written_at DateTime,
-    instance String
+    instance String,
+    clock_ms Int64
 ) ENGINE = MergeTree() ORDER BY (gantry_partition, batch_seq)

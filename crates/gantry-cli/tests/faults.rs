@@ -1,0 +1,220 @@
+//! Faults beyond a single crash, against the real broker and ClickHouse
+//! (`deploy/local/stack up`), each ending with the full exactly-once check over ≥ 100k
+//! generated lane records: a record dated a year ahead (its Kafka timestamp too), the
+//! schema missing when Gantry starts, and stopping — SIGTERM with landing blocked, a second
+//! SIGTERM, and a graceful stop that leaves nothing to replay.
+
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gantry_core::TariffStore;
+use gantry_gen::{Network, Traffic, TrafficConfig};
+use gantry_tests::Env;
+
+/// Lane records per test: the issue's floor for a fault test's exactly-once check.
+const RECORDS: u64 = 100_000;
+
+/// How long a test waits for something Gantry should do within seconds before it calls it
+/// stuck. A hang guard, not a speed check.
+const STUCK_AFTER: Duration = Duration::from_secs(120);
+
+fn traffic(net: &Network, seed: u64) -> Traffic {
+    Traffic::new(
+        TrafficConfig { records: RECORDS, cards: 5_000, seed, ..TrafficConfig::default() },
+        net,
+    )
+}
+
+fn spawn_gantry(config: &Path, tariff_dir: &Path, log: &Path) -> Child {
+    let log = std::fs::File::options().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["run", "--config"])
+        .arg(config)
+        .arg("--tariff")
+        .arg(tariff_dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start gantry")
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+/// Waits until `done()` holds, failing if `child` exits first or it takes `STUCK_AFTER`.
+fn wait_for(child: &mut Child, log: &Path, what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "gantry exited before {what}; see {}",
+            log.display()
+        );
+        assert!(
+            started.elapsed() < STUCK_AFTER,
+            "no {what} in {STUCK_AFTER:?}; see {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn log_text(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// One lane record per partition dated a year ahead — and stamped a year ahead in Kafka too,
+/// so the Kafka timestamp cannot tell — after the first half of the traffic; a second run
+/// then settles the second half. Each far-future record is rejected `time_in_future`
+/// against Gantry's own clock, and nothing else is disturbed: before the fix, each dragged
+/// its partition's dedup window a year ahead and every later record of the partition was
+/// rejected `outside_dedup_window`. (Two runs, so the far-future record is the last lane
+/// record its merge sees: its Kafka timestamp would otherwise hold the rest of its lane
+/// partition back behind every account event, as the merge rule says, and the generator's
+/// traffic is two months old.)
+#[test]
+fn a_record_from_next_year_does_not_move_the_dedup_window() {
+    const PARTITIONS: i32 = 2;
+    let env = Env::new("future", PARTITIONS);
+    let net = Network::new(31, 300, 8);
+    let tariff_dir = std::env::temp_dir().join(format!("gantry-future-{}", env.cfg.database));
+    net.write_tariff_dir(&tariff_dir).unwrap();
+    let mut traffic = traffic(&net, 41);
+    env.produce_traffic(&mut traffic, RECORDS / 2);
+    let year_ms = 365 * 86_400_000;
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as i64;
+    let unit = &net.units[0].id;
+    for p in 0..PARTITIONS {
+        let time = gantry_core::time::format_timestamp(now_ms + year_ms, gantry_gen::OFFSET_MIN);
+        let record = format!(
+            r#"{{"tradeId":"FUTURE-{p}","gantryId":"G-FUTURE","tollIntervalId":"{unit}","transTime":"{time}","mediaType":2,"vehicleType":1}}"#
+        );
+        env.produce_to(&env.cfg.lane_topic, p, "cpc", record.as_bytes(), now_ms + year_ms);
+    }
+    env.run(&env.cfg, &tariff_dir);
+    env.produce_traffic(&mut traffic, u64::MAX);
+    env.run(&env.cfg, &tariff_dir);
+    let future: Vec<u64> = env.query("SELECT count() FROM rejects WHERE reason = 'time_in_future'");
+    assert_eq!(future[0], PARTITIONS as u64, "each far-future record rejected");
+    let settled: Vec<u64> =
+        env.query("SELECT count() FROM settlements WHERE trade_id LIKE 'FUTURE-%'");
+    assert_eq!(settled[0], 0);
+    env.assert_settled_exactly_once_besides(&traffic.tally, PARTITIONS as u64);
+}
+
+/// ClickHouse without Gantry's database when Gantry starts (a fresh install whose schema is
+/// applied late, or a ClickHouse not ready yet): each partition's recovery is retried with
+/// backoff, and once the schema is there everything is settled exactly once. Before, the
+/// first failed recovery stopped the instance.
+#[test]
+fn a_missing_schema_at_start_is_waited_for() {
+    let env = Env::new("late_schema", 2);
+    let net = Network::new(37, 300, 8);
+    let tariff_dir = std::env::temp_dir().join(format!("gantry-late-{}", env.cfg.database));
+    net.write_tariff_dir(&tariff_dir).unwrap();
+    let mut traffic = traffic(&net, 43);
+    env.produce_traffic(&mut traffic, u64::MAX);
+    env.exec(&format!("DROP DATABASE {}", env.cfg.database));
+    let cfg = env.cfg.clone();
+    let set = TariffStore::load_root(&tariff_dir, cfg.network_utc_offset_min).unwrap();
+    let run = std::thread::spawn(move || {
+        gantry_pipeline::run(cfg, Arc::new(TariffStore::new(set)), Arc::new(AtomicBool::new(false)))
+    });
+    // Long enough for several failed recoveries (retried from 0.5 s on).
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!run.is_finished(), "gantry gave up while the schema was missing");
+    env.apply_schema();
+    run.join().unwrap().expect("gantry run");
+    env.assert_settled_exactly_once(&traffic.tally);
+}
+
+/// SIGTERM while landing cannot succeed (an INSERT into the journal fails, as with a
+/// ClickHouse refusing writes): Gantry keeps trying to land what it holds, so it does not
+/// exit; a second SIGTERM exits at once with status 75, leaving what it held to be re-read.
+/// Once landing works again, a restart settles everything exactly once. Before, the second
+/// SIGTERM was ignored and the process hung.
+#[test]
+fn a_second_sigterm_exits_at_once_and_loses_nothing() {
+    let env = Env::new("sigterm", 2);
+    let net = Network::new(47, 300, 8);
+    let tariff_dir = std::env::temp_dir().join(format!("gantry-sigterm-{}", env.cfg.database));
+    net.write_tariff_dir(&tariff_dir).unwrap();
+    let mut traffic = traffic(&net, 53);
+    env.produce_traffic(&mut traffic, u64::MAX);
+    // Every INSERT into the journal fails after its part is written.
+    env.exec("CREATE MATERIALIZED VIEW block_landing ENGINE = Memory AS SELECT throwIf(count() > 0) AS blocked FROM gantry_batches");
+    let config = env.write_config("exit_when_idle_ms = 2000\nsession_timeout_ms = 6000\n");
+    let log = config.with_file_name("gantry.log");
+    let mut child = spawn_gantry(&config, &tariff_dir, &log);
+    wait_for(&mut child, &log, "a failed landing", || {
+        log_text(&log).contains("batches not landed; retrying")
+    });
+    sigterm(&child);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "exited on the first SIGTERM without landing");
+    sigterm(&child);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < STUCK_AFTER,
+            "the second SIGTERM was ignored; see {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(75), "exit status of a stop that left batches unlanded");
+    env.exec("DROP TABLE block_landing");
+    let mut child = spawn_gantry(&config, &tariff_dir, &log);
+    assert!(child.wait().unwrap().success(), "the restart failed; see {}", log.display());
+    env.assert_settled_exactly_once(&traffic.tally);
+}
+
+/// A graceful stop (one SIGTERM, mid-run) lands what is in flight and checkpoints each
+/// partition after its last batch, so the restart replays nothing; the end result is exact.
+/// Checkpoints are otherwise far apart here (every 1,000 batches), so before the fix the
+/// restart replayed every batch of the first run.
+#[test]
+fn a_graceful_stop_leaves_nothing_to_replay() {
+    let env = Env::new("graceful", 2);
+    let net = Network::new(59, 300, 8);
+    let tariff_dir = std::env::temp_dir().join(format!("gantry-graceful-{}", env.cfg.database));
+    net.write_tariff_dir(&tariff_dir).unwrap();
+    let mut traffic = traffic(&net, 61);
+    env.produce_traffic(&mut traffic, u64::MAX);
+    let config = env.write_config(
+        "exit_when_idle_ms = 2000\nsession_timeout_ms = 6000\nbatch_rows_max = 5000\ncheckpoint_every_batches = 1000\n",
+    );
+    let log = config.with_file_name("gantry.log");
+    let committed =
+        || env.query::<u64>("SELECT count() FROM gantry_batches WHERE phase = 'committed'")[0];
+    let mut child = spawn_gantry(&config, &tariff_dir, &log);
+    wait_for(&mut child, &log, "three committed batches", || committed() >= 3);
+    sigterm(&child);
+    assert!(child.wait().unwrap().success(), "a graceful stop failed; see {}", log.display());
+    let first_run = log_text(&log);
+    let checkpoints: Vec<u64> = env.query("SELECT count() FROM gantry_checkpoints");
+    assert!(checkpoints[0] >= 1, "no checkpoint at the stop");
+    let mut child = spawn_gantry(&config, &tariff_dir, &log);
+    assert!(child.wait().unwrap().success(), "the restart failed; see {}", log.display());
+    let restart = &log_text(&log)[first_run.len()..];
+    let recoveries: Vec<&str> =
+        restart.lines().filter(|l| l.contains("partition recovered")).collect();
+    assert_eq!(recoveries.len(), 2, "{restart}");
+    for r in recoveries {
+        assert!(r.contains("replayed=0") && r.contains("completed=0"), "the restart replayed: {r}");
+    }
+    env.assert_settled_exactly_once(&traffic.tally);
+}
