@@ -266,3 +266,33 @@ fn unknown_card_detail_is_valid_json_whatever_the_version_name() {
         })
     );
 }
+
+/// The future check takes the earlier of the Kafka timestamp and the batch's clock: a record
+/// stamped a year ahead in Kafka is still rejected against the clock; with no clock (batches
+/// journaled before it existed) only the Kafka timestamp bounds it; with neither, nothing.
+#[test]
+fn the_future_is_bounded_by_the_batch_clock_too() {
+    let set = tariffs();
+    let year_ms = 365 * 86_400_000;
+    let record = lane("F1", CARD, "G0015320030010", "2027-11-10T12:00:00", 1);
+    let cpc =
+        record.replace(r#""mediaType":1,"cpuCardId":"32011820220000123456""#, r#""mediaType":2"#);
+    let cases = [
+        // (Kafka timestamp, batch clock) → rejected time_in_future?
+        (Some(TS + year_ms), gantry_core::engine::NO_CLOCK_MS, false),
+        (Some(TS + year_ms), TS, true),
+        (Some(TS), TS + year_ms, true),
+        (None, TS, true),
+        (None, gantry_core::engine::NO_CLOCK_MS, false),
+    ];
+    for (i, (kafka_ts, clock, rejected)) in cases.into_iter().enumerate() {
+        let mut engine = Engine::new(EngineConfig::default());
+        engine.set_clock_ms(clock);
+        let mut out = Batch::new();
+        let src = Source { timestamp_ms: kafka_ts, ..src(Topic::LaneTx, 0) };
+        engine.lane_message(&set, cpc.as_bytes(), src, &mut out);
+        let in_future = out.rejects.iter().any(|r| r.reason == "time_in_future");
+        assert_eq!(in_future, rejected, "case {i}");
+        assert_eq!(out.settlements.len(), usize::from(!rejected), "case {i}");
+    }
+}
