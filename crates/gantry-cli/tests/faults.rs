@@ -218,3 +218,43 @@ fn a_graceful_stop_leaves_nothing_to_replay() {
     }
     env.assert_settled_exactly_once(&traffic.tally);
 }
+
+/// A materialized view on `settlements` fails for a while — each INSERT writes the table's
+/// part, then errors — as a rollup's "too many parts" would. The retries skip `settlements`
+/// (its rows are there) and write the rest; since Gantry writes the rollups itself, tagged
+/// per batch like every other table, the rollups still hold each batch exactly once. Before,
+/// the rollups were materialized views on the same INSERT, and `customer_usage_daily` lost
+/// the batches whose INSERT failed after their views' parts were (or were not) written.
+#[test]
+fn a_view_failing_after_its_source_leaves_every_table_exact() {
+    let env = Env::new("failing_view", 2);
+    let net = Network::new(67, 300, 8);
+    let tariff_dir = std::env::temp_dir().join(format!("gantry-view-{}", env.cfg.database));
+    net.write_tariff_dir(&tariff_dir).unwrap();
+    let mut traffic = traffic(&net, 71);
+    env.produce_traffic(&mut traffic, u64::MAX);
+    env.exec(
+        "CREATE MATERIALIZED VIEW failing_view ENGINE = Memory AS SELECT throwIf(count() > 0) AS failed FROM settlements",
+    );
+    let cfg = env.cfg.clone();
+    let set = TariffStore::load_root(&tariff_dir, cfg.network_utc_offset_min).unwrap();
+    let run = std::thread::spawn(move || {
+        gantry_pipeline::run(cfg, Arc::new(TariffStore::new(set)), Arc::new(AtomicBool::new(false)))
+    });
+    // Until the first failed INSERTs have left their parts in `settlements`, then a little.
+    let started = Instant::now();
+    while env.query::<u64>("SELECT count() FROM settlements")[0] == 0 {
+        assert!(started.elapsed() < STUCK_AFTER, "no failed INSERT seen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    env.exec("DROP TABLE failing_view");
+    run.join().unwrap().expect("gantry run");
+    // Each landing attempt journals its batches as planned again: more planned rows than
+    // committed ones are the failed attempts.
+    let (planned, committed): (u64, u64) = env.query(
+        "SELECT countIf(phase = 'planned'), countIf(phase = 'committed') FROM gantry_batches",
+    )[0];
+    assert!(planned > committed, "no INSERT failed ({planned} planned, {committed} committed)");
+    env.assert_settled_exactly_once(&traffic.tally);
+}

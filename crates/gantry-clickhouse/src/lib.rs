@@ -20,7 +20,8 @@ pub mod schema;
 
 use clickhouse::{Client, Compression, Row};
 use gantry_core::output::{
-    Batch, Counts, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow, StatusRow, Topic,
+    Batch, ClearingRow, Counts, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow,
+    StatusRow, Topic, UsageRow,
 };
 use serde::{Deserialize, Serialize};
 
@@ -217,6 +218,9 @@ impl Store {
             .with_validation(false)
             .with_compression(Compression::None);
         root.query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database)).execute().await?;
+        for object in schema::DROPPED {
+            self.queries.query(&format!("DROP TABLE IF EXISTS {object}")).execute().await?;
+        }
         for stmt in schema::STATEMENTS {
             self.queries.query(stmt.sql).execute().await?;
         }
@@ -455,7 +459,7 @@ pub struct BatchToWrite<'a> {
 pub use rows::{ColumnList, OUTPUT_TABLES};
 
 /// Rows per output table of a batch, in the order tables are written.
-pub fn table_rows(b: &Batch) -> [(&'static str, usize); 6] {
+pub fn table_rows(b: &Batch) -> [(&'static str, usize); 8] {
     let rows = [
         b.settlements.len(),
         b.splits.len(),
@@ -463,6 +467,8 @@ pub fn table_rows(b: &Batch) -> [(&'static str, usize); 6] {
         b.rejects.len(),
         b.duplicates.len(),
         b.status.len(),
+        b.clearing.len(),
+        b.usage.len(),
     ];
     std::array::from_fn(|i| (OUTPUT_TABLES[i].0, rows[i]))
 }
@@ -488,13 +494,26 @@ use gantry_core::hint::prefetch;
 /// Each output table's `ORDER BY` columns, which the key functions below compare in this
 /// order (a `DateTime` as whole seconds). Tests hold this list to the schema, and the blocks
 /// `encode_batches` writes to this order.
-pub const SORT_KEYS: [(&str, &[&str]); 6] = [
+pub const SORT_KEYS: [(&str, &[&str]); 8] = [
     ("settlements", &["trade_date", "trade_id"]),
     ("settlement_splits", &["trade_date", "owner_id", "interval_id"]),
     ("ledger", &["customer_id", "card_id", "time"]),
     ("rejects", &["reason", "time"]),
     ("duplicates", &["time", "trade_id"]),
     ("status_list", &["card_id", "time"]),
+    (
+        "clearing_daily",
+        &[
+            "trade_date",
+            "owner_id",
+            "issuer_id",
+            "vehicle_type",
+            "media_type",
+            "gantry_partition",
+            "batch_seq",
+        ],
+    ),
+    ("customer_usage_daily", &["day", "customer_id", "card_id", "gantry_partition", "batch_seq"]),
 ];
 
 fn secs(ms: i64) -> i64 {
@@ -513,7 +532,8 @@ trait OutputTable: Sized {
     where
         Self: 'b;
     fn rows(b: &Batch) -> &[Self];
-    fn key<'b>(&'b self, b: &'b Batch) -> Self::Key<'b>;
+    /// The full key; `tag` is the row's batch (part of the rollups' keys).
+    fn key<'b>(&'b self, b: &'b Batch, tag: Tag) -> Self::Key<'b>;
     fn prefix(&self, b: &Batch) -> (order::Prefix, bool);
     /// A text near the start of the row's texts in its arena (they were pushed together).
     fn text(&self) -> gantry_core::output::Text;
@@ -527,7 +547,7 @@ impl OutputTable for Settlement {
     fn rows(b: &Batch) -> &[Self] {
         &b.settlements
     }
-    fn key<'b>(&'b self, b: &'b Batch) -> Self::Key<'b> {
+    fn key<'b>(&'b self, b: &'b Batch, _: Tag) -> Self::Key<'b> {
         (self.trade_day, b.text_bytes(self.trade_id))
     }
     fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
@@ -548,7 +568,7 @@ impl OutputTable for SplitRow {
     fn rows(b: &Batch) -> &[Self] {
         &b.splits
     }
-    fn key<'b>(&'b self, b: &'b Batch) -> Self::Key<'b> {
+    fn key<'b>(&'b self, b: &'b Batch, _: Tag) -> Self::Key<'b> {
         (self.trade_day, b.text_bytes(self.owner_id), b.text_bytes(self.interval_id))
     }
     fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
@@ -573,7 +593,7 @@ impl OutputTable for LedgerRow {
     fn rows(b: &Batch) -> &[Self] {
         &b.ledger
     }
-    fn key<'b>(&'b self, b: &'b Batch) -> Self::Key<'b> {
+    fn key<'b>(&'b self, b: &'b Batch, _: Tag) -> Self::Key<'b> {
         (b.text_bytes(self.customer_id), b.text_bytes(self.card_id), secs(self.time_ms))
     }
     fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
@@ -601,7 +621,7 @@ impl OutputTable for RejectRow {
     fn rows(b: &Batch) -> &[Self] {
         &b.rejects
     }
-    fn key<'b>(&'b self, _: &'b Batch) -> Self::Key<'b> {
+    fn key<'b>(&'b self, _: &'b Batch, _: Tag) -> Self::Key<'b> {
         (self.reason, secs(self.time_ms))
     }
     fn prefix(&self, _: &Batch) -> (order::Prefix, bool) {
@@ -622,7 +642,7 @@ impl OutputTable for DuplicateRow {
     fn rows(b: &Batch) -> &[Self] {
         &b.duplicates
     }
-    fn key<'b>(&'b self, b: &'b Batch) -> Self::Key<'b> {
+    fn key<'b>(&'b self, b: &'b Batch, _: Tag) -> Self::Key<'b> {
         (secs(self.time_ms), b.text_bytes(self.id))
     }
     fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
@@ -643,7 +663,7 @@ impl OutputTable for StatusRow {
     fn rows(b: &Batch) -> &[Self] {
         &b.status
     }
-    fn key<'b>(&'b self, b: &'b Batch) -> Self::Key<'b> {
+    fn key<'b>(&'b self, b: &'b Batch, _: Tag) -> Self::Key<'b> {
         (b.text_bytes(self.card_id), secs(self.time_ms))
     }
     fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
@@ -654,6 +674,64 @@ impl OutputTable for StatusRow {
     }
     fn encode(&self, b: &Batch, _: &TopicNames, tag: Tag, out: &mut Columns) {
         status_row(b, self, tag, out)
+    }
+}
+
+impl OutputTable for ClearingRow {
+    const NAME: &'static str = "clearing_daily";
+    const COLUMNS: ColumnList = CLEARING_COLUMNS;
+    type Key<'b> = (i32, &'b [u8], &'b [u8], u8, u8, u16, u64);
+    fn rows(b: &Batch) -> &[Self] {
+        &b.clearing
+    }
+    fn key<'b>(&'b self, b: &'b Batch, tag: Tag) -> Self::Key<'b> {
+        let (owner, issuer) = (b.text_bytes(self.owner_id), b.text_bytes(self.issuer_id));
+        let (p, seq) = (tag.gantry_partition, tag.batch_seq);
+        (self.trade_day, owner, issuer, self.vehicle_type, self.media_type, p, seq)
+    }
+    fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
+        KeyBytes::new()
+            .int(self.trade_day as i64, 4)
+            .text(b.text_bytes(self.owner_id), 12)
+            .text(b.text_bytes(self.issuer_id), 6)
+            .int(self.vehicle_type as i64, 2)
+            .int(self.media_type as i64, 2)
+            // The tag is the rest of the key; it does not fit (this closes the prefix).
+            .int(0, 8)
+            .finish()
+    }
+    fn text(&self) -> gantry_core::output::Text {
+        self.owner_id
+    }
+    fn encode(&self, b: &Batch, _: &TopicNames, tag: Tag, out: &mut Columns) {
+        clearing_row(b, self, tag, out)
+    }
+}
+
+impl OutputTable for UsageRow {
+    const NAME: &'static str = "customer_usage_daily";
+    const COLUMNS: ColumnList = USAGE_COLUMNS;
+    type Key<'b> = (i32, &'b [u8], &'b [u8], u16, u64);
+    fn rows(b: &Batch) -> &[Self] {
+        &b.usage
+    }
+    fn key<'b>(&'b self, b: &'b Batch, tag: Tag) -> Self::Key<'b> {
+        let (p, seq) = (tag.gantry_partition, tag.batch_seq);
+        (self.day, b.text_bytes(self.customer_id), b.text_bytes(self.card_id), p, seq)
+    }
+    fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
+        KeyBytes::new()
+            .int(self.day as i64, 4)
+            .text(b.text_bytes(self.customer_id), 11)
+            .text(b.text_bytes(self.card_id), 17)
+            .int(0, 8)
+            .finish()
+    }
+    fn text(&self) -> gantry_core::output::Text {
+        self.customer_id
+    }
+    fn encode(&self, b: &Batch, _: &TopicNames, tag: Tag, out: &mut Columns) {
+        usage_row(b, self, tag, out)
     }
 }
 
@@ -687,6 +765,8 @@ pub fn encode_batches(
     add(encode_table::<RejectRow>(batches, topics, &include, &mut refs));
     add(encode_table::<DuplicateRow>(batches, topics, &include, &mut refs));
     add(encode_table::<StatusRow>(batches, topics, &include, &mut refs));
+    add(encode_table::<ClearingRow>(batches, topics, &include, &mut refs));
+    add(encode_table::<UsageRow>(batches, topics, &include, &mut refs));
     tables
 }
 
@@ -720,8 +800,8 @@ fn encode_table<T: OutputTable>(
             r.prefix(b)
         },
         |a, c| {
-            let ((ba, ra, _), (bc, rc, _)) = (row(a), row(c));
-            ra.key(ba).cmp(&rc.key(bc))
+            let ((ba, ra, ta), (bc, rc, tc)) = (row(a), row(c));
+            ra.key(ba, ta).cmp(&rc.key(bc, tc))
         },
     );
     let mut columns = Columns::new(T::COLUMNS, refs.len());
@@ -855,6 +935,8 @@ mod tests {
             time_ms: 1_794_000_002_000,
             source: src(Topic::AccountEvents, 3),
         });
+        a.roll_up();
+        b.roll_up();
         (a, b)
     }
 
@@ -1001,6 +1083,8 @@ mod tests {
                 Topic::AccountEvents => engine.account_message(m.value, src, out),
             }
         }
+        a.roll_up();
+        b.roll_up();
         (a, b)
     }
 
@@ -1022,7 +1106,7 @@ mod tests {
         let tables = encode_batches(&batches, &topics, |_, _| true);
         assert_eq!(
             tables.iter().map(|t| t.name).collect::<Vec<_>>(),
-            ["settlements", "settlement_splits", "ledger", "rejects", "duplicates", "status_list"]
+            OUTPUT_TABLES.map(|(t, _)| t)
         );
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/native");
         let bless = std::env::var_os("GANTRY_BLESS_NATIVE").is_some();

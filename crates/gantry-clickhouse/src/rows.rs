@@ -21,13 +21,14 @@
 //! and on current ClickHouse (`tests/sql_compat.py`, through chdb).
 
 use gantry_core::output::{
-    Batch, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow, StatusRow,
+    Batch, ClearingRow, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow, StatusRow,
+    UsageRow,
 };
 
 use crate::TopicNames;
 
 /// The batch that wrote a row.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Tag {
     pub gantry_partition: u16,
     pub batch_seq: u64,
@@ -396,14 +397,70 @@ pub(crate) const STATUS_COLUMNS: ColumnList = &[
 
 /// Every table Gantry writes rows to, with the columns of its Native blocks, in the order
 /// tables are written.
-pub const OUTPUT_TABLES: [(&str, ColumnList); 6] = [
+pub const OUTPUT_TABLES: [(&str, ColumnList); 8] = [
     ("settlements", SETTLEMENT_COLUMNS),
     ("settlement_splits", SPLIT_COLUMNS),
     ("ledger", LEDGER_COLUMNS),
     ("rejects", REJECT_COLUMNS),
     ("duplicates", DUPLICATE_COLUMNS),
     ("status_list", STATUS_COLUMNS),
+    ("clearing_daily", CLEARING_COLUMNS),
+    ("customer_usage_daily", USAGE_COLUMNS),
 ];
+
+pub(crate) const CLEARING_COLUMNS: ColumnList = &[
+    ("trade_date", "Date"),
+    ("owner_id", "String"),
+    ("issuer_id", "String"),
+    ("vehicle_type", "UInt8"),
+    ("media_type", "UInt8"),
+    ("n", "UInt64"),
+    ("pay_fee", "Int64"),
+    ("discount_fee", "Int64"),
+    ("fee", "Int64"),
+    ("gantry_partition", "UInt16"),
+    ("batch_seq", "UInt64"),
+];
+
+pub(crate) fn clearing_row(b: &Batch, r: &ClearingRow, t: Tag, c: &mut Columns) {
+    c.row()
+        .u16(date(r.trade_day as i64))
+        .str(b.text_bytes(r.owner_id))
+        .str(b.text_bytes(r.issuer_id))
+        .u8(r.vehicle_type)
+        .u8(r.media_type)
+        .u64(r.n)
+        .i64(r.pay_fee)
+        .i64(r.discount_fee)
+        .i64(r.fee)
+        .tag(t);
+}
+
+pub(crate) const USAGE_COLUMNS: ColumnList = &[
+    ("day", "Date"),
+    ("customer_id", "String"),
+    ("card_id", "String"),
+    ("trips", "UInt64"),
+    ("fee", "Int64"),
+    ("discount_fee", "Int64"),
+    ("topups", "UInt64"),
+    ("topup_amount", "Int64"),
+    ("gantry_partition", "UInt16"),
+    ("batch_seq", "UInt64"),
+];
+
+pub(crate) fn usage_row(b: &Batch, r: &UsageRow, t: Tag, c: &mut Columns) {
+    c.row()
+        .u16(date(r.day as i64))
+        .str(b.text_bytes(r.customer_id))
+        .str(b.text_bytes(r.card_id))
+        .u64(r.trips)
+        .i64(r.fee)
+        .i64(r.discount_fee)
+        .u64(r.topups)
+        .i64(r.topup_amount)
+        .tag(t);
+}
 
 pub(crate) fn status_row(b: &Batch, s: &StatusRow, t: Tag, c: &mut Columns) {
     c.row()

@@ -5,7 +5,9 @@
 //! (`tests/sql_compat.py` runs the same files, in file-name order, on current ClickHouse).
 //! Tables are unpartitioned MergeTrees on purpose: one INSERT is then one part, which is what
 //! makes a batch's rows in a table all-or-nothing (see ARCHITECTURE.md, "exactly once").
-//! Every output row carries `(gantry_partition, batch_seq)`: the batch that wrote it.
+//! Every output row carries `(gantry_partition, batch_seq)`: the batch that wrote it. The
+//! rollups too: Gantry writes them per batch (no materialized views), so a batch is in a
+//! rollup wholly or not at all, like in its source; a query sums a rollup's rows.
 
 /// One DDL statement: the table or view it creates, its file and its text.
 #[derive(Clone, Copy, Debug)]
@@ -30,10 +32,7 @@ pub const STATEMENTS: &[Statement] = statements![
     ("duplicates", "05_duplicates.sql"),
     ("status_list", "06_status_list.sql"),
     ("clearing_daily", "07_clearing_daily.sql"),
-    ("clearing_daily_mv", "08_clearing_daily_mv.sql"),
     ("customer_usage_daily", "09_customer_usage_daily.sql"),
-    ("customer_usage_trips_mv", "10_customer_usage_trips_mv.sql"),
-    ("customer_usage_topups_mv", "11_customer_usage_topups_mv.sql"),
     ("gantry_batches", "12_gantry_batches.sql"),
     ("gantry_checkpoints", "13_gantry_checkpoints.sql"),
 ];
@@ -49,8 +48,19 @@ pub struct AddedColumn {
 }
 
 /// Every column added since the first release, oldest first.
-pub const ADDED_COLUMNS: &[AddedColumn] =
-    &[AddedColumn { table: "gantry_batches", column: "clock_ms", definition: "Int64" }];
+pub const ADDED_COLUMNS: &[AddedColumn] = &[
+    AddedColumn { table: "gantry_batches", column: "clock_ms", definition: "Int64" },
+    AddedColumn { table: "clearing_daily", column: "gantry_partition", definition: "UInt16" },
+    AddedColumn { table: "clearing_daily", column: "batch_seq", definition: "UInt64" },
+    AddedColumn { table: "customer_usage_daily", column: "gantry_partition", definition: "UInt16" },
+    AddedColumn { table: "customer_usage_daily", column: "batch_seq", definition: "UInt64" },
+];
+
+/// Objects of earlier releases that must not exist any more, dropped by `gantry schema
+/// apply` before anything else: the materialized views that filled the rollups before
+/// Gantry wrote them itself (left in place, they would count every row twice).
+pub const DROPPED: &[&str] =
+    &["clearing_daily_mv", "customer_usage_trips_mv", "customer_usage_topups_mv"];
 
 /// The statement that creates `object`.
 pub fn statement(object: &str) -> Option<&'static Statement> {

@@ -241,6 +241,62 @@ impl PartialEq for BatchId {
     }
 }
 
+/// A row of `clearing_daily`: one batch's splits summed per (day, owner, issuer, class,
+/// medium). Gantry writes the rollups itself, tagged with their batch like every other row,
+/// so a batch is in a rollup wholly or not at all, as in its source table (a materialized
+/// view could fail after its source's part was written, and a retry could not tell).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClearingRow {
+    pub trade_day: i32,
+    pub owner_id: Text,
+    pub issuer_id: Text,
+    pub vehicle_type: u8,
+    pub media_type: u8,
+    /// Unit passages.
+    pub n: u64,
+    pub pay_fee: i64,
+    pub discount_fee: i64,
+    pub fee: i64,
+}
+
+/// A row of `customer_usage_daily`: one batch's ETC trips and top-ups summed per (day,
+/// customer, card). See [`ClearingRow`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UsageRow {
+    pub day: i32,
+    pub customer_id: Text,
+    pub card_id: Text,
+    pub trips: u64,
+    pub fee: i64,
+    pub discount_fee: i64,
+    pub topups: u64,
+    pub topup_amount: i64,
+}
+
+/// Rows summed by key, in the order their keys first appear.
+struct Rollup<K, R> {
+    index: hashbrown::HashMap<K, usize>,
+    rows: Vec<R>,
+}
+
+impl<K, R> Default for Rollup<K, R> {
+    fn default() -> Self {
+        Rollup { index: hashbrown::HashMap::new(), rows: Vec::new() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, R> Rollup<K, R> {
+    /// The row of `key`, made by `new` the first time.
+    fn row(&mut self, key: K, new: impl FnOnce() -> R) -> &mut R {
+        let rows = &mut self.rows;
+        let i = *self.index.entry(key).or_insert_with(|| {
+            rows.push(new());
+            rows.len() - 1
+        });
+        &mut self.rows[i]
+    }
+}
+
 #[derive(Default, Debug, PartialEq)]
 pub struct Batch {
     /// Changes whenever the arenas are emptied, so text ranges cached for reuse (see
@@ -254,6 +310,9 @@ pub struct Batch {
     pub rejects: Vec<RejectRow>,
     pub duplicates: Vec<DuplicateRow>,
     pub status: Vec<StatusRow>,
+    /// The rollups of this batch's rows, filled by [`Batch::roll_up`] when it closes.
+    pub clearing: Vec<ClearingRow>,
+    pub usage: Vec<UsageRow>,
     pub counts: Counts,
 }
 
@@ -274,6 +333,8 @@ impl Batch {
             rejects: Vec::with_capacity(records / 50 + 16),
             duplicates: Vec::with_capacity(records / 20 + 16),
             status: Vec::with_capacity(records / 20 + 16),
+            clearing: Vec::new(),
+            usage: Vec::new(),
             counts: Counts::default(),
         }
     }
@@ -288,7 +349,69 @@ impl Batch {
         self.rejects.clear();
         self.duplicates.clear();
         self.status.clear();
+        self.clearing.clear();
+        self.usage.clear();
         self.counts = Counts::default();
+    }
+
+    /// Fills the rollups from this batch's rows: `clearing_daily` from the splits,
+    /// `customer_usage_daily` from the ETC settlements and the top-ups in the ledger (what
+    /// materialized views used to compute, now per batch). A pure function of the rows, so a
+    /// replayed batch rolls up the same; called once, when the batch closes.
+    pub fn roll_up(&mut self) {
+        debug_assert!(self.clearing.is_empty() && self.usage.is_empty(), "rolled up twice");
+        let (clearing, usage) = self.rollups();
+        self.clearing = clearing;
+        self.usage = usage;
+    }
+
+    fn rollups(&self) -> (Vec<ClearingRow>, Vec<UsageRow>) {
+        let mut clearing = Rollup::default();
+        for s in &self.splits {
+            let owner = self.text_bytes(s.owner_id);
+            let key =
+                (s.trade_day, owner, self.text_bytes(s.issuer_id), s.vehicle_type, s.media_type);
+            let r = clearing.row(key, || ClearingRow {
+                trade_day: s.trade_day,
+                owner_id: s.owner_id,
+                issuer_id: s.issuer_id,
+                vehicle_type: s.vehicle_type,
+                media_type: s.media_type,
+                n: 0,
+                pay_fee: 0,
+                discount_fee: 0,
+                fee: 0,
+            });
+            r.n += 1;
+            r.pay_fee += s.pay_fee;
+            r.discount_fee += s.discount_fee;
+            r.fee += s.fee;
+        }
+        let mut usage = Rollup::default();
+        let usage_row = |day, customer_id, card_id| UsageRow {
+            day,
+            customer_id,
+            card_id,
+            trips: 0,
+            fee: 0,
+            discount_fee: 0,
+            topups: 0,
+            topup_amount: 0,
+        };
+        for s in self.settlements.iter().filter(|s| s.card_id.len > 0) {
+            let key = (s.trade_day, self.text_bytes(s.customer_id), self.text_bytes(s.card_id));
+            let r = usage.row(key, || usage_row(s.trade_day, s.customer_id, s.card_id));
+            r.trips += 1;
+            r.fee += s.fee;
+            r.discount_fee += s.discount_fee;
+        }
+        for l in self.ledger.iter().filter(|l| l.kind == EntryKind::Topup) {
+            let key = (l.entry_day, self.text_bytes(l.customer_id), self.text_bytes(l.card_id));
+            let r = usage.row(key, || usage_row(l.entry_day, l.customer_id, l.card_id));
+            r.topups += 1;
+            r.topup_amount += l.amount;
+        }
+        (clearing.rows, usage.rows)
     }
 
     /// This filling of the batch (see [`BatchId`]).

@@ -698,6 +698,9 @@ impl Worker {
         checkpoint: Option<Vec<u8>>,
         clock_ms: i64,
     ) -> (LandingJob, tokio::sync::oneshot::Receiver<Batch>) {
+        let mut batch = batch;
+        // The rollups are rows of the batch like any other (see `Batch::roll_up`).
+        batch.roll_up();
         let (done, landed) = tokio::sync::oneshot::channel();
         (
             LandingJob {

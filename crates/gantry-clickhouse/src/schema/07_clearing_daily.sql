@@ -7,5 +7,7 @@ CREATE TABLE IF NOT EXISTS clearing_daily (
     n UInt64,
     pay_fee Int64,
     discount_fee Int64,
-    fee Int64
-) ENGINE = SummingMergeTree() ORDER BY (trade_date, owner_id, issuer_id, vehicle_type, media_type)
+    fee Int64,
+    gantry_partition UInt16,
+    batch_seq UInt64
+) ENGINE = MergeTree() ORDER BY (trade_date, owner_id, issuer_id, vehicle_type, media_type, gantry_partition, batch_seq)

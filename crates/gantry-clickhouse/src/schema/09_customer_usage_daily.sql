@@ -6,5 +6,7 @@ CREATE TABLE IF NOT EXISTS customer_usage_daily (
     fee Int64,
     discount_fee Int64,
     topups UInt64,
-    topup_amount Int64
-) ENGINE = SummingMergeTree() ORDER BY (day, customer_id, card_id)
+    topup_amount Int64,
+    gantry_partition UInt16,
+    batch_seq UInt64
+) ENGINE = MergeTree() ORDER BY (day, customer_id, card_id, gantry_partition, batch_seq)
