@@ -108,6 +108,22 @@ impl BatchRecord {
     }
 }
 
+/// A row of `gantry_owners`: who took partition `gantry_partition` at `epoch`.
+#[derive(Clone, Debug, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OwnerRecord {
+    pub gantry_partition: u16,
+    pub epoch: u64,
+    pub instance: String,
+    pub taken_at: u32,
+}
+
+/// A partition taken: the epoch this owner writes under, and who owned it before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ownership {
+    pub epoch: u64,
+    pub previous: Option<String>,
+}
+
 pub const PHASE_PLANNED: &str = "planned";
 pub const PHASE_COMMITTED: &str = "committed";
 
@@ -295,6 +311,8 @@ impl Store {
     pub async fn plan_batches(&self, batches: &[JournalEntry], instance: &str) -> Result<()> {
         let planned = Counts::default();
         self.insert_records(
+            PHASE_PLANNED,
+            batches,
             batches.iter().map(|b| Self::batch_record(b, PHASE_PLANNED, &planned, instance)),
         )
         .await
@@ -304,13 +322,25 @@ impl Store {
     /// counts (one part: all or none).
     pub async fn commit_batches(&self, batches: &[JournalEntry], instance: &str) -> Result<()> {
         self.insert_records(
+            PHASE_COMMITTED,
+            batches,
             batches.iter().map(|b| Self::batch_record(b, PHASE_COMMITTED, &b.counts, instance)),
         )
         .await
     }
 
-    async fn insert_records(&self, records: impl Iterator<Item = BatchRecord>) -> Result<()> {
-        let mut ins = self.inserts.insert::<BatchRecord>("gantry_batches").await?;
+    async fn insert_records(
+        &self,
+        phase: &str,
+        batches: &[JournalEntry],
+        records: impl Iterator<Item = BatchRecord>,
+    ) -> Result<()> {
+        let id = self.query_id(
+            &format!("gantry_batches:{phase}"),
+            batches.iter().map(|b| (b.partition, b.seq)),
+        );
+        let mut ins =
+            self.inserts.insert::<BatchRecord>("gantry_batches").await?.with_option("query_id", id);
         for r in records {
             ins.write(&r).await?;
         }
@@ -351,6 +381,73 @@ impl Store {
             .bind(partition)
             .fetch_optional()
             .await?)
+    }
+
+    /// Takes partition `p` for `instance`: the next epoch after every earlier owner's. The
+    /// owner of a partition is the row with the highest (epoch, instance); `None` if another
+    /// instance took the same epoch at the same moment and wins the tie (Kafka assigns a
+    /// partition to one member at a time, so this is a transient double assignment).
+    pub async fn take_ownership(&self, p: u16, instance: &str) -> Result<Option<Ownership>> {
+        let previous = self.owner_of(p).await?;
+        let epoch = previous.as_ref().map_or(1, |o| o.epoch + 1);
+        let row = OwnerRecord {
+            gantry_partition: p,
+            epoch,
+            instance: instance.to_string(),
+            taken_at: now_secs(),
+        };
+        self.insert_one("gantry_owners", &row).await?;
+        let now = self.owner_of(p).await?;
+        Ok(now
+            .filter(|o| o.epoch == epoch && o.instance == instance)
+            .map(|o| Ownership { epoch: o.epoch, previous: previous.map(|p| p.instance) }))
+    }
+
+    /// The current owner of partition `p` (highest epoch, then instance), if any.
+    pub async fn owner_of(&self, p: u16) -> Result<Option<OwnerRecord>> {
+        Ok(self
+            .queries
+            .query("SELECT ?fields FROM gantry_owners WHERE gantry_partition = ? ORDER BY epoch DESC, instance DESC LIMIT 1")
+            .bind(p)
+            .fetch_optional()
+            .await?)
+    }
+
+    /// The current epoch of each of `partitions` (0 for one never owned).
+    pub async fn epochs(&self, partitions: &[u16]) -> Result<Vec<(u16, u64)>> {
+        let list: Vec<String> = partitions.iter().map(u16::to_string).collect();
+        let sql = format!(
+            "SELECT gantry_partition, max(epoch) FROM gantry_owners WHERE gantry_partition IN ({}) GROUP BY gantry_partition",
+            if list.is_empty() { "0".to_string() } else { list.join(",") }
+        );
+        Ok(self.queries.query(&sql).fetch_all::<(u16, u64)>().await?)
+    }
+
+    /// Gantry's INSERTs still running on the server for partition `p` (by their query ids):
+    /// an earlier owner's, cut off mid-write or paused.
+    pub async fn running_inserts(&self, p: u16) -> Result<u64> {
+        Ok(self
+            .queries
+            .query("SELECT count() FROM system.processes WHERE query_id LIKE ?")
+            .bind(self.partition_query_ids(p))
+            .fetch_one()
+            .await?)
+    }
+
+    /// Asks the server to stop every INSERT of Gantry's running for partition `p`. A killed
+    /// INSERT writes nothing; the caller waits until `running_inserts` is 0.
+    pub async fn kill_running_inserts(&self, p: u16) -> Result<()> {
+        self.queries
+            .query("KILL QUERY WHERE query_id LIKE ? ASYNC")
+            .bind(self.partition_query_ids(p))
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// A `LIKE` pattern of the query ids of every INSERT naming a batch of partition `p`.
+    fn partition_query_ids(&self, p: u16) -> String {
+        format!("gantry|{}|%|{p}.%", self.database)
     }
 
     /// Rows of batch `seq` in `table`.
@@ -408,18 +505,37 @@ impl Store {
         // The tables' INSERTs run concurrently: ClickHouse handles each in its own thread,
         // and one after the other left its cores idle while Gantry waited on each in turn.
         let tables = encode_batches(batches, topics, |table, i| !present.contains(&(table, i)));
-        futures_util::future::try_join_all(tables.into_iter().map(|t| self.insert_table(t)))
-            .await?;
+        let ids = batches.iter().map(|b| (b.partition, b.seq));
+        let inserts = tables.into_iter().map(|t| {
+            let id = self.query_id(t.name, ids.clone());
+            self.insert_table(t, id)
+        });
+        futures_util::future::try_join_all(inserts).await?;
         Ok(())
     }
 
-    async fn insert_table(&self, table: EncodedTable) -> Result<()> {
+    /// The `query_id` of an INSERT into `table` of `batches`: `gantry|db|table|p.k|p.k…`. The
+    /// same batches give the same id, so ClickHouse refuses a retry while the first attempt
+    /// is still running on the server (after the client gave up on it); and a new owner
+    /// finds and kills any INSERT still running for its partition by the id.
+    fn query_id(&self, table: &str, batches: impl Iterator<Item = (u16, u64)>) -> String {
+        let mut id = format!("gantry|{}|{table}", self.database);
+        for (p, k) in batches {
+            id.push_str(&format!("|{p}.{k}"));
+        }
+        id
+    }
+
+    async fn insert_table(&self, table: EncodedTable, query_id: String) -> Result<()> {
         let columns: Vec<&str> = table.columns.iter().map(|(name, _)| *name).collect();
-        let mut ins = self.inserts.insert_formatted_with(format!(
-            "INSERT INTO {} ({}) FORMAT Native",
-            table.name,
-            columns.join(", ")
-        ));
+        let mut ins = self
+            .inserts
+            .insert_formatted_with(format!(
+                "INSERT INTO {} ({}) FORMAT Native",
+                table.name,
+                columns.join(", ")
+            ))
+            .with_option("query_id", query_id);
         for piece in table.pieces {
             // A column can be megabytes; slices of it share its buffer (no copy).
             let piece = bytes::Bytes::from(piece);

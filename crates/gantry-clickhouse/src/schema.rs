@@ -35,6 +35,7 @@ pub const STATEMENTS: &[Statement] = statements![
     ("customer_usage_daily", "09_customer_usage_daily.sql"),
     ("gantry_batches", "12_gantry_batches.sql"),
     ("gantry_checkpoints", "13_gantry_checkpoints.sql"),
+    ("gantry_owners", "14_gantry_owners.sql"),
 ];
 
 /// A column added to a table after its first release: `gantry schema apply` adds it to a

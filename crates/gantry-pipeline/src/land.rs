@@ -31,7 +31,7 @@ use gantry_clickhouse::{
 };
 use gantry_core::output::Batch;
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::worker::CommitRequest;
 use crate::Shared;
@@ -58,6 +58,8 @@ pub(crate) struct LandingJob {
     pub checkpoint: Option<Vec<u8>>,
     /// The clock the batch's records were checked against, journaled with it.
     pub clock_ms: i64,
+    /// The epoch its worker owns the partition under.
+    pub epoch: u64,
     /// Where the batch (its buffers) goes back once landed.
     pub done: oneshot::Sender<Batch>,
 }
@@ -131,10 +133,21 @@ pub(crate) async fn land_group(
     jobs: Vec<LandingJob>,
     mut only_missing: bool,
 ) {
+    let mut jobs = jobs;
     let mut backoff = LANDING_RETRY_FIRST;
     loop {
         match try_land(shared, &jobs, only_missing).await {
             Ok(()) => break,
+            Err(crate::PipelineError::Fenced(lost)) => {
+                // Another instance owns these now: their batches are dropped unwritten (their
+                // workers see the landing fail and stop); the rest of the group goes on.
+                error!(partitions = ?lost, "partitions taken over by another instance; dropping their batches");
+                jobs.retain(|j| !lost.contains(&j.partition));
+                only_missing = true;
+                if jobs.is_empty() {
+                    return;
+                }
+            }
             Err(e) => {
                 let batches: Vec<(i32, u64)> = jobs.iter().map(|j| (j.partition, j.seq)).collect();
                 warn!(?batches, error = %e, "batches not landed; retrying");
@@ -188,8 +201,31 @@ fn debug_check_group(jobs: &[LandingJob]) {
     }
 }
 
+/// Fails with [`crate::PipelineError::Fenced`] naming every partition of the group that
+/// another instance has taken (a higher epoch than its job's). Called right before each
+/// write of a landing, so an instance that lost a partition — paused past its session
+/// timeout, cut off from the broker — writes nothing more for it.
+async fn check_fences(shared: &Shared, jobs: &[LandingJob]) -> crate::Result<()> {
+    let partitions: Vec<u16> = jobs.iter().map(|j| j.partition as u16).collect();
+    let epochs = shared.store.epochs(&partitions).await?;
+    let lost: Vec<i32> = jobs
+        .iter()
+        .filter(|j| {
+            let now = epochs.iter().find(|(p, _)| *p as i32 == j.partition).map_or(0, |e| e.1);
+            now > j.epoch
+        })
+        .map(|j| j.partition)
+        .collect();
+    if lost.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::PipelineError::Fenced(lost))
+    }
+}
+
 async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> crate::Result<()> {
     debug_check_group(jobs);
+    check_fences(shared, jobs).await?;
     let journal: Vec<JournalEntry> = jobs
         .iter()
         .map(|j| JournalEntry {
@@ -201,6 +237,7 @@ async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> c
         })
         .collect();
     shared.store.plan_batches(&journal, &shared.cfg.instance).await?;
+    check_fences(shared, jobs).await?;
     let batches: Vec<BatchToWrite> = jobs
         .iter()
         .map(|j| BatchToWrite { partition: j.partition as u16, seq: j.seq, batch: &j.batch })
@@ -221,7 +258,9 @@ async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> c
             status.push((card_id.to_string(), message.to_json(), st.time_ms));
         }
     }
+    check_fences(shared, jobs).await?;
     shared.status.send_all(&status).await?;
+    check_fences(shared, jobs).await?;
     shared.store.commit_batches(&journal, &shared.cfg.instance).await?;
     Ok(())
 }

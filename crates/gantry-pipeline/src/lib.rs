@@ -37,6 +37,13 @@ pub enum PipelineError {
     ReplayMismatch { partition: i32, seq: u64, detail: String },
     #[error("worker of partition {0} failed: {1}")]
     Worker(i32, String),
+    /// Another instance has taken these partitions (a higher epoch in `gantry_owners`):
+    /// this one must not write for them any more.
+    #[error("partitions {0:?} were taken over by another instance: not writing for them")]
+    Fenced(Vec<i32>),
+    /// Another instance took the same epoch of the partition at the same moment and won.
+    #[error("partition {0} was taken by another instance at the same epoch")]
+    LostTakeover(i32),
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),
 }
@@ -51,6 +58,8 @@ impl PipelineError {
                 !matches!(e, gantry_kafka::KafkaIoError::NotCopartitioned { .. })
             }
             PipelineError::RdKafka(_) | PipelineError::Store(_) => true,
+            PipelineError::LostTakeover(_) => true,
+            PipelineError::Fenced(_) => false,
             PipelineError::State { .. }
             | PipelineError::ReplayMismatch { .. }
             | PipelineError::Worker(..)
@@ -112,6 +121,13 @@ pub struct PipelineConfig {
     /// landed then is re-read on restart, exactly as after a crash. 25 s: inside Kubernetes'
     /// default 30 s grace period, so Gantry's own exit, with its log line, comes first.
     pub stop_timeout_ms: u64,
+    /// How long a new owner of a partition taken from another instance waits after it
+    /// records its epoch, before it kills what is still running for the partition and reads
+    /// the journal: longer than an old owner can take between its last ownership check and
+    /// the write that check guards (it checks right before each write, so milliseconds,
+    /// unless the process is paused in exactly that gap — the timing assumption; see
+    /// ARCHITECTURE.md, "Fencing").
+    pub fence_grace_ms: u64,
     /// Kafka group session timeout: after a crash, the dead instance's partitions sit idle
     /// this long before another member gets them. 10 s fails over quickly while riding out
     /// a pause of a few seconds (a long ClickHouse stall does not stop heartbeats, which
@@ -147,6 +163,7 @@ impl Default for PipelineConfig {
             instance: std::env::var("HOSTNAME").unwrap_or_else(|_| "gantry".into()),
             session_timeout_ms: 10_000,
             stop_timeout_ms: 25_000,
+            fence_grace_ms: 2_000,
         }
     }
 }

@@ -202,7 +202,32 @@ pub(crate) struct Worker {
     checkpointed_seq: u64,
     /// The open batch's clock (see `open_batch`).
     batch_clock_ms: i64,
+    /// The epoch this worker owns the partition under (`gantry_owners`); every write it
+    /// hands the lander is checked against the partition's current epoch first.
+    epoch: u64,
 }
+
+/// Takes partition `p` for this instance (the next epoch in `gantry_owners`), then makes
+/// sure no earlier owner can still write: after `fence_grace_ms` — if the partition was
+/// another instance's — every INSERT still running for it is killed and waited out. Only
+/// then does recovery read the journal (ARCHITECTURE.md, "Fencing").
+async fn take_over(shared: &Shared, p: i32) -> Result<u64> {
+    let store = &shared.store;
+    let taken = store.take_ownership(p as u16, &shared.cfg.instance).await?;
+    let Some(ownership) = taken else { return Err(PipelineError::LostTakeover(p)) };
+    if ownership.previous.as_deref().is_some_and(|prev| prev != shared.cfg.instance) {
+        tokio::time::sleep(Duration::from_millis(shared.cfg.fence_grace_ms)).await;
+    }
+    while store.running_inserts(p as u16).await? > 0 {
+        store.kill_running_inserts(p as u16).await?;
+        tokio::time::sleep(KILL_WAIT).await;
+    }
+    info!(partition = p, epoch = ownership.epoch, previous = ?ownership.previous, "partition taken");
+    Ok(ownership.epoch)
+}
+
+/// How often a new owner looks again for killed INSERTs to be gone.
+const KILL_WAIT: Duration = Duration::from_millis(100);
 
 impl Worker {
     /// Restores the partition's state (checkpoint + replay of later batches + completion of
@@ -213,6 +238,7 @@ impl Worker {
         commits: std::sync::mpsc::Sender<CommitRequest>,
     ) -> Result<Worker> {
         let rt = tokio::runtime::Handle::current();
+        let epoch = rt.block_on(take_over(&shared, partition))?;
         let reader = RangeReader::new(&shared.cfg.brokers)?;
         let start = rt.block_on(Self::starting_point(&shared, &reader, partition))?;
         let mut w = Worker {
@@ -233,6 +259,7 @@ impl Worker {
             spare: None,
             checkpointed_seq: start.seq,
             batch_clock_ms: NO_CLOCK_MS,
+            epoch,
         };
         let journal = rt.block_on(w.shared.store.batches_after(partition as u16, w.seq))?;
         let (mut replayed, mut completed) = (0, 0);
@@ -710,6 +737,7 @@ impl Worker {
                 batch,
                 checkpoint,
                 clock_ms,
+                epoch: self.epoch,
                 done,
             },
             landed,
