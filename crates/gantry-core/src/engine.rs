@@ -158,9 +158,10 @@ impl BatchText {
 }
 
 impl TariffTexts {
+    /// The entry of `v` in `versions`, made if it is not there.
     #[inline]
-    fn version(&mut self, v: &TariffVersion) -> &mut VersionTexts {
-        let i = match self.versions.iter().position(|t| t.instance == v.instance()) {
+    fn index_of(&mut self, v: &TariffVersion) -> usize {
+        match self.versions.iter().position(|t| t.instance == v.instance()) {
             Some(i) => i,
             None => {
                 if self.versions.len() == TARIFF_TEXT_VERSIONS_MAX {
@@ -173,8 +174,7 @@ impl TariffTexts {
                 });
                 self.versions.len() - 1
             }
-        };
-        &mut self.versions[i]
+        }
     }
 }
 
@@ -414,8 +414,11 @@ impl Engine {
         out: &mut Batch,
     ) {
         out.counts.settled += 1;
-        let settlement = self.settlement_row(tx, version, priced, &debit, src, out);
-        let texts = self.tariff_texts.version(version);
+        // The version's cached texts, looked up once for the settlement and its splits.
+        let vi = self.tariff_texts.index_of(version);
+        let tariff_version = self.tariff_texts.versions[vi].name(version, out);
+        let settlement = self.settlement_row(tx, priced, &debit, tariff_version, src, out);
+        let texts = &mut self.tariff_texts.versions[vi];
         for s in &self.splits {
             let owner_id = texts.owner(version, s.unit, out);
             out.splits.push(SplitRow {
@@ -461,9 +464,9 @@ impl Engine {
     fn settlement_row(
         &mut self,
         tx: &LaneTx<'_>,
-        version: &TariffVersion,
         priced: &Priced,
         debit: &Debit,
+        tariff_version: Text,
         src: Source,
         out: &mut Batch,
     ) -> Settlement {
@@ -482,7 +485,6 @@ impl Engine {
             None => (Text::EMPTY, 0, 0),
         };
         let trade_id = out.push_text(&tx.trade_id);
-        let tariff_version = self.tariff_texts.version(version).name(version, out);
         Settlement {
             trade_id,
             trans_time_ms: tx.trans_time_ms,

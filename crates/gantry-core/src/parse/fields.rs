@@ -112,7 +112,7 @@ pub(super) fn parse_lane_object<'a>(
 
 /// The number of tolling units in `tollIntervalId`: each 1–[`UNIT_ID_BYTES_MAX`] bytes, at
 /// most [`UNITS_PER_RECORD_MAX`] of them.
-#[inline]
+#[inline(always)]
 fn unit_count(toll_interval_id: &str) -> ObjResult<u8> {
     let out_of_range = || record_err(RejectReason::OutOfRange(Field::TollIntervalId));
     let unit_ok = |u: &str| !u.is_empty() && u.len() <= UNIT_ID_BYTES_MAX;
@@ -135,7 +135,7 @@ fn unit_count(toll_interval_id: &str) -> ObjResult<u8> {
 
 /// `mediaType` and the card it requires: an ETC record (1) must name its `cpuCardId`; a CPC
 /// record (2) may.
-#[inline]
+#[inline(always)]
 fn media_and_card(
     media: Option<i64>,
     card: &Option<Cow<'_, str>>,
@@ -160,7 +160,7 @@ fn media_and_card(
 }
 
 /// `vehicleType`: required, one of the classes of JT/T 489-2019.
-#[inline]
+#[inline(always)]
 fn vehicle_type(v: Option<i64>) -> ObjResult<u8> {
     let v = required(v, Field::VehicleType)?;
     match u8::try_from(v) {
