@@ -7,7 +7,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -68,27 +68,30 @@ enum Command {
         out: PathBuf,
     },
     /// Produce accounts and traffic to Kafka.
-    Run {
-        #[command(flatten)]
-        net: NetworkArgs,
-        #[command(flatten)]
-        traffic: TrafficArgs,
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        brokers: String,
-        #[arg(long, default_value = "gantry.lane-tx")]
-        lane_topic: String,
-        #[arg(long, default_value = "gantry.account-events")]
-        account_topic: String,
-        /// Messages per second; 0 sends as fast as the broker takes them.
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        /// Write the tally (JSON) here.
-        #[arg(long)]
-        tally: Option<PathBuf>,
-        /// No progress bar (CI logs).
-        #[arg(long)]
-        quiet: bool,
-    },
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    net: NetworkArgs,
+    #[command(flatten)]
+    traffic: TrafficArgs,
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, default_value = "gantry.lane-tx")]
+    lane_topic: String,
+    #[arg(long, default_value = "gantry.account-events")]
+    account_topic: String,
+    /// Messages per second; 0 sends as fast as the broker takes them.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Write the tally (JSON) here.
+    #[arg(long)]
+    tally: Option<PathBuf>,
+    /// No progress bar (CI logs).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args, Clone)]
@@ -136,91 +139,95 @@ fn tally_json(t: &Tally, elapsed: Duration) -> serde_json::Value {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Topics { brokers, partitions, names } => {
-            use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-            use rdkafka::client::DefaultClientContext;
-            let admin: AdminClient<DefaultClientContext> =
-                rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
-            let topics: Vec<NewTopic> = names
-                .iter()
-                .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
-                .collect();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            for r in rt.block_on(admin.create_topics(&topics, &AdminOptions::new()))? {
-                match r {
-                    Ok(t) => eprintln!("created {t} ({partitions} partitions)"),
-                    Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                        eprintln!("{t} exists")
-                    }
-                    Err((t, e)) => anyhow::bail!("creating {t}: {e}"),
-                }
-            }
+            create_topics(&brokers, partitions, &names)
         }
         Command::Tariff { net, out } => {
             Network::new(net.seed, net.units, net.owners)
                 .write_tariff_dir(&out)
                 .with_context(|| format!("writing {}", out.display()))?;
             eprintln!("tariff written to {}", out.display());
+            Ok(())
         }
-        Command::Lanes { net, traffic, out } => {
-            let network = Network::new(net.seed, net.units, net.owners);
-            let (lines, tally) = gantry_gen::lane_lines(traffic.config(net.seed), &network);
-            let mut body = lines.join(&b'\n');
-            body.push(b'\n');
-            std::fs::write(&out, body).with_context(|| format!("writing {}", out.display()))?;
-            eprintln!(
-                "{} lane records written to {}: {}",
-                lines.len(),
-                out.display(),
-                tally_json(&tally, Duration::ZERO)
-            );
+        Command::Lanes { net, traffic, out } => write_lanes(&net, &traffic, &out),
+        Command::Run(args) => send(args),
+    }
+}
+
+/// `topics`: creates them through the Kafka admin API; existing ones are left alone.
+fn create_topics(brokers: &str, partitions: i32, names: &[String]) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let topics: Vec<NewTopic> =
+        names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    for r in rt.block_on(admin.create_topics(&topics, &AdminOptions::new()))? {
+        match r {
+            Ok(t) => eprintln!("created {t} ({partitions} partitions)"),
+            Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                eprintln!("{t} exists")
+            }
+            Err((t, e)) => anyhow::bail!("creating {t}: {e}"),
         }
-        Command::Run { net, traffic, brokers, lane_topic, account_topic, rate, tally, quiet } => {
-            let network = Network::new(net.seed, net.units, net.owners);
-            let cfg = traffic.config(net.seed);
-            let total = cfg.records + cfg.cards as u64;
-            let mut gen = Traffic::new(cfg, &network);
-            let producer: ThreadedProducer<DefaultProducerContext> =
-                gantry_kafka::producer_config(&brokers).create()?;
-            let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:40}] {pos}/{len} {per_sec} {msg}",
-                )
-                .expect("template"),
-            );
-            let started = Instant::now();
-            let mut sent = 0u64;
-            while let Some(m) = gen.next_message() {
-                let topic = if m.topic == Topic::LaneTx { &lane_topic } else { &account_topic };
-                gantry_kafka::send_waiting(
-                    &producer,
-                    BaseRecord::to(topic).key(m.key).payload(m.value).timestamp(m.timestamp_ms),
-                )?;
-                sent += 1;
-                if sent.is_multiple_of(1024) {
-                    bar.set_position(sent);
-                    if rate > 0 {
-                        let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-                        if let Some(ahead) = due.checked_sub(started.elapsed()) {
-                            std::thread::sleep(ahead);
-                        }
-                    }
+    }
+    Ok(())
+}
+
+/// `lanes`: lane records as JSON lines, for `gantry price`.
+fn write_lanes(net: &NetworkArgs, traffic: &TrafficArgs, out: &Path) -> anyhow::Result<()> {
+    let network = Network::new(net.seed, net.units, net.owners);
+    let (lines, tally) = gantry_gen::lane_lines(traffic.config(net.seed), &network);
+    let mut body = lines.join(&b'\n');
+    body.push(b'\n');
+    std::fs::write(out, body).with_context(|| format!("writing {}", out.display()))?;
+    let t = tally_json(&tally, Duration::ZERO);
+    eprintln!("{} lane records written to {}: {t}", lines.len(), out.display());
+    Ok(())
+}
+
+/// Messages between updates of the progress bar and checks of the rate.
+const PACE_EVERY_MESSAGES: u64 = 1024;
+
+/// `run`: accounts and traffic to Kafka at `rate`, then the tally.
+fn send(args: RunArgs) -> anyhow::Result<()> {
+    let network = Network::new(args.net.seed, args.net.units, args.net.owners);
+    let cfg = args.traffic.config(args.net.seed);
+    let total = cfg.records + cfg.cards as u64;
+    let mut gen = Traffic::new(cfg, &network);
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        gantry_kafka::producer_config(&args.brokers).create()?;
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {per_sec} {msg}")
+            .expect("template"),
+    );
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while let Some(m) = gen.next_message() {
+        let topic = if m.topic == Topic::LaneTx { &args.lane_topic } else { &args.account_topic };
+        let record = BaseRecord::to(topic).key(m.key).payload(m.value).timestamp(m.timestamp_ms);
+        gantry_kafka::send_waiting(&producer, record)?;
+        sent += 1;
+        if sent.is_multiple_of(PACE_EVERY_MESSAGES) {
+            bar.set_position(sent);
+            if args.rate > 0 {
+                let due = Duration::from_secs_f64(sent as f64 / args.rate as f64);
+                if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(ahead);
                 }
             }
-            producer.flush(Duration::from_secs(120))?;
-            bar.finish_and_clear();
-            let elapsed = started.elapsed();
-            let t = tally_json(&gen.tally, elapsed);
-            eprintln!(
-                "sent {sent} messages in {:.1} s ({:.0} msg/s): {t}",
-                elapsed.as_secs_f64(),
-                sent as f64 / elapsed.as_secs_f64()
-            );
-            if let Some(p) = tally {
-                std::fs::write(&p, serde_json::to_vec_pretty(&t)?)
-                    .with_context(|| format!("writing {}", p.display()))?;
-            }
         }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    let t = tally_json(&gen.tally, elapsed);
+    let rate = sent as f64 / elapsed.as_secs_f64();
+    eprintln!("sent {sent} messages in {:.1} s ({rate:.0} msg/s): {t}", elapsed.as_secs_f64());
+    if let Some(p) = args.tally {
+        std::fs::write(&p, serde_json::to_vec_pretty(&t)?)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }

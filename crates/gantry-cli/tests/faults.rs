@@ -30,7 +30,32 @@ fn traffic(net: &Network, seed: u64) -> Traffic {
     )
 }
 
-fn spawn_gantry(config: &Path, tariff_dir: &Path, log: &Path) -> Child {
+/// A `gantry run` child process, killed if the test ends (or fails) while it runs.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn spawn_gantry(config: &Path, tariff_dir: &Path, log: &Path) -> Running {
     let log = std::fs::File::options().create(true).append(true).open(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_gantry"))
         .args(["run", "--config"])
@@ -41,6 +66,7 @@ fn spawn_gantry(config: &Path, tariff_dir: &Path, log: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Running)
         .expect("start gantry")
 }
 
