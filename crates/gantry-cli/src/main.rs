@@ -43,6 +43,15 @@ enum SchemaCommand {
     Print,
 }
 
+/// Loads a tariff version directory, or a directory of versions; none at all is an error.
+fn load_tariffs(dir: &std::path::Path, offset_min: i32) -> anyhow::Result<gantry_core::TariffSet> {
+    use anyhow::Context;
+    let set = gantry_core::TariffStore::load_root(dir, offset_min)
+        .with_context(|| format!("loading tariffs from {}", dir.display()))?;
+    anyhow::ensure!(!set.versions().is_empty(), "no tariff version under {}", dir.display());
+    Ok(set)
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -15,7 +15,7 @@ use anyhow::Context;
 use gantry_core::parse::{for_each_lane_record, ParseConfig};
 use gantry_core::pricing::{price, Split};
 use gantry_core::reject::RejectReason;
-use gantry_core::tariff::{TariffSet, TariffStore};
+use gantry_core::tariff::TariffSet;
 use gantry_core::time::DEFAULT_NETWORK_UTC_OFFSET_MIN;
 
 /// Output buffer: large writes keep the pipe, not the syscalls, the limit.
@@ -35,13 +35,7 @@ pub struct PriceArgs {
 }
 
 pub fn run(args: PriceArgs) -> anyhow::Result<()> {
-    let tariffs = TariffStore::load_root(&args.tariff, args.utc_offset_min)
-        .with_context(|| format!("loading tariffs from {}", args.tariff.display()))?;
-    anyhow::ensure!(
-        !tariffs.versions().is_empty(),
-        "no tariff version under {}",
-        args.tariff.display()
-    );
+    let tariffs = crate::load_tariffs(&args.tariff, args.utc_offset_min)?;
     let input: Box<dyn BufRead> = match args.file.as_deref() {
         None => Box::new(BufReader::with_capacity(INPUT_BUFFER_BYTES, io::stdin().lock())),
         Some(p) if p.as_os_str() == "-" => {

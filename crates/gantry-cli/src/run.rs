@@ -113,13 +113,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         cfg.exit_when_idle_ms = v;
     }
     cfg.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-    let set = TariffStore::load_root(&args.tariff, cfg.network_utc_offset_min)
-        .with_context(|| format!("loading tariffs from {}", args.tariff.display()))?;
-    anyhow::ensure!(
-        !set.versions().is_empty(),
-        "no tariff version under {}",
-        args.tariff.display()
-    );
+    let set = crate::load_tariffs(&args.tariff, cfg.network_utc_offset_min)?;
     let tariffs = Arc::new(TariffStore::new(set));
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone(), Duration::from_millis(cfg.stop_timeout_ms));

@@ -4,32 +4,19 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gantry_gen::{Network, Topic, Traffic, TrafficConfig};
 use gantry_tests::{Env, BROKERS, CLICKHOUSE};
+
+mod common;
+use common::spawn_gantry;
 
 /// Kills per test: each one lands at a different point of the pipeline (mid-batch,
 /// mid-INSERT, between INSERT and offset commit, during recovery).
 const KILLS: u64 = 4;
 /// Records produced before each run; the last run drains them all.
 const RECORDS_PER_ROUND: u64 = 12_000;
-
-fn spawn_gantry(config: &Path, tariff_dir: &Path, log: &Path) -> Child {
-    let log = std::fs::File::options().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["run", "--config"])
-        .arg(config)
-        .arg("--tariff")
-        .arg(tariff_dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start gantry")
-}
 
 #[test]
 fn gantry_killed_mid_run_settles_every_record_exactly_once() {

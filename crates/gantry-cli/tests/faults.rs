@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use gantry_core::TariffStore;
 use gantry_gen::{Network, Traffic, TrafficConfig};
 use gantry_tests::Env;
+
+mod common;
+use common::spawn_gantry;
 
 /// Lane records per test: the floor for a fault test's exactly-once check.
 const RECORDS: u64 = 100_000;
@@ -28,46 +31,6 @@ fn traffic(net: &Network, seed: u64) -> Traffic {
         TrafficConfig { records: RECORDS, cards: 5_000, seed, ..TrafficConfig::default() },
         net,
     )
-}
-
-/// A `gantry run` child process, killed if the test ends (or fails) while it runs.
-struct Running(Child);
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn spawn_gantry(config: &Path, tariff_dir: &Path, log: &Path) -> Running {
-    let log = std::fs::File::options().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["run", "--config"])
-        .arg(config)
-        .arg("--tariff")
-        .arg(tariff_dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map(Running)
-        .expect("start gantry")
 }
 
 fn sigterm(child: &Child) {
