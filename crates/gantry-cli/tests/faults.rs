@@ -26,6 +26,21 @@ const RECORDS: u64 = 100_000;
 /// stuck. A hang guard, not a speed check.
 const STUCK_AFTER: Duration = Duration::from_secs(120);
 
+/// A test's environment (`partitions` each topic), a generated network written as a tariff
+/// directory, and its traffic (not sent yet).
+fn setup(name: &str, partitions: i32, seed: u64) -> (Env, std::path::PathBuf, Network, Traffic) {
+    let mut env = Env::new(name, partitions);
+    // The merge's real wait (2 s), not the 50 ms `Env` sets: on a loaded host the short wait
+    // passes, a side is closed, and records are merged out of time order — allowed by the
+    // merge rule, but the ledger check reads each card's rows in time order.
+    env.cfg.merge_idle_ms = gantry_pipeline::PipelineConfig::default().merge_idle_ms;
+    let net = Network::new(seed, 300, 8);
+    let tariff_dir = std::env::temp_dir().join(format!("gantry-tariff-{}", env.cfg.database));
+    net.write_tariff_dir(&tariff_dir).unwrap();
+    let traffic = traffic(&net, seed + 10);
+    (env, tariff_dir, net, traffic)
+}
+
 fn traffic(net: &Network, seed: u64) -> Traffic {
     Traffic::new(
         TrafficConfig { records: RECORDS, cards: 5_000, seed, ..TrafficConfig::default() },
@@ -72,11 +87,7 @@ fn log_text(log: &Path) -> String {
 #[test]
 fn a_record_from_next_year_does_not_move_the_dedup_window() {
     const PARTITIONS: i32 = 2;
-    let env = Env::new("future", PARTITIONS);
-    let net = Network::new(31, 300, 8);
-    let tariff_dir = std::env::temp_dir().join(format!("gantry-future-{}", env.cfg.database));
-    net.write_tariff_dir(&tariff_dir).unwrap();
-    let mut traffic = traffic(&net, 41);
+    let (env, tariff_dir, net, mut traffic) = setup("future", PARTITIONS, 31);
     env.produce_traffic(&mut traffic, RECORDS / 2);
     let year_ms = 365 * 86_400_000;
     let now_ms =
@@ -107,11 +118,7 @@ fn a_record_from_next_year_does_not_move_the_dedup_window() {
 /// first failed recovery stopped the instance.
 #[test]
 fn a_missing_schema_at_start_is_waited_for() {
-    let env = Env::new("late_schema", 2);
-    let net = Network::new(37, 300, 8);
-    let tariff_dir = std::env::temp_dir().join(format!("gantry-late-{}", env.cfg.database));
-    net.write_tariff_dir(&tariff_dir).unwrap();
-    let mut traffic = traffic(&net, 43);
+    let (env, tariff_dir, _, mut traffic) = setup("late_schema", 2, 37);
     env.produce_traffic(&mut traffic, u64::MAX);
     env.exec(&format!("DROP DATABASE {}", env.cfg.database));
     let cfg = env.cfg.clone();
@@ -134,11 +141,7 @@ fn a_missing_schema_at_start_is_waited_for() {
 /// SIGTERM was ignored and the process hung.
 #[test]
 fn a_second_sigterm_exits_at_once_and_loses_nothing() {
-    let env = Env::new("sigterm", 2);
-    let net = Network::new(47, 300, 8);
-    let tariff_dir = std::env::temp_dir().join(format!("gantry-sigterm-{}", env.cfg.database));
-    net.write_tariff_dir(&tariff_dir).unwrap();
-    let mut traffic = traffic(&net, 53);
+    let (env, tariff_dir, _, mut traffic) = setup("sigterm", 2, 47);
     env.produce_traffic(&mut traffic, u64::MAX);
     // Every INSERT into the journal fails after its part is written.
     env.exec("CREATE MATERIALIZED VIEW block_landing ENGINE = Memory AS SELECT throwIf(count() > 0) AS blocked FROM gantry_batches");
@@ -177,11 +180,7 @@ fn a_second_sigterm_exits_at_once_and_loses_nothing() {
 /// restart replayed every batch of the first run.
 #[test]
 fn a_graceful_stop_leaves_nothing_to_replay() {
-    let env = Env::new("graceful", 2);
-    let net = Network::new(59, 300, 8);
-    let tariff_dir = std::env::temp_dir().join(format!("gantry-graceful-{}", env.cfg.database));
-    net.write_tariff_dir(&tariff_dir).unwrap();
-    let mut traffic = traffic(&net, 61);
+    let (env, tariff_dir, _, mut traffic) = setup("graceful", 2, 59);
     env.produce_traffic(&mut traffic, u64::MAX);
     let config = env.write_config(
         "exit_when_idle_ms = 2000\nsession_timeout_ms = 6000\nbatch_rows_max = 5000\ncheckpoint_every_batches = 1000\n",
@@ -216,11 +215,7 @@ fn a_graceful_stop_leaves_nothing_to_replay() {
 /// the batches whose INSERT failed after their views' parts were (or were not) written.
 #[test]
 fn a_view_failing_after_its_source_leaves_every_table_exact() {
-    let env = Env::new("failing_view", 2);
-    let net = Network::new(67, 300, 8);
-    let tariff_dir = std::env::temp_dir().join(format!("gantry-view-{}", env.cfg.database));
-    net.write_tariff_dir(&tariff_dir).unwrap();
-    let mut traffic = traffic(&net, 71);
+    let (env, tariff_dir, _, mut traffic) = setup("failing_view", 2, 67);
     env.produce_traffic(&mut traffic, u64::MAX);
     // Named to sort first: ClickHouse pushes an INSERT to a table's views in name order, so
     // this one fails before any other view of `settlements` has seen the block.
@@ -264,11 +259,7 @@ fn signal(child: &Child, sig: &str) {
 /// landed what it held over what the new owner wrote: its batches twice.
 #[test]
 fn a_paused_instance_that_lost_its_partition_writes_nothing() {
-    let env = Env::new("zombie", 2);
-    let net = Network::new(73, 300, 8);
-    let tariff_dir = std::env::temp_dir().join(format!("gantry-zombie-{}", env.cfg.database));
-    net.write_tariff_dir(&tariff_dir).unwrap();
-    let mut traffic = traffic(&net, 79);
+    let (env, tariff_dir, _, mut traffic) = setup("zombie", 2, 73);
     env.produce_traffic(&mut traffic, RECORDS / 10);
     let config = env
         .write_config("session_timeout_ms = 6000\nbatch_rows_max = 4000\ninstance = \"zombie\"\n");

@@ -313,12 +313,21 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Skips an object; the cursor is on its `{`.
-    fn skip_object(&mut self, depth: u32) -> ObjResult<()> {
+    /// Steps over the opening bracket the cursor is on; `true` (past it) if `close` follows
+    /// at once: an empty object or array.
+    fn opens_empty(&mut self, close: u8) -> bool {
         self.i += 1;
         self.ws();
-        if self.peek() == Some(b'}') {
+        let empty = self.peek() == Some(close);
+        if empty {
             self.i += 1;
+        }
+        empty
+    }
+
+    /// Skips an object; the cursor is on its `{`.
+    fn skip_object(&mut self, depth: u32) -> ObjResult<()> {
+        if self.opens_empty(b'}') {
             return Ok(());
         }
         loop {
@@ -337,10 +346,7 @@ impl<'a> Cursor<'a> {
 
     /// Skips an array; the cursor is on its `[`.
     fn skip_array(&mut self, depth: u32) -> ObjResult<()> {
-        self.i += 1;
-        self.ws();
-        if self.peek() == Some(b']') {
-            self.i += 1;
+        if self.opens_empty(b']') {
             return Ok(());
         }
         loop {
