@@ -35,6 +35,11 @@ pub fn fixture_tariffs() -> PathBuf {
 impl Env {
     /// Fresh topics (`partitions` each), group and database named after `test`.
     pub fn new(test: &str, partitions: i32) -> Env {
+        Env::with_brokers(test, partitions, BROKERS)
+    }
+
+    /// [`Env::new`] on another broker than the shared one (a test's own, which it may stop).
+    pub fn with_brokers(test: &str, partitions: i32, brokers: &str) -> Env {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -55,11 +60,12 @@ impl Env {
             exit_when_idle_ms: 1_500,
             flush_interval_ms: 200,
             merge_idle_ms: 50,
+            brokers: brokers.to_string(),
             ..PipelineConfig::default()
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let admin: AdminClient<DefaultClientContext> =
-            rdkafka::ClientConfig::new().set("bootstrap.servers", BROKERS).create().unwrap();
+            rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
         let topics: Vec<NewTopic> = [&cfg.lane_topic, &cfg.account_topic, &cfg.status_topic]
             .iter()
             .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
@@ -69,7 +75,7 @@ impl Env {
         }
         let store = gantry_clickhouse::Store::new(CLICKHOUSE, &cfg.database);
         rt.block_on(store.apply_schema()).unwrap();
-        let producer = gantry_kafka::producer_config(BROKERS).create().unwrap();
+        let producer = gantry_kafka::producer_config(brokers).create().unwrap();
         Env { cfg, store, rt, producer }
     }
 
@@ -123,10 +129,10 @@ impl Env {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("gantry.toml");
         let text = format!(
-            "brokers = \"{BROKERS}\"\nclickhouse_url = \"{CLICKHOUSE}\"\ndatabase = \"{}\"\n\
+            "brokers = \"{}\"\nclickhouse_url = \"{CLICKHOUSE}\"\ndatabase = \"{}\"\n\
              group_id = \"{}\"\nlane_topic = \"{}\"\naccount_topic = \"{}\"\n\
              status_topic = \"{}\"\n{extra}\n",
-            c.database, c.group_id, c.lane_topic, c.account_topic, c.status_topic
+            c.brokers, c.database, c.group_id, c.lane_topic, c.account_topic, c.status_topic
         );
         std::fs::write(&path, text).unwrap();
         path
@@ -185,10 +191,12 @@ impl Env {
 
     /// Every message of the status-list topic as (key, value).
     pub fn status_messages(&self) -> Vec<(String, String)> {
-        let c: BaseConsumer =
-            gantry_kafka::reader_config(BROKERS, &format!("{}-status-reader", self.cfg.group_id))
-                .create()
-                .unwrap();
+        let c: BaseConsumer = gantry_kafka::reader_config(
+            &self.cfg.brokers,
+            &format!("{}-status-reader", self.cfg.group_id),
+        )
+        .create()
+        .unwrap();
         c.subscribe(&[&self.cfg.status_topic]).unwrap();
         let mut out = Vec::new();
         let mut idle = 0;

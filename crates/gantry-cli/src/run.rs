@@ -112,6 +112,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(v) = args.exit_when_idle_ms {
         cfg.exit_when_idle_ms = v;
     }
+    match &cfg.tariff_dir {
+        Some(d) if *d != args.tariff => anyhow::bail!(
+            "configuration: tariff_dir {} differs from --tariff {}",
+            d.display(),
+            args.tariff.display()
+        ),
+        _ => cfg.tariff_dir = Some(args.tariff.clone()),
+    }
     cfg.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     let set = crate::load_tariffs(&args.tariff, cfg.network_utc_offset_min)?;
     let tariffs = Arc::new(TariffStore::new(set));

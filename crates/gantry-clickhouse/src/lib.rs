@@ -92,6 +92,9 @@ pub struct BatchRecord {
     /// The clock the batch's records were checked against (ms since 1970; 0 in rows written
     /// before the column existed: no clock).
     pub clock_ms: i64,
+    /// The tariff set the batch was priced with ([`TariffSetRecord::set_id`]; 0 in rows
+    /// written before the column existed: priced with the set loaded at the time, unknown).
+    pub tariff_set: u64,
 }
 
 impl BatchRecord {
@@ -122,6 +125,32 @@ pub struct OwnerRecord {
 pub struct Ownership {
     pub epoch: u64,
     pub previous: Option<String>,
+}
+
+/// A row of `gantry_tariffs`: one tariff version's files, stored before any batch priced
+/// with it is journaled, so a replay can rebuild it whatever the tariff directory holds by
+/// then. Rows are only added; a version's content never changes (a changed file is a new
+/// version), so any row of a `(version, source_hash)` is the version.
+#[derive(Clone, Debug, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TariffRecord {
+    pub version: String,
+    pub source_hash: u64,
+    pub effective_from_ms: i64,
+    pub tariff_toml: String,
+    pub intervals_csv: String,
+    pub written_at: u32,
+    pub instance: String,
+}
+
+/// A row of `gantry_tariff_sets`: which versions (by name and content) a tariff set held.
+/// Batches journal the set's id (`gantry_batches.tariff_set`).
+#[derive(Clone, Debug, Row, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TariffSetRecord {
+    pub set_id: u64,
+    pub versions: Vec<String>,
+    pub source_hashes: Vec<u64>,
+    pub written_at: u32,
+    pub instance: String,
 }
 
 pub const PHASE_PLANNED: &str = "planned";
@@ -292,6 +321,7 @@ impl Store {
             written_at: now_secs(),
             instance: instance.to_string(),
             clock_ms: b.clock_ms,
+            tariff_set: b.tariff_set,
         }
     }
 
@@ -401,6 +431,69 @@ impl Store {
         Ok(now
             .filter(|o| o.epoch == epoch && o.instance == instance)
             .map(|o| Ownership { epoch: o.epoch, previous: previous.map(|p| p.instance) }))
+    }
+
+    /// Makes a tariff set durable: each of its versions not stored yet, then the set. Both
+    /// idempotent (a second writer adds equal rows, which readers take one of).
+    pub async fn store_tariff_set(
+        &self,
+        set: &TariffSetRecord,
+        versions: &[TariffRecord],
+    ) -> Result<()> {
+        if self.tariff_set(set.set_id).await?.is_some() {
+            return Ok(());
+        }
+        let stored: Vec<u64> = self
+            .queries
+            .query("SELECT DISTINCT source_hash FROM gantry_tariffs WHERE has(?, source_hash)")
+            .bind(&set.source_hashes)
+            .fetch_all()
+            .await?;
+        let mut missing: Vec<&TariffRecord> = Vec::new();
+        for v in versions {
+            if !stored.contains(&v.source_hash) {
+                missing.push(v);
+            }
+        }
+        if !missing.is_empty() {
+            let mut ins = self.inserts.insert::<TariffRecord>("gantry_tariffs").await?;
+            for v in missing {
+                ins.write(v).await?;
+            }
+            ins.end().await?;
+        }
+        self.insert_one("gantry_tariff_sets", set).await
+    }
+
+    /// The stored set `set_id`, if any.
+    pub async fn tariff_set(&self, set_id: u64) -> Result<Option<TariffSetRecord>> {
+        Ok(self
+            .queries
+            .query("SELECT ?fields FROM gantry_tariff_sets WHERE set_id = ? LIMIT 1")
+            .bind(set_id)
+            .fetch_optional()
+            .await?)
+    }
+
+    /// The stored versions of these contents (one row each, any order).
+    pub async fn tariffs_by_hash(&self, hashes: &[u64]) -> Result<Vec<TariffRecord>> {
+        Ok(self
+            .queries
+            .query("SELECT ?fields FROM gantry_tariffs WHERE has(?, source_hash) LIMIT 1 BY source_hash")
+            .bind(hashes)
+            .fetch_all()
+            .await?)
+    }
+
+    /// The content hashes stored under each of these version names: a name stored with
+    /// another hash than the one on disk is a version whose files were changed after use.
+    pub async fn tariff_hashes_named(&self, names: &[String]) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .queries
+            .query("SELECT DISTINCT version, source_hash FROM gantry_tariffs WHERE has(?, version)")
+            .bind(names)
+            .fetch_all()
+            .await?)
     }
 
     /// The current owner of partition `p` (highest epoch, then instance), if any.
@@ -562,6 +655,8 @@ pub struct JournalEntry {
     pub counts: Counts,
     /// The batch's clock (see [`BatchRecord::clock_ms`]).
     pub clock_ms: i64,
+    /// The tariff set it was priced with (see [`BatchRecord::tariff_set`]).
+    pub tariff_set: u64,
 }
 
 /// A batch to write: which partition and sequence number its rows are tagged with.

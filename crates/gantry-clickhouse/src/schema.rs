@@ -36,6 +36,8 @@ pub const STATEMENTS: &[Statement] = statements![
     ("gantry_batches", "12_gantry_batches.sql"),
     ("gantry_checkpoints", "13_gantry_checkpoints.sql"),
     ("gantry_owners", "14_gantry_owners.sql"),
+    ("gantry_tariffs", "15_gantry_tariffs.sql"),
+    ("gantry_tariff_sets", "16_gantry_tariff_sets.sql"),
 ];
 
 /// A column added to a table after its first release: `gantry schema apply` adds it to a
@@ -55,6 +57,7 @@ pub const ADDED_COLUMNS: &[AddedColumn] = &[
     AddedColumn { table: "clearing_daily", column: "batch_seq", definition: "UInt64" },
     AddedColumn { table: "customer_usage_daily", column: "gantry_partition", definition: "UInt16" },
     AddedColumn { table: "customer_usage_daily", column: "batch_seq", definition: "UInt64" },
+    AddedColumn { table: "gantry_batches", column: "tariff_set", definition: "UInt64" },
 ];
 
 /// Objects of earlier releases that must not exist any more, dropped by `gantry schema

@@ -21,4 +21,4 @@ pub mod time;
 
 pub use engine::{Engine, EngineConfig};
 pub use output::{Batch, Source, Topic};
-pub use tariff::{TariffSet, TariffStore, TariffVersion};
+pub use tariff::{TariffSet, TariffSources, TariffStore, TariffVersion};

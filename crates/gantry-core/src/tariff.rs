@@ -215,6 +215,41 @@ pub struct TariffVersion {
     /// Unique to this loaded version in this process (a clone shares it: same content), so
     /// caches of its texts are keyed by what they were made from, not by an address.
     instance: u64,
+    /// The two files it was built from, kept so the version can be made durable (a replay
+    /// rebuilds exactly this version from them, whatever the tariff directory holds then).
+    sources: Arc<TariffSources>,
+}
+
+/// A version's two files as text: what Gantry stores in ClickHouse (`gantry_tariffs`) for
+/// replay. Building a version from the same sources gives the same version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TariffSources {
+    pub tariff_toml: String,
+    pub intervals_csv: String,
+}
+
+impl TariffSources {
+    /// Reads `tariff.toml` and `intervals.csv` of a version directory.
+    pub fn read_dir(dir: &Path) -> Result<TariffSources, TariffError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| TariffError::Io { path, source })
+        };
+        Ok(TariffSources {
+            tariff_toml: read("tariff.toml")?,
+            intervals_csv: read("intervals.csv")?,
+        })
+    }
+
+    /// XXH3 of both files (the first one's length first, so no two pairs of texts collide by
+    /// moving bytes from one to the other): names the content, not the directory.
+    pub fn hash(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&(self.tariff_toml.len() as u64).to_le_bytes());
+        h.update(self.tariff_toml.as_bytes());
+        h.update(self.intervals_csv.as_bytes());
+        h.digest()
+    }
 }
 
 /// Source of [`TariffVersion::instance`] ids.
@@ -266,19 +301,32 @@ impl TariffVersion {
 
     /// Loads and validates a version directory (`tariff.toml` + `intervals.csv`).
     pub fn load_dir(dir: &Path, network_utc_offset_min: i32) -> Result<TariffVersion, TariffError> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|source| TariffError::Io { path, source })
-        };
-        let toml_text = read("tariff.toml")?;
-        let csv_text = read("intervals.csv")?;
+        Self::build(dir, &TariffSources::read_dir(dir)?, network_utc_offset_min)
+    }
+
+    /// Builds a version from its files' text; `dir` names them in error messages.
+    pub fn build(
+        dir: &Path,
+        sources: &TariffSources,
+        network_utc_offset_min: i32,
+    ) -> Result<TariffVersion, TariffError> {
         Self::from_sources(
             &dir.join("tariff.toml"),
-            &toml_text,
+            &sources.tariff_toml,
             &dir.join("intervals.csv"),
-            &csv_text,
+            &sources.intervals_csv,
             network_utc_offset_min,
         )
+    }
+
+    /// The files this version was built from.
+    pub fn sources(&self) -> &TariffSources {
+        &self.sources
+    }
+
+    /// [`TariffSources::hash`] of this version's files.
+    pub fn source_hash(&self) -> u64 {
+        self.sources.hash()
     }
 
     /// Builds a version from the two files' text; the paths are for error messages only.
@@ -327,6 +375,10 @@ impl TariffVersion {
             units,
             owners,
             instance: NEXT_VERSION_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            sources: Arc::new(TariffSources {
+                tariff_toml: toml_text.to_string(),
+                intervals_csv: csv_text.to_string(),
+            }),
         })
     }
 
@@ -673,9 +725,27 @@ struct AxleToml {
 }
 
 /// All loaded versions, ordered by `effective_from`. Immutable once published.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct TariffSet {
     versions: Vec<Arc<TariffVersion>>,
+    /// Names the set's content (see [`TariffSet::id`]).
+    id: u64,
+}
+
+impl Default for TariffSet {
+    fn default() -> Self {
+        TariffSet { versions: Vec::new(), id: set_id(&[]) }
+    }
+}
+
+/// XXH3 of the versions' source hashes in set order: equal for two sets of the same content
+/// however they were loaded; never 0 (0 is "no set recorded" in the journal).
+fn set_id(versions: &[Arc<TariffVersion>]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for v in versions {
+        h.update(&v.source_hash().to_le_bytes());
+    }
+    h.digest().max(1)
 }
 
 impl fmt::Debug for TariffSet {
@@ -698,6 +768,17 @@ impl TariffSet {
         &self.versions
     }
 
+    /// The set's identity: a hash of its versions' contents, which a batch journals so a
+    /// replay prices with exactly this set. Never 0.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A set of `versions` (in any order), refusing two of one name or one `effective_from`.
+    pub fn of(versions: impl IntoIterator<Item = TariffVersion>) -> Result<TariffSet, TariffError> {
+        versions.into_iter().try_fold(TariffSet::default(), |set, v| set.with(v))
+    }
+
     /// A new set with `v` added. A published version is immutable, so a second version with
     /// the same name, or another with the same `effective_from`, is refused rather than
     /// letting the same record price two ways.
@@ -717,7 +798,8 @@ impl TariffSet {
         let mut versions = self.versions.clone();
         let at = versions.partition_point(|o| o.effective_from_ms < v.effective_from_ms);
         versions.insert(at, Arc::new(v));
-        Ok(TariffSet { versions })
+        let id = set_id(&versions);
+        Ok(TariffSet { versions, id })
     }
 }
 
@@ -756,24 +838,38 @@ impl TariffStore {
         result
     }
 
-    /// Loads every version directory under `root` (each a directory with `tariff.toml`).
-    pub fn load_root(root: &Path, network_utc_offset_min: i32) -> Result<TariffSet, TariffError> {
-        let mut set = TariffSet::default();
-        let entries = std::fs::read_dir(root)
-            .map_err(|source| TariffError::Io { path: root.to_path_buf(), source })?;
-        let mut dirs: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join("tariff.toml").is_file())
-            .collect();
-        dirs.sort();
-        if root.join("tariff.toml").is_file() {
-            dirs.push(root.to_path_buf());
-        }
-        for d in dirs {
-            set = set.with(TariffVersion::load_dir(&d, network_utc_offset_min)?)?;
-        }
-        Ok(set)
+    /// Replaces the whole set (the tariff directory changed: versions added or removed).
+    pub fn replace(&self, set: TariffSet) {
+        self.current.store(Arc::new(set));
     }
+
+    /// Loads every version directory under `root` (see [`version_dirs`]).
+    pub fn load_root(root: &Path, network_utc_offset_min: i32) -> Result<TariffSet, TariffError> {
+        let versions = version_dirs(root)?
+            .iter()
+            .map(|d| TariffVersion::load_dir(d, network_utc_offset_min))
+            .collect::<Result<Vec<_>, _>>()?;
+        TariffSet::of(versions)
+    }
+}
+
+/// The version directories under a tariff root, sorted: each subdirectory holding a
+/// `tariff.toml`, except those whose name starts with `.` (where a version is written before
+/// it is renamed into place, so a half-written version is never read), and `root` itself if
+/// it holds one.
+pub fn version_dirs(root: &Path) -> Result<Vec<PathBuf>, TariffError> {
+    let entries = std::fs::read_dir(root)
+        .map_err(|source| TariffError::Io { path: root.to_path_buf(), source })?;
+    let hidden = |p: &Path| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !hidden(p) && p.join("tariff.toml").is_file())
+        .collect();
+    dirs.sort();
+    if root.join("tariff.toml").is_file() {
+        dirs.push(root.to_path_buf());
+    }
+    Ok(dirs)
 }
 
 /// A class's bit in the `vehicle_types` masks.

@@ -106,3 +106,28 @@ fn loading_does_not_block_or_disturb_readers() {
     assert_eq!(store.snapshot().versions().len(), 51);
     assert!(reads.load(Ordering::Relaxed) > 0);
 }
+
+/// A set's id names its content: the same versions give the same id however they were
+/// loaded (order, process); any change of a file, or a version more or less, another id.
+/// Replay finds the set a batch was priced with by this id.
+#[test]
+fn a_set_id_names_its_content() {
+    let v1 = || load(&toml(""), CSV).unwrap();
+    let v2 = || {
+        let t = toml("").replace("\"V1\"", "\"V2\"").replace("2026-11-01", "2026-12-01");
+        load(&t, CSV).unwrap()
+    };
+    let a = TariffSet::of([v1(), v2()]).unwrap();
+    let b = TariffSet::of([v2(), v1()]).unwrap();
+    assert_eq!(a.id(), b.id(), "order of loading does not matter");
+    assert_ne!(a.id(), TariffSet::of([v1()]).unwrap().id(), "a version fewer");
+    let edited = load(&toml("").replace("etc_discount_bp = 500", "etc_discount_bp = 501"), CSV);
+    let edited = edited.unwrap();
+    assert_eq!(edited.version, v1().version);
+    assert_ne!(edited.source_hash(), v1().source_hash(), "same name, other content");
+    assert_ne!(TariffSet::of([edited]).unwrap().id(), TariffSet::of([v1()]).unwrap().id());
+    assert_ne!(TariffSet::default().id(), 0, "0 means no set in the journal");
+    // Rebuilt from its sources (as replay does from ClickHouse), a version is the same one.
+    let again = TariffVersion::build(Path::new("x"), v1().sources(), 480).unwrap();
+    assert_eq!(TariffSet::of([again]).unwrap().id(), TariffSet::of([v1()]).unwrap().id());
+}

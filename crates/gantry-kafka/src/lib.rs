@@ -80,7 +80,27 @@ pub fn consumer_config(brokers: &str, group_id: &str, session_timeout_ms: u64) -
     c
 }
 
-/// Producer settings for Gantry's own producers (status list, load generator, tests).
+/// How long the status-list producer tries to deliver a message before the send fails (and
+/// the lander retries its whole landing step): an outage is waited out by the lander's
+/// retries, each with a fresh deadline, instead of by one send hanging for minutes.
+pub const STATUS_DELIVERY_TIMEOUT_MS: u64 = 15_000;
+
+/// Settings of the status-list producer. Not idempotent, on purpose: status messages carry
+/// states, so a message written twice is harmless (contract §3), while an idempotent producer
+/// is tied to producer-id state on the broker, and a broker that loses it in a restart (seen
+/// with Tansu) left every send waiting out the delivery timeout, retried, again and again
+/// — stalling every partition's landing. Order is kept without idempotence by one request
+/// in flight per connection (a card listed, then unlisted, must reach lanes in that order).
+pub fn status_producer_config(brokers: &str) -> ClientConfig {
+    let mut c = producer_config(brokers);
+    c.set("enable.idempotence", "false")
+        .set("max.in.flight.requests.per.connection", "1")
+        .set("message.timeout.ms", STATUS_DELIVERY_TIMEOUT_MS.to_string());
+    c
+}
+
+/// Producer settings for Gantry's own producers (load generator, tests; the status list's
+/// derive from them).
 pub fn producer_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
@@ -300,6 +320,87 @@ impl RangeReader {
     }
 }
 
+/// How a [`RangeReader::read_tail`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tail {
+    /// The broker said the partition ends after what was read (end-of-partition at the
+    /// position reached): nothing more is there now.
+    AtEnd,
+    /// `max_messages` were read; there may be more.
+    More,
+    /// Nothing more came for a while, and the broker did not say the partition ends
+    /// (unreachable, or slow): the caller cannot tell.
+    Unknown,
+}
+
+impl RangeReader {
+    /// Reads what the partition holds from `from` on, as the broker has it now: at most
+    /// `max_messages`, stopping at the end of the partition. For a side whose group fetch
+    /// has gone silent — Tansu answers a fetch that starts inside a record batch with
+    /// nothing when no later batch exists, so after a restart the group consumer can sit
+    /// at such an offset forever, neither delivering nor at its end. Backs off to an
+    /// earlier start exactly as [`RangeReader::read`] does.
+    pub fn read_tail(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        max_messages: usize,
+        mut f: impl FnMut(RangeMessage<'_>),
+    ) -> Result<Tail> {
+        let low = self.low_watermark(topic, partition)?.max(0);
+        let mut start = from.max(low);
+        let mut step = RANGE_BACKOFF_FIRST_OFFSETS;
+        loop {
+            let consumer = Self::consumer(&self.brokers)?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
+            consumer.assign(&tpl)?;
+            let (mut read, mut first, mut last_progress) = (0, true, Instant::now());
+            let may_back_off = start > low;
+            loop {
+                match consumer.poll(Duration::from_millis(RANGE_POLL_MS)) {
+                    Some(Ok(m)) if m.topic() == topic && m.partition() == partition => {
+                        if first && m.offset() > from && may_back_off {
+                            break; // the broker skipped the batch holding `from`
+                        }
+                        first = false;
+                        last_progress = Instant::now();
+                        if m.offset() >= from {
+                            f(RangeMessage {
+                                offset: m.offset(),
+                                timestamp_ms: m.timestamp().to_millis(),
+                                payload: m.payload().unwrap_or(&[]),
+                            });
+                            read += 1;
+                            if read >= max_messages {
+                                return Ok(Tail::More);
+                            }
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) if is_eof(&e) => return Ok(Tail::AtEnd),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => {
+                        let waited = last_progress.elapsed();
+                        let skipped = first
+                            && may_back_off
+                            && waited > Duration::from_millis(RANGE_FIRST_RECORD_WAIT_MS);
+                        if skipped {
+                            break;
+                        }
+                        if waited > Duration::from_millis(RANGE_FIRST_RECORD_WAIT_MS) {
+                            return Ok(if read > 0 { Tail::More } else { Tail::Unknown });
+                        }
+                    }
+                }
+            }
+            start = (from - step).max(low);
+            step *= 4;
+        }
+    }
+}
+
 /// The offsets `[from, to)` of one partition.
 #[derive(Clone, Copy)]
 struct Range<'a> {
@@ -352,7 +453,8 @@ pub struct StatusProducer {
 
 impl StatusProducer {
     pub fn new(brokers: &str, topic: &str) -> Result<StatusProducer> {
-        Ok(StatusProducer { producer: producer_config(brokers).create()?, topic: topic.into() })
+        let producer = status_producer_config(brokers).create()?;
+        Ok(StatusProducer { producer, topic: topic.into() })
     }
 
     /// Sends all `(key, value, timestamp)` and waits until the broker has each one.

@@ -60,6 +60,8 @@ pub(crate) struct LandingJob {
     pub clock_ms: i64,
     /// The epoch its worker owns the partition under.
     pub epoch: u64,
+    /// The tariff set the batch was priced with: stored before the batch is journaled.
+    pub tariffs: Arc<gantry_core::TariffSet>,
     /// Where the batch (its buffers) goes back once landed.
     pub done: oneshot::Sender<Batch>,
 }
@@ -225,6 +227,9 @@ async fn check_fences(shared: &Shared, jobs: &[LandingJob]) -> crate::Result<()>
 
 async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> crate::Result<()> {
     debug_check_group(jobs);
+    for j in jobs {
+        crate::tariffs::ensure_stored(shared, &j.tariffs).await?;
+    }
     check_fences(shared, jobs).await?;
     let journal: Vec<JournalEntry> = jobs
         .iter()
@@ -232,6 +237,7 @@ async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> c
             partition: j.partition as u16,
             seq: j.seq,
             clock_ms: j.clock_ms,
+            tariff_set: j.tariffs.id(),
             ranges: j.ranges,
             counts: j.batch.counts,
         })

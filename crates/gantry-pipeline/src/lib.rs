@@ -13,6 +13,7 @@
 mod land;
 mod merge;
 mod poller;
+mod tariffs;
 mod worker;
 
 use std::sync::Arc;
@@ -46,6 +47,18 @@ pub enum PipelineError {
     LostTakeover(i32),
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// A tariff version's files differ from what was stored under its name when it was
+    /// first used (published versions are immutable: publish changes as a new version).
+    #[error("tariff version {0} was changed after it was used; publish changes as a new version")]
+    TariffChanged(String),
+    /// A journaled batch names a tariff set ClickHouse does not hold (the protocol stores a
+    /// set before journaling a batch priced with it, so the tables were tampered with).
+    #[error("tariff set {0}, which a journaled batch was priced with, is not stored")]
+    TariffSetMissing(u64),
+    #[error("stored tariff set {0} does not rebuild: {1}")]
+    TariffStored(u64, String),
+    #[error("tariff directory: {0}")]
+    Tariff(String),
 }
 
 impl PipelineError {
@@ -61,6 +74,10 @@ impl PipelineError {
             PipelineError::LostTakeover(_) => true,
             PipelineError::Fenced(_) => false,
             PipelineError::State { .. }
+            | PipelineError::TariffChanged(_)
+            | PipelineError::TariffSetMissing(_)
+            | PipelineError::TariffStored(..)
+            | PipelineError::Tariff(_)
             | PipelineError::ReplayMismatch { .. }
             | PipelineError::Worker(..)
             | PipelineError::Runtime(_) => false,
@@ -133,6 +150,20 @@ pub struct PipelineConfig {
     /// a pause of a few seconds (a long ClickHouse stall does not stop heartbeats, which
     /// librdkafka sends from its own thread).
     pub session_timeout_ms: u64,
+    /// Kafka static membership (`group.instance.id`): a name that stays the same across
+    /// restarts of this instance (its StatefulSet pod name, say) and is unique in the group.
+    /// A restarted instance then takes its own partitions straight back, without a
+    /// rebalance and without waiting for its dead predecessor's session to time out; a
+    /// member that died mid-join cannot linger either. Unset: dynamic membership.
+    pub group_instance_id: Option<String>,
+    /// The tariff root (one directory per version); `gantry run --tariff` sets it. Watched
+    /// while running: versions renamed into it (or removed) are loaded without a pause.
+    pub tariff_dir: Option<std::path::PathBuf>,
+    /// How often the tariff root is scanned for versions added or removed. 2 s: a new
+    /// version is published well ahead of its `effective_from`, so this only bounds how soon
+    /// an operator sees it loaded (in the log); a scan reads two small files per version.
+    /// 0: never rescanned.
+    pub tariff_scan_interval_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -164,6 +195,9 @@ impl Default for PipelineConfig {
             session_timeout_ms: 10_000,
             stop_timeout_ms: 25_000,
             fence_grace_ms: 2_000,
+            group_instance_id: None,
+            tariff_dir: None,
+            tariff_scan_interval_ms: 2_000,
         }
     }
 }
@@ -305,4 +339,6 @@ pub(crate) struct Shared {
     pub chunk_pool: ChunkPool,
     /// Where workers hand closed batches (see `land.rs`: group commit).
     pub lander: tokio::sync::mpsc::Sender<land::LandingJob>,
+    /// Tariff sets this process has made durable (`tariffs::ensure_stored`).
+    pub stored_sets: std::sync::Mutex<std::collections::HashSet<u64>>,
 }

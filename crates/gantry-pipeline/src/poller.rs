@@ -1,7 +1,7 @@
 //! The polling thread: consumer group membership, routing of message chunks to partition
 //! workers, offset commits on the workers' behalf, and shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -313,7 +313,14 @@ impl<'c> Poller<'c> {
             latency_ms,
             chunk_pool: crate::ChunkPool::new(),
             lander: lander_tx,
+            stored_sets: Mutex::new(HashSet::new()),
         });
+        if !Self::check_tariffs(&shared, &rt, stop)? {
+            return Ok(None);
+        }
+        if let (Some(root), 1..) = (&cfg.tariff_dir, cfg.tariff_scan_interval_ms) {
+            rt.spawn(crate::tariffs::watch(shared.clone(), root.clone()));
+        }
         let (commit_tx, commit_rx) = std_mpsc::channel();
         rt.spawn(crate::land::lander(shared.clone(), lander_rx, commit_tx.clone()));
         let ctx = Ctx {
@@ -323,9 +330,17 @@ impl<'c> Poller<'c> {
             commits: Mutex::new(commit_tx),
             failed: AtomicBool::new(false),
         };
-        let consumer: BaseConsumer<Ctx> =
-            gantry_kafka::consumer_config(&cfg.brokers, &cfg.group_id, cfg.session_timeout_ms)
-                .create_with_context(ctx)?;
+        let mut consumer_cfg =
+            gantry_kafka::consumer_config(&cfg.brokers, &cfg.group_id, cfg.session_timeout_ms);
+        if let Some(id) = &cfg.group_instance_id {
+            consumer_cfg.set("group.instance.id", id);
+        }
+        // librdkafka's own debug contexts (`fetch`, `cgrp`, …), for an operator chasing a
+        // broker's behaviour; its lines go to the log at debug level.
+        if let Ok(contexts) = std::env::var("GANTRY_RDKAFKA_DEBUG") {
+            consumer_cfg.set("debug", contexts);
+        }
+        let consumer: BaseConsumer<Ctx> = consumer_cfg.create_with_context(ctx)?;
         // A broker that is down (or topics not created yet) at start is waited for; topics
         // that are not co-partitioned are a configuration error.
         let mut backoff = RECOVERY_RETRY_FIRST;
@@ -360,6 +375,32 @@ impl<'c> Poller<'c> {
             last_message: now,
             last_housekeeping: now,
         }))
+    }
+
+    /// Refuses to start with a tariff version whose files were edited after it was used
+    /// (`tariffs::check_unchanged`), waiting with backoff while ClickHouse cannot answer.
+    /// `false` if `stop` is set meanwhile.
+    fn check_tariffs(
+        shared: &Shared,
+        rt: &tokio::runtime::Handle,
+        stop: &AtomicBool,
+    ) -> Result<bool> {
+        let set = shared.tariffs.snapshot();
+        let mut backoff = RECOVERY_RETRY_FIRST;
+        loop {
+            match rt.block_on(crate::tariffs::check_unchanged(&shared.store, &set)) {
+                Ok(()) => return Ok(true),
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => {
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "tariff versions not checked yet; retrying")
+                }
+            }
+            std::thread::sleep(backoff);
+            if stop.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            backoff = (backoff * 2).min(RECOVERY_RETRY_MAX);
+        }
     }
 
     /// One poll and what it calls for.

@@ -19,7 +19,7 @@ use gantry_clickhouse::{BatchRecord, Ranges};
 use gantry_core::engine::NO_CLOCK_MS;
 use gantry_core::output::{Batch, Source, Topic};
 use gantry_core::{Engine, TariffSet};
-use gantry_kafka::RangeReader;
+use gantry_kafka::{RangeReader, Tail};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -156,7 +156,8 @@ const LANE_RUN_BYTES_MAX: usize = 64 << 10;
 const BATCH_ROWS_RESERVED: usize = 16_384;
 
 /// How long a worker with no open batch and no merge wait sleeps if no chunk arrives: it has
-/// nothing to do until one does, so this only bounds the sleep.
+/// processed all it can (the run loop goes on at once after a batch closes), so it has
+/// nothing to do until one does, and this only bounds the sleep.
 const NOTHING_DUE_SLEEP: Duration = Duration::from_secs(3600);
 
 /// What woke a worker up.
@@ -205,6 +206,8 @@ pub(crate) struct Worker {
     /// The epoch this worker owns the partition under (`gantry_owners`); every write it
     /// hands the lander is checked against the partition's current epoch first.
     epoch: u64,
+    /// When a silent side was last read directly (`probe_silent_side`).
+    last_probe: Option<Instant>,
 }
 
 /// Takes partition `p` for this instance (the next epoch in `gantry_owners`), then makes
@@ -260,6 +263,7 @@ impl Worker {
             checkpointed_seq: start.seq,
             batch_clock_ms: NO_CLOCK_MS,
             epoch,
+            last_probe: None,
         };
         let journal = rt.block_on(w.shared.store.batches_after(partition as u16, w.seq))?;
         let (mut replayed, mut completed) = (0, 0);
@@ -268,6 +272,8 @@ impl Worker {
             // Rows journaled before the clock column read 0: those batches had no clock.
             let clock_ms = if b.clock_ms > 0 { b.clock_ms } else { NO_CLOCK_MS };
             w.engine.set_clock_ms(clock_ms);
+            // ... and prices with the tariff set it was priced with.
+            w.tariffs = rt.block_on(crate::tariffs::set_for_replay(&w.shared, b.tariff_set))?;
             w.replay(&reader, b.ranges())?;
             w.seq = b.batch_seq;
             if b.is_committed() {
@@ -291,6 +297,7 @@ impl Worker {
             "partition recovered"
         );
         w.reader = Some(reader);
+        w.tariffs = w.shared.tariffs.snapshot();
         Ok(w)
     }
 
@@ -405,8 +412,15 @@ impl Worker {
 
     /// Live loop: until the channel closes (partition revoked or shutdown).
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Chunk>) -> Result<()> {
+        // After a batch closes, what is still buffered is processed at once: waiting for the
+        // next event instead left a backlog that had all arrived (nothing more to wake the
+        // worker) unprocessed for `NOTHING_DUE_SLEEP` — seen after a broker restart, when the
+        // whole rest of the input came in one fetch.
+        let mut resume = false;
         loop {
-            match self.next_event(&mut rx).await? {
+            let event = if resume { Event::Timer } else { self.next_event(&mut rx).await? };
+            resume = false;
+            match event {
                 Event::Chunk(chunk) => {
                     self.accept(chunk)?;
                     // Take what else is already queued before processing.
@@ -417,6 +431,7 @@ impl Worker {
                 Event::Closed => return self.drain().await,
                 Event::Timer | Event::Landed => {}
             }
+            self.probe_silent_side();
             let full = self.process(false);
             let flush_every = Duration::from_millis(self.shared.cfg.flush_interval_ms);
             let due = self.batch_opened.is_some_and(|t| t.elapsed() >= flush_every);
@@ -430,6 +445,7 @@ impl Worker {
             };
             if close_batch(batch) {
                 self.flush().await?;
+                resume = true;
             }
         }
     }
@@ -445,7 +461,10 @@ impl Worker {
             None => NOTHING_DUE_SLEEP,
         };
         if let Some(b) = self.blocked_since {
-            wait = wait.min(idle.saturating_sub(b.elapsed()));
+            // Past the wait, a side still not heard from is read directly every
+            // `merge_idle_ms` (`probe_silent_side`); in between there is nothing to do.
+            let since = self.last_probe.filter(|t| *t > b).unwrap_or(b);
+            wait = wait.min(idle.saturating_sub(since.elapsed()));
         }
         // A batch that is due while the previous one is still landing keeps growing (up to
         // its hard limits) instead of blocking the worker: wake up when either happens.
@@ -570,6 +589,63 @@ impl Worker {
             self.shared.chunk_pool.give_back(unused);
         }
         Ok(())
+    }
+
+    /// A merge that has waited `merge_idle_ms` for one side reads that side directly before
+    /// giving up on it (at most once per `merge_idle_ms`): its group fetch may have gone
+    /// silent (see `RangeReader::read_tail`: after a broker restart Tansu can leave the group
+    /// consumer at an offset it answers with nothing, so a side that was never heard from
+    /// held its lane records forever). What the read finds is merged in order, as if fetched;
+    /// a side the broker says is at its end is known to be; if the broker cannot answer,
+    /// the merge rule goes on as before (a side heard from is given up on after the wait).
+    fn probe_silent_side(&mut self) {
+        let idle = Duration::from_millis(self.shared.cfg.merge_idle_ms);
+        let waited = self.blocked_since.is_some_and(|b| b.elapsed() >= idle);
+        if !waited || self.last_probe.is_some_and(|t| t.elapsed() < idle) {
+            return;
+        }
+        let (lane, acct) = (self.lane.view(), self.acct.view());
+        let topic = match (lane.head_ts, acct.head_ts) {
+            (Some(_), None) if !acct.closed && !acct.exhausted => Topic::AccountEvents,
+            (None, Some(_)) if !lane.closed && !lane.exhausted => Topic::LaneTx,
+            _ => return,
+        };
+        self.last_probe = Some(Instant::now());
+        let (side, name) = match topic {
+            Topic::LaneTx => (&mut self.lane, &self.shared.cfg.lane_topic),
+            Topic::AccountEvents => (&mut self.acct, &self.shared.cfg.account_topic),
+        };
+        let from = side.expected();
+        let reader = self.reader.as_ref().expect("reader set by recovery");
+        let mut chunk = self.shared.chunk_pool.take(topic);
+        let max = self.shared.cfg.chunk_messages_max;
+        let tail = tokio::task::block_in_place(|| {
+            reader.read_tail(name, self.partition, from, max, |m| {
+                chunk.msgs.push(Msg {
+                    offset: m.offset,
+                    timestamp_ms: m.timestamp_ms.unwrap_or(NO_TIMESTAMP_MS),
+                    start: chunk.data.len() as u32,
+                    len: m.payload.len() as u32,
+                });
+                chunk.data.extend_from_slice(m.payload);
+            })
+        });
+        let read = chunk.msgs.len();
+        match tail {
+            Ok(t) => {
+                info!(partition = self.partition, ?topic, from, read, tail = ?t, "read a silent side directly");
+                chunk.at_end = t == Tail::AtEnd;
+                if t == Tail::Unknown && read == 0 {
+                    self.shared.chunk_pool.give_back(chunk);
+                } else if let Some(unused) = side.push(chunk) {
+                    self.shared.chunk_pool.give_back(unused);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(partition = self.partition, ?topic, from, error = %e, "a silent side could not be read");
+                self.shared.chunk_pool.give_back(chunk);
+            }
+        }
     }
 
     /// Processes every message the merge rule allows; `true` when the batch is full.
@@ -738,6 +814,7 @@ impl Worker {
                 checkpoint,
                 clock_ms,
                 epoch: self.epoch,
+                tariffs: self.tariffs.clone(),
                 done,
             },
             landed,

@@ -1,4 +1,8 @@
-//! What the binary's integration tests share: starting `gantry run` as a child process.
+//! What the binary's integration tests share: starting `gantry run` as a child process,
+//! and a broker of a test's own.
+
+// Each test binary includes this module and uses a part of it.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -35,10 +39,77 @@ pub fn spawn_gantry(config: &Path, tariff_dir: &Path, log: &Path) -> Running {
         .arg(config)
         .arg("--tariff")
         .arg(tariff_dir)
-        .env("RUST_LOG", "info")
+        // `GANTRY_TEST_LOG` overrides the filter (e.g. `info,librdkafka=debug` with
+        // `GANTRY_RDKAFKA_DEBUG=fetch`) when a test's log is to be read closely.
+        .env("RUST_LOG", std::env::var("GANTRY_TEST_LOG").unwrap_or_else(|_| "info".into()))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .map(Running)
         .expect("start gantry")
+}
+
+/// A Tansu broker of a test's own (`sqlite://` storage, so it keeps its data across a
+/// restart), on its own port: the test can stop and start it without touching the shared
+/// broker the other tests use. Stopped when dropped.
+pub struct PrivateBroker {
+    pub addr: String,
+    storage: String,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateBroker {
+    pub fn start(port: u16, dir: &Path) -> PrivateBroker {
+        std::fs::create_dir_all(dir).unwrap();
+        // Tansu reads the path after `sqlite://` relative to its working directory (`dir`).
+        let storage = "sqlite://tansu.db".to_string();
+        let mut b = PrivateBroker {
+            addr: format!("127.0.0.1:{port}"),
+            storage,
+            dir: dir.into(),
+            child: None,
+        };
+        b.resume();
+        b
+    }
+
+    /// Starts the broker again on the same storage and waits for its port.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        let url = format!("tcp://{}", self.addr);
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("tansu.log"))
+            .unwrap();
+        let child = Command::new("tansu")
+            .args(["broker", "--storage-engine", &self.storage, "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu (deploy/local/stack up installs it)");
+        self.child = Some(child);
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(&self.addr).is_err() {
+            assert!(started.elapsed().as_secs() < 60, "tansu did not listen on {}", self.addr);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the broker (SIGKILL: an outage, not a shutdown it could prepare for).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

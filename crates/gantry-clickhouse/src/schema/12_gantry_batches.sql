@@ -17,5 +17,6 @@ CREATE TABLE IF NOT EXISTS gantry_batches (
     events_duplicates UInt64,
     written_at DateTime,
     instance String,
-    clock_ms Int64
+    clock_ms Int64,
+    tariff_set UInt64
 ) ENGINE = MergeTree() ORDER BY (gantry_partition, batch_seq)
