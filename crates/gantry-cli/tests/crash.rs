@@ -1,6 +1,9 @@
-//! The `gantry` binary killed with SIGKILL mid-run, several times, against the real broker
-//! and ClickHouse (`deploy/local/stack up`): each restart recovers its partitions from the
-//! batch journal and checkpoints, and in the end every record is settled exactly once.
+//! The `gantry` binary killed with SIGKILL at ten moments of one run, against the real broker
+//! and ClickHouse (`deploy/local/stack up`): right after start (while it joins the group or
+//! recovers), inside a landing, and mid-stream. Each restart recovers its partitions from the
+//! batch journal and checkpoints, and in the end every record is settled exactly once. (Not
+//! with static membership, `group_instance_id`: Tansu 0.6 assigns and revokes a static
+//! member's partitions every session timeout, endlessly.)
 
 #![forbid(unsafe_code)]
 
@@ -13,10 +16,11 @@ mod common;
 use common::spawn_gantry;
 
 /// Kills per test: each one lands at a different point of the pipeline (mid-batch,
-/// mid-INSERT, between INSERT and offset commit, during recovery).
-const KILLS: u64 = 4;
-/// Records produced before each run; the last run drains them all.
-const RECORDS_PER_ROUND: u64 = 12_000;
+/// mid-INSERT, between INSERT and offset commit, during joining and recovery).
+const KILLS: u64 = 10;
+/// Messages produced before each run; the last run drains them all (≥ 100k lane records in
+/// all, the fault issue's floor).
+const RECORDS_PER_ROUND: u64 = 10_000;
 
 #[test]
 fn gantry_killed_mid_run_settles_every_record_exactly_once() {
@@ -70,14 +74,28 @@ fn gantry_killed_mid_run_settles_every_record_exactly_once() {
     };
 
     let mut killed_after = Vec::new();
+    // Deterministic "random" moments (a small LCG), so a failure can be rerun as it was.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next_ms = |max: u64| {
+        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (rng >> 33) % max
+    };
     for kill in 0..KILLS {
         produce(&mut traffic, RECORDS_PER_ROUND);
         let before = committed();
         let mut child = spawn_gantry(&config, &tariff_dir, &log);
+        if kill % 3 == 2 {
+            // Soon after start: while it joins the group, takes its partitions, recovers.
+            std::thread::sleep(Duration::from_millis(next_ms(1500)));
+            child.kill().unwrap();
+            child.wait().unwrap();
+            killed_after.push((committed() - before, "killed early"));
+            continue;
+        }
         // Wait for the run to be under way (a few more batches committed), then kill it at a
         // point that varies from round to round.
         let started = Instant::now();
-        while committed() < before + 2 + kill {
+        while committed() < before + 1 + kill % 3 {
             assert!(
                 child.try_wait().unwrap().is_none(),
                 "gantry exited before it was killed; see {}",
@@ -106,7 +124,7 @@ fn gantry_killed_mid_run_settles_every_record_exactly_once() {
                 std::thread::sleep(Duration::from_millis(2));
             }
         } else {
-            std::thread::sleep(Duration::from_millis(37 * kill));
+            std::thread::sleep(Duration::from_millis(next_ms(400)));
         }
         let drained = child.try_wait().unwrap().is_some();
         if !drained {

@@ -1,8 +1,10 @@
 //! Faults beyond a single crash, against the real broker and ClickHouse
 //! (`deploy/local/stack up`), each ending with the full exactly-once check over ≥ 100k
 //! generated lane records: a record dated a year ahead (its Kafka timestamp too), the
-//! schema missing when Gantry starts, and stopping — SIGTERM with landing blocked, a second
-//! SIGTERM, and a graceful stop that leaves nothing to replay.
+//! schema missing when Gantry starts, stopping — SIGTERM with landing blocked, a second
+//! SIGTERM, and a graceful stop that leaves nothing to replay — a view failing after its
+//! source, a paused instance whose partitions are taken over, a tariff version added mid-run
+//! then a crash and a replay without it, and the broker (a test's own) restarted mid-run.
 
 #![forbid(unsafe_code)]
 

@@ -154,7 +154,9 @@ pub struct PipelineConfig {
     /// restarts of this instance (its StatefulSet pod name, say) and is unique in the group.
     /// A restarted instance then takes its own partitions straight back, without a
     /// rebalance and without waiting for its dead predecessor's session to time out; a
-    /// member that died mid-join cannot linger either. Unset: dynamic membership.
+    /// member that died mid-join cannot linger either. Unset: dynamic membership. For Apache
+    /// Kafka and Redpanda; Tansu 0.6 assigns and revokes a static member's partitions every
+    /// session timeout, endlessly (seen here), so leave it unset there.
     pub group_instance_id: Option<String>,
     /// The tariff root (one directory per version); `gantry run --tariff` sets it. Watched
     /// while running: versions renamed into it (or removed) are loaded without a pause.
