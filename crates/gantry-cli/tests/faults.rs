@@ -177,18 +177,7 @@ fn a_second_sigterm_exits_at_once_and_loses_nothing() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(child.try_wait().unwrap().is_none(), "exited on the first SIGTERM without landing");
     sigterm(&child);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < STUCK_AFTER,
-            "the second SIGTERM was ignored; see {}",
-            log.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child, &log, "the exit on a second SIGTERM");
     assert_eq!(status.code(), Some(75), "exit status of a stop that left batches unlanded");
     env.exec("DROP TABLE block_landing");
     let mut child = spawn_gantry(&config, &tariff_dir, &log);

@@ -226,6 +226,31 @@ async fn recover_with_backoff(
     }
 }
 
+/// Runs `attempt` until it succeeds or fails for good, waiting with backoff (as recovery
+/// does) while its error may pass — a broker or ClickHouse that is not up yet. `None` if
+/// `stop` is set meanwhile.
+fn retry_at_start<T>(
+    stop: &AtomicBool,
+    waiting_for: &str,
+    mut attempt: impl FnMut() -> Result<T>,
+) -> Result<Option<T>> {
+    let mut backoff = RECOVERY_RETRY_FIRST;
+    loop {
+        match attempt() {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) if !e.is_transient() => return Err(e),
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "{waiting_for}; retrying")
+            }
+        }
+        std::thread::sleep(backoff);
+        if stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        backoff = (backoff * 2).min(RECOVERY_RETRY_MAX);
+    }
+}
+
 /// The first wait before a failed recovery is tried again: a blip costs half a second.
 const RECOVERY_RETRY_FIRST: Duration = Duration::from_millis(500);
 /// The longest wait between recovery attempts: an outage's end is noticed within seconds.
@@ -315,7 +340,10 @@ impl<'c> Poller<'c> {
             lander: lander_tx,
             stored_sets: Mutex::new(HashSet::new()),
         });
-        if !Self::check_tariffs(&shared, &rt, stop)? {
+        // A tariff version whose files were edited after it was used stops the start.
+        let set = shared.tariffs.snapshot();
+        let unchanged = || rt.block_on(crate::tariffs::check_unchanged(&shared.store, &set));
+        if retry_at_start(stop, "tariff versions not checked yet", unchanged)?.is_none() {
             return Ok(None);
         }
         if let (Some(root), 1..) = (&cfg.tariff_dir, cfg.tariff_scan_interval_ms) {
@@ -343,23 +371,14 @@ impl<'c> Poller<'c> {
         let consumer: BaseConsumer<Ctx> = consumer_cfg.create_with_context(ctx)?;
         // A broker that is down (or topics not created yet) at start is waited for; topics
         // that are not co-partitioned are a configuration error.
-        let mut backoff = RECOVERY_RETRY_FIRST;
-        let partitions = loop {
-            match gantry_kafka::check_copartitioned(&consumer, &cfg.lane_topic, &cfg.account_topic)
-            {
-                Ok(n) => break n,
-                Err(e @ gantry_kafka::KafkaIoError::NotCopartitioned { .. }) => {
-                    return Err(e.into())
-                }
-                Err(e) => {
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "input topics not readable yet; retrying")
-                }
-            }
-            std::thread::sleep(backoff);
-            if stop.load(Ordering::SeqCst) {
-                return Ok(None);
-            }
-            backoff = (backoff * 2).min(RECOVERY_RETRY_MAX);
+        let copartitioned = || {
+            gantry_kafka::check_copartitioned(&consumer, &cfg.lane_topic, &cfg.account_topic)
+                .map_err(PipelineError::from)
+        };
+        let Some(partitions) =
+            retry_at_start(stop, "input topics not readable yet", copartitioned)?
+        else {
+            return Ok(None);
         };
         info!(partitions, lane = %cfg.lane_topic, accounts = %cfg.account_topic, "topics are co-partitioned");
         consumer.subscribe(&[&cfg.lane_topic, &cfg.account_topic])?;
@@ -375,32 +394,6 @@ impl<'c> Poller<'c> {
             last_message: now,
             last_housekeeping: now,
         }))
-    }
-
-    /// Refuses to start with a tariff version whose files were edited after it was used
-    /// (`tariffs::check_unchanged`), waiting with backoff while ClickHouse cannot answer.
-    /// `false` if `stop` is set meanwhile.
-    fn check_tariffs(
-        shared: &Shared,
-        rt: &tokio::runtime::Handle,
-        stop: &AtomicBool,
-    ) -> Result<bool> {
-        let set = shared.tariffs.snapshot();
-        let mut backoff = RECOVERY_RETRY_FIRST;
-        loop {
-            match rt.block_on(crate::tariffs::check_unchanged(&shared.store, &set)) {
-                Ok(()) => return Ok(true),
-                Err(e) if !e.is_transient() => return Err(e),
-                Err(e) => {
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "tariff versions not checked yet; retrying")
-                }
-            }
-            std::thread::sleep(backoff);
-            if stop.load(Ordering::SeqCst) {
-                return Ok(false);
-            }
-            backoff = (backoff * 2).min(RECOVERY_RETRY_MAX);
-        }
     }
 
     /// One poll and what it calls for.

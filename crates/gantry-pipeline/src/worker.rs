@@ -38,6 +38,19 @@ pub(crate) struct Chunk {
     pub at_end: bool,
 }
 
+impl Chunk {
+    /// Appends a message read outside the group consumer (a gap filled, a silent side read).
+    fn push_read(&mut self, m: gantry_kafka::RangeMessage<'_>) {
+        self.msgs.push(Msg {
+            offset: m.offset,
+            timestamp_ms: m.timestamp_ms.unwrap_or(NO_TIMESTAMP_MS),
+            start: self.data.len() as u32,
+            len: m.payload.len() as u32,
+        });
+        self.data.extend_from_slice(m.payload);
+    }
+}
+
 /// [`Msg::timestamp_ms`] of a message that has no Kafka timestamp (librdkafka's own value
 /// for it). Below every real timestamp, so the merge takes such a message first, live and in
 /// replay alike.
@@ -562,15 +575,7 @@ impl Worker {
                 let mut fill =
                     Chunk { topic: chunk.topic, data: Vec::new(), msgs: Vec::new(), at_end: false };
                 tokio::task::block_in_place(|| {
-                    reader.read(topic, self.partition, expected, first, |m| {
-                        fill.msgs.push(Msg {
-                            offset: m.offset,
-                            timestamp_ms: m.timestamp_ms.unwrap_or(NO_TIMESTAMP_MS),
-                            start: fill.data.len() as u32,
-                            len: m.payload.len() as u32,
-                        });
-                        fill.data.extend_from_slice(m.payload);
-                    })
+                    reader.read(topic, self.partition, expected, first, |m| fill.push_read(m))
                 })?;
                 info!(
                     partition = self.partition,
@@ -620,15 +625,7 @@ impl Worker {
         let mut chunk = self.shared.chunk_pool.take(topic);
         let max = self.shared.cfg.chunk_messages_max;
         let tail = tokio::task::block_in_place(|| {
-            reader.read_tail(name, self.partition, from, max, |m| {
-                chunk.msgs.push(Msg {
-                    offset: m.offset,
-                    timestamp_ms: m.timestamp_ms.unwrap_or(NO_TIMESTAMP_MS),
-                    start: chunk.data.len() as u32,
-                    len: m.payload.len() as u32,
-                });
-                chunk.data.extend_from_slice(m.payload);
-            })
+            reader.read_tail(name, self.partition, from, max, |m| chunk.push_read(m))
         });
         let read = chunk.msgs.len();
         match tail {
