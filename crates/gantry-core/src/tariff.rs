@@ -218,6 +218,8 @@ pub struct TariffVersion {
     /// The two files it was built from, kept so the version can be made durable (a replay
     /// rebuilds exactly this version from them, whatever the tariff directory holds then).
     sources: Arc<TariffSources>,
+    /// `sources.hash()`, taken once: set ids and every directory scan compare it.
+    source_hash: u64,
 }
 
 /// A version's two files as text: what Gantry stores in ClickHouse (`gantry_tariffs`) for
@@ -326,7 +328,7 @@ impl TariffVersion {
 
     /// [`TariffSources::hash`] of this version's files.
     pub fn source_hash(&self) -> u64 {
-        self.sources.hash()
+        self.source_hash
     }
 
     /// Builds a version from the two files' text; the paths are for error messages only.
@@ -359,6 +361,10 @@ impl TariffVersion {
             Some(a) => check.bp(&a.per_extra_axle_bp, "axle_surcharge.per_extra_axle_bp")?,
             None => 0,
         };
+        let sources = TariffSources {
+            tariff_toml: toml_text.to_string(),
+            intervals_csv: csv_text.to_string(),
+        };
         let (mut units, owners) = parse_intervals(csv_path, csv_text)?;
         // Rules only mark units; the ids (what the index reads) do not change after this.
         let index = UnitIndex::new(&units);
@@ -375,10 +381,8 @@ impl TariffVersion {
             units,
             owners,
             instance: NEXT_VERSION_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            sources: Arc::new(TariffSources {
-                tariff_toml: toml_text.to_string(),
-                intervals_csv: csv_text.to_string(),
-            }),
+            source_hash: sources.hash(),
+            sources: Arc::new(sources),
         })
     }
 

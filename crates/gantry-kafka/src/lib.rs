@@ -226,31 +226,60 @@ impl RangeReader {
             .0)
     }
 
+    /// Reads exactly the offsets `[from, to)` (see the type's doc).
     pub fn read(
         &self,
         topic: &str,
         partition: i32,
         from: i64,
         to: i64,
-        mut f: impl FnMut(RangeMessage<'_>),
+        f: impl FnMut(RangeMessage<'_>),
     ) -> Result<()> {
         if from >= to {
             return Ok(());
         }
-        // A broker must answer a fetch at an offset inside a record batch with that whole batch
-        // (the client skips the records before the offset). Some Kafka-compatible brokers
-        // (Tansu 0.6 here) answer with the *next* batch instead, which would silently skip
-        // records, or, when there is no next batch, with nothing at all. So if the first
-        // record delivered is past `from`, or nothing comes for `RANGE_FIRST_RECORD_WAIT_MS`,
-        // start further back (the skipped records are filtered out below) until the answer
-        // covers `from`, or the start is the oldest retained offset and the gap is real.
+        self.read_until(topic, partition, from, Until::Offset(to), f).map(|_| ())
+    }
+
+    /// Reads what the partition holds from `from` on, as the broker has it now: at most
+    /// `max_messages`, stopping at the end of the partition. For a side whose group fetch
+    /// has gone silent — Tansu answers a fetch that starts inside a record batch with
+    /// nothing when no later batch exists, so after a restart the group consumer can sit
+    /// at such an offset forever, neither delivering nor at its end.
+    pub fn read_tail(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        max_messages: usize,
+        f: impl FnMut(RangeMessage<'_>),
+    ) -> Result<Tail> {
+        self.read_until(topic, partition, from, Until::End { max_messages }, f)
+    }
+
+    /// Reads from `from` until `until`. A broker must answer a fetch at an offset inside a
+    /// record batch with that whole batch (the client skips the records before the offset).
+    /// Some Kafka-compatible brokers (Tansu 0.6 here) answer with the *next* batch instead,
+    /// which would silently skip records, or, when there is no next batch, with nothing at
+    /// all. So if the first record delivered is past `from`, or nothing comes for
+    /// `RANGE_FIRST_RECORD_WAIT_MS`, start further back (the skipped records are filtered
+    /// out) until the answer covers `from`, or the start is the oldest retained offset and
+    /// the gap is real.
+    fn read_until(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        until: Until,
+        mut f: impl FnMut(RangeMessage<'_>),
+    ) -> Result<Tail> {
         let low = self.low_watermark(topic, partition)?.max(0);
         let mut start = from.max(low);
         let mut step = RANGE_BACKOFF_FIRST_OFFSETS;
-        let range = Range { topic, partition, from, to };
+        let range = Range { topic, partition, from, until };
         loop {
             match self.read_from(&range, start, start > low, &mut f)? {
-                Attempt::Done => return Ok(()),
+                Attempt::Done(tail) => return Ok(tail),
                 Attempt::StartEarlier => {
                     start = (from - step).max(low);
                     step *= 4;
@@ -269,13 +298,15 @@ impl RangeReader {
         may_back_off: bool,
         f: &mut impl FnMut(RangeMessage<'_>),
     ) -> Result<Attempt> {
-        let Range { topic, partition, from, to } = *range;
+        let Range { topic, partition, from, until } = *range;
         let consumer = Self::consumer(&self.brokers)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
         consumer.assign(&tpl)?;
-        let (mut at, mut first, mut last_progress) = (from, true, Instant::now());
-        while at < to {
+        let (mut at, mut read, mut first, mut last_progress) = (from, 0, true, Instant::now());
+        let past = |offset: i64| matches!(until, Until::Offset(to) if offset >= to);
+        let first_wait = Duration::from_millis(RANGE_FIRST_RECORD_WAIT_MS);
+        while !past(at) {
             match consumer.poll(Duration::from_millis(RANGE_POLL_MS)) {
                 Some(Ok(m)) => {
                     if m.topic() != topic || m.partition() != partition {
@@ -285,7 +316,7 @@ impl RangeReader {
                         return Ok(Attempt::StartEarlier);
                     }
                     first = false;
-                    if m.offset() >= to {
+                    if past(m.offset()) {
                         break;
                     }
                     if m.offset() >= at {
@@ -296,27 +327,46 @@ impl RangeReader {
                             timestamp_ms: m.timestamp().to_millis(),
                             payload: m.payload().unwrap_or(&[]),
                         });
+                        read += 1;
+                        if matches!(until, Until::End { max_messages } if read >= max_messages) {
+                            break;
+                        }
                     }
                 }
                 Some(Err(e)) if !is_eof(&e) => return Err(e.into()),
-                // End of partition, or nothing yet: the offsets up to `to` were recorded by
-                // Gantry, so they exist; wait for a slow broker, but not forever.
+                // A tail read ends at the end of the partition. A range read does not: its
+                // offsets were recorded by Gantry, so they exist; it waits for a slow broker.
+                Some(Err(_)) if matches!(until, Until::End { .. }) => {
+                    return Ok(Attempt::Done(Tail::AtEnd));
+                }
                 _ => {
                     let waited = last_progress.elapsed();
-                    if first
-                        && may_back_off
-                        && waited > Duration::from_millis(RANGE_FIRST_RECORD_WAIT_MS)
-                    {
+                    if first && may_back_off && waited > first_wait {
                         return Ok(Attempt::StartEarlier);
                     }
-                    if waited > Duration::from_millis(RANGE_READ_STALL_MS) {
-                        let topic = topic.into();
-                        return Err(KafkaIoError::RangeStalled { topic, partition, from, to, at });
+                    match until {
+                        Until::End { .. } if waited > first_wait => {
+                            let tail = if read > 0 { Tail::More } else { Tail::Unknown };
+                            return Ok(Attempt::Done(tail));
+                        }
+                        Until::Offset(to)
+                            if waited > Duration::from_millis(RANGE_READ_STALL_MS) =>
+                        {
+                            let topic = topic.into();
+                            return Err(KafkaIoError::RangeStalled {
+                                topic,
+                                partition,
+                                from,
+                                to,
+                                at,
+                            });
+                        }
+                        _ => {}
                     }
                 }
             }
         }
-        Ok(Attempt::Done)
+        Ok(Attempt::Done(Tail::More))
     }
 }
 
@@ -326,93 +376,35 @@ pub enum Tail {
     /// The broker said the partition ends after what was read (end-of-partition at the
     /// position reached): nothing more is there now.
     AtEnd,
-    /// `max_messages` were read; there may be more.
+    /// `max_messages` were read (or, for a range read, the range); there may be more.
     More,
     /// Nothing more came for a while, and the broker did not say the partition ends
     /// (unreachable, or slow): the caller cannot tell.
     Unknown,
 }
 
-impl RangeReader {
-    /// Reads what the partition holds from `from` on, as the broker has it now: at most
-    /// `max_messages`, stopping at the end of the partition. For a side whose group fetch
-    /// has gone silent — Tansu answers a fetch that starts inside a record batch with
-    /// nothing when no later batch exists, so after a restart the group consumer can sit
-    /// at such an offset forever, neither delivering nor at its end. Backs off to an
-    /// earlier start exactly as [`RangeReader::read`] does.
-    pub fn read_tail(
-        &self,
-        topic: &str,
-        partition: i32,
-        from: i64,
-        max_messages: usize,
-        mut f: impl FnMut(RangeMessage<'_>),
-    ) -> Result<Tail> {
-        let low = self.low_watermark(topic, partition)?.max(0);
-        let mut start = from.max(low);
-        let mut step = RANGE_BACKOFF_FIRST_OFFSETS;
-        loop {
-            let consumer = Self::consumer(&self.brokers)?;
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
-            consumer.assign(&tpl)?;
-            let (mut read, mut first, mut last_progress) = (0, true, Instant::now());
-            let may_back_off = start > low;
-            loop {
-                match consumer.poll(Duration::from_millis(RANGE_POLL_MS)) {
-                    Some(Ok(m)) if m.topic() == topic && m.partition() == partition => {
-                        if first && m.offset() > from && may_back_off {
-                            break; // the broker skipped the batch holding `from`
-                        }
-                        first = false;
-                        last_progress = Instant::now();
-                        if m.offset() >= from {
-                            f(RangeMessage {
-                                offset: m.offset(),
-                                timestamp_ms: m.timestamp().to_millis(),
-                                payload: m.payload().unwrap_or(&[]),
-                            });
-                            read += 1;
-                            if read >= max_messages {
-                                return Ok(Tail::More);
-                            }
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) if is_eof(&e) => return Ok(Tail::AtEnd),
-                    Some(Err(e)) => return Err(e.into()),
-                    None => {
-                        let waited = last_progress.elapsed();
-                        let skipped = first
-                            && may_back_off
-                            && waited > Duration::from_millis(RANGE_FIRST_RECORD_WAIT_MS);
-                        if skipped {
-                            break;
-                        }
-                        if waited > Duration::from_millis(RANGE_FIRST_RECORD_WAIT_MS) {
-                            return Ok(if read > 0 { Tail::More } else { Tail::Unknown });
-                        }
-                    }
-                }
-            }
-            start = (from - step).max(low);
-            step *= 4;
-        }
-    }
+/// Where a read of one partition ends.
+#[derive(Clone, Copy)]
+enum Until {
+    /// Before this offset: the offsets were recorded, so they exist (replay, gap fill).
+    Offset(i64),
+    /// At the end of the partition, or after this many messages (a silent side).
+    End { max_messages: usize },
 }
 
-/// The offsets `[from, to)` of one partition.
+/// The offsets from `from` of one partition, up to `until`.
 #[derive(Clone, Copy)]
 struct Range<'a> {
     topic: &'a str,
     partition: i32,
     from: i64,
-    to: i64,
+    until: Until,
 }
 
 /// How one attempt at a range read ended.
 enum Attempt {
-    Done,
+    /// The read is over (how, for a tail read).
+    Done(Tail),
     /// The broker answered from past the range's start: fetch from further back.
     StartEarlier,
 }

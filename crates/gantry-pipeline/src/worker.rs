@@ -285,8 +285,11 @@ impl Worker {
             // Rows journaled before the clock column read 0: those batches had no clock.
             let clock_ms = if b.clock_ms > 0 { b.clock_ms } else { NO_CLOCK_MS };
             w.engine.set_clock_ms(clock_ms);
-            // ... and prices with the tariff set it was priced with.
-            w.tariffs = rt.block_on(crate::tariffs::set_for_replay(&w.shared, b.tariff_set))?;
+            // ... and prices with the tariff set it was priced with (rebuilt only when it
+            // differs from the previous batch's).
+            if b.tariff_set != w.tariffs.id() {
+                w.tariffs = rt.block_on(crate::tariffs::set_for_replay(&w.shared, b.tariff_set))?;
+            }
             w.replay(&reader, b.ranges())?;
             w.seq = b.batch_seq;
             if b.is_committed() {
