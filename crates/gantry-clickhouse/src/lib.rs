@@ -95,7 +95,18 @@ pub struct BatchRecord {
     /// The tariff set the batch was priced with ([`TariffSetRecord::set_id`]; 0 in rows
     /// written before the column existed: priced with the set loaded at the time, unknown).
     pub tariff_set: u64,
+    /// How the batch was processed, for a replay to process it the same way: 0 (rows
+    /// written before the column existed) rejected lane records older than the dedup
+    /// window; [`JOURNAL_FORMAT`] parks them and looks them up (`late_known`).
+    pub journal_format: u8,
+    /// Of the lane records the batch parked as late, in order, the indexes of those whose
+    /// `tradeId` the lookup found settled in an earlier batch: the answers a replay decides
+    /// them by (it cannot ask again: by then the batch's own rows may be there).
+    pub late_known: Vec<u32>,
 }
+
+/// [`BatchRecord::journal_format`] of the batches this release journals.
+pub const JOURNAL_FORMAT: u8 = 1;
 
 impl BatchRecord {
     pub fn ranges(&self) -> Ranges {
@@ -322,6 +333,8 @@ impl Store {
             instance: instance.to_string(),
             clock_ms: b.clock_ms,
             tariff_set: b.tariff_set,
+            journal_format: JOURNAL_FORMAT,
+            late_known: b.late_known.clone(),
         }
     }
 
@@ -411,6 +424,35 @@ impl Store {
             .bind(partition)
             .fetch_optional()
             .await?)
+    }
+
+    /// Of these `(local day, tradeId)` pairs, the trade ids that `settlements` holds for
+    /// partition `p` — settled by an earlier batch: the late-record lookup (contract §3).
+    /// Reads by the table's key, `(trade_date, trade_id)`, so a day's worth of ids costs a
+    /// few granules, not a scan; asks [`LATE_LOOKUP_IDS_MAX`] ids at a time.
+    pub async fn settled_trade_ids(
+        &self,
+        p: u16,
+        ids: &[(i32, &str)],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut found = std::collections::HashSet::new();
+        for chunk in ids.chunks(LATE_LOOKUP_IDS_MAX) {
+            let mut days: Vec<i32> = chunk.iter().map(|(d, _)| *d).collect();
+            days.sort_unstable();
+            days.dedup();
+            let days: Vec<String> = days
+                .iter()
+                .map(|&d| format!("'{}'", gantry_core::time::format_date(d as i64)))
+                .collect();
+            let trade_ids: Vec<String> = chunk.iter().map(|(_, id)| sql_string(id)).collect();
+            let sql = format!(
+                "SELECT DISTINCT trade_id FROM settlements WHERE trade_date IN ({}) AND trade_id IN ({}) AND gantry_partition = {p}",
+                days.join(","),
+                trade_ids.join(",")
+            );
+            found.extend(self.queries.query(&sql).fetch_all::<String>().await?);
+        }
+        Ok(found)
     }
 
     /// Takes partition `p` for `instance`: the next epoch after every earlier owner's. The
@@ -646,8 +688,26 @@ impl Store {
 /// INSERT is one part, which is what makes a batch all-or-nothing in each table.
 pub const GROUP_ROWS_MAX: usize = 1_000_000;
 
+/// Most trade ids one late-record lookup names: ids are at most 40 bytes (contract §1), so
+/// its SQL stays near 100 KB, inside ClickHouse's `max_query_size` (256 KiB by default).
+pub const LATE_LOOKUP_IDS_MAX: usize = 2_000;
+
+/// `s` as a ClickHouse string literal (quoted, backslash and quote escaped).
+fn sql_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
 /// A batch's entry in the journal (`gantry_batches`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct JournalEntry {
     pub partition: u16,
     pub seq: u64,
@@ -657,6 +717,8 @@ pub struct JournalEntry {
     pub clock_ms: i64,
     /// The tariff set it was priced with (see [`BatchRecord::tariff_set`]).
     pub tariff_set: u64,
+    /// The lookup's answers for its late records (see [`BatchRecord::late_known`]).
+    pub late_known: Vec<u32>,
 }
 
 /// A batch to write: which partition and sequence number its rows are tagged with.
@@ -1106,6 +1168,7 @@ mod tests {
                 time_ms: s.trans_time_ms,
                 entry_day: s.trade_day,
                 source: s.source,
+                batch_row: a.ledger.len() as u32,
             });
             a.settlements.push(s);
         }
@@ -1138,6 +1201,7 @@ mod tests {
             time_ms: 1_794_000_002_000,
             entry_day: 20_764,
             source: src(Topic::AccountEvents, 3),
+            batch_row: 0,
         });
         b.status.push(StatusRow {
             card_id: card,

@@ -314,6 +314,7 @@ pub(crate) const LEDGER_COLUMNS: ColumnList = &[
     ("source_offset", "Int64"),
     ("gantry_partition", "UInt16"),
     ("batch_seq", "UInt64"),
+    ("batch_row", "UInt32"),
 ];
 
 pub(crate) fn ledger_row(b: &Batch, l: &LedgerRow, t: Tag, c: &mut Columns) {
@@ -329,7 +330,8 @@ pub(crate) fn ledger_row(b: &Batch, l: &LedgerRow, t: Tag, c: &mut Columns) {
         .u16(date(l.entry_day as i64))
         .i32(l.source.partition)
         .i64(l.source.offset)
-        .tag(t);
+        .tag(t)
+        .u32(l.batch_row);
 }
 
 pub(crate) const REJECT_COLUMNS: ColumnList = &[

@@ -58,6 +58,9 @@ pub const ADDED_COLUMNS: &[AddedColumn] = &[
     AddedColumn { table: "customer_usage_daily", column: "gantry_partition", definition: "UInt16" },
     AddedColumn { table: "customer_usage_daily", column: "batch_seq", definition: "UInt64" },
     AddedColumn { table: "gantry_batches", column: "tariff_set", definition: "UInt64" },
+    AddedColumn { table: "ledger", column: "batch_row", definition: "UInt32" },
+    AddedColumn { table: "gantry_batches", column: "journal_format", definition: "UInt8" },
+    AddedColumn { table: "gantry_batches", column: "late_known", definition: "Array(UInt32)" },
 ];
 
 /// Objects of earlier releases that must not exist any more, dropped by `gantry schema

@@ -14,7 +14,11 @@
 //! 3. price with the version in force at `transTime`; unknown unit/class or no version in
 //!    force rejects (the id is not remembered, so a corrected resend is still taken);
 //! 4. deduplicate by `tradeId`: a duplicate is recorded and has no other effect; a record
-//!    older than the window is rejected `outside_dedup_window`;
+//!    older than the window is *parked* in the batch ([`crate::output::LateRecord`]) — the pipeline looks up
+//!    whether it was settled before and [`Engine::settle_late`] then decides it, after the
+//!    rest of the batch (contract §3, late records). Under [`LatePolicy::Reject`] (replays
+//!    of batches journaled before late records were checked) it is rejected
+//!    `outside_dedup_window` instead;
 //! 5. ETC: debit the card (always: the vehicle has passed); an unknown card is rejected
 //!    `unknown_card` with the price in `detail`, for recovery. CPC: settled, never debited.
 
@@ -87,6 +91,29 @@ struct Warmed {
     unit: Option<u32>,
 }
 
+/// What the engine does with a lane record older than its dedup window, set per batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LatePolicy {
+    /// Park it for the lookup of what is already settled, then [`Engine::settle_late`].
+    #[default]
+    Park,
+    /// Reject it `outside_dedup_window`: how every batch journaled before late records were
+    /// looked up was processed, so a replay of one decides as it did.
+    Reject,
+}
+
+/// How a lane record older than the dedup window is decided when met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Late {
+    /// First met: as the batch's [`LatePolicy`] says.
+    ByPolicy,
+    /// Met again in [`Engine::settle_late`]: settled before (or an earlier copy of it is
+    /// settled now), so a duplicate.
+    SettledBefore,
+    /// Met again in [`Engine::settle_late`]: never settled, so settled now.
+    NotSettled,
+}
+
 /// A parsed lane record waiting in a group.
 struct Parsed<'m> {
     raw: &'m [u8],
@@ -110,6 +137,8 @@ pub struct Engine {
     /// dated more than `max_future_skew_ms` past it. Not state: a replay sets the clock
     /// the batch was journaled with.
     clock_ms: i64,
+    /// The batch's late policy, set by the caller per batch like the clock.
+    late_policy: LatePolicy,
 }
 
 /// [`Engine::set_clock_ms`] for "no clock": only the Kafka timestamps bound a record's time
@@ -201,7 +230,68 @@ impl Engine {
             splits: Vec::with_capacity(8),
             tariff_texts: TariffTexts::default(),
             clock_ms: NO_CLOCK_MS,
+            late_policy: LatePolicy::Park,
         }
+    }
+
+    /// Sets what the next records older than the dedup window get (see [`LatePolicy`]).
+    pub fn set_late_policy(&mut self, policy: LatePolicy) {
+        self.late_policy = policy;
+    }
+
+    /// Decides the lane records this batch parked as late (`out.late`), in the order they
+    /// were parked, after everything else in the batch — that is their place in the ledger.
+    /// `settled_before[i]` says whether `out.late[i]`'s `tradeId` was settled in an earlier
+    /// batch (the pipeline's lookup; a replay passes the answers journaled with the batch,
+    /// so it decides the same). One settled before, or a later copy of one settled here, is
+    /// a duplicate; any other is settled (priced, debited) as if it were in the window.
+    pub fn settle_late(&mut self, tariffs: &TariffSet, settled_before: &[bool], out: &mut Batch) {
+        assert_eq!(settled_before.len(), out.late.len(), "an answer per parked record");
+        let decisions: Vec<Late> = {
+            let mut first_copies = hashbrown::HashSet::with_capacity(out.late.len());
+            out.late
+                .iter()
+                .zip(settled_before)
+                .map(|(r, &before)| {
+                    let first = first_copies.insert(out.text_bytes(r.trade_id));
+                    if before || !first {
+                        Late::SettledBefore
+                    } else {
+                        Late::NotSettled
+                    }
+                })
+                .collect()
+        };
+        let parked = out.take_late();
+        let parse_cfg = self.cfg.parse;
+        for (r, decision) in parked.0.iter().zip(decisions) {
+            let bytes = r.bytes(&parked.1);
+            let mut records = 0;
+            for_each_lane_record(bytes, &parse_cfg, |raw, rec| {
+                records += 1;
+                match rec {
+                    Ok(tx) => {
+                        let w = Warmed::default();
+                        self.lane_record(tariffs, &tx, raw, w, r.source, out, decision)
+                    }
+                    // It parsed when it was parked, and the same bytes parse the same; were
+                    // that ever untrue, the record is still accounted for, as a reject.
+                    Err(reason) => {
+                        out.counts.lane_rejected += 1;
+                        reject(
+                            out,
+                            r.source,
+                            reason,
+                            raw,
+                            None,
+                            r.source.timestamp_ms.unwrap_or(0),
+                        );
+                    }
+                }
+            });
+            debug_assert_eq!(records, 1, "a parked record is one record");
+        }
+        out.put_late(parked);
     }
 
     /// Sets the clock the next records are checked against (see `clock_ms`).
@@ -320,7 +410,7 @@ impl Engine {
     ) {
         out.counts.lane_records += 1;
         match rec {
-            Ok(tx) => self.lane_record(tariffs, tx, raw, warmed, src, out),
+            Ok(tx) => self.lane_record(tariffs, tx, raw, warmed, src, out, Late::ByPolicy),
             Err(&reason) => {
                 out.counts.lane_rejected += 1;
                 reject(out, src, reason, raw, None, src.timestamp_ms.unwrap_or(0));
@@ -329,7 +419,8 @@ impl Engine {
     }
 
     /// One parsed lane record, steps 2–5 of the module doc: each step below decides, and
-    /// the branching between them (reject, duplicate, settle) is all here.
+    /// the branching between them (reject, duplicate, park, settle) is all here.
+    #[allow(clippy::too_many_arguments)] // each is a different input of the one decision
     fn lane_record(
         &mut self,
         tariffs: &TariffSet,
@@ -338,6 +429,7 @@ impl Engine {
         warmed: Warmed,
         src: Source,
         out: &mut Batch,
+        late: Late,
     ) {
         let fail = |out: &mut Batch, reason: RejectReason, detail: Option<&str>| {
             out.counts.lane_rejected += 1;
@@ -366,7 +458,14 @@ impl Engine {
         match self.dedup.check_and_insert_key(key, tx.trans_time_ms) {
             Verdict::New => {}
             Verdict::Duplicate => return duplicate(out, tx, src),
-            Verdict::TooOld => return fail(out, RejectReason::OutsideDedupWindow, None),
+            Verdict::TooOld => match (late, self.late_policy) {
+                (Late::ByPolicy, LatePolicy::Park) => return self.park(tx, raw, src, out),
+                (Late::ByPolicy, LatePolicy::Reject) => {
+                    return fail(out, RejectReason::OutsideDedupWindow, None)
+                }
+                (Late::SettledBefore, _) => return duplicate(out, tx, src),
+                (Late::NotSettled, _) => {}
+            },
         }
         let debit = match self.debit(tx, &priced, out) {
             Ok(d) => d,
@@ -376,6 +475,15 @@ impl Engine {
             }
         };
         self.settled_rows(tx, version, &priced, debit, src, out);
+    }
+
+    /// Step 4 for a record older than the window: parked in the batch, untouched, until
+    /// [`settle_late`](Self::settle_late).
+    #[cold]
+    fn park(&self, tx: &LaneTx<'_>, raw: &[u8], src: Source, out: &mut Batch) {
+        out.counts.lane_late += 1;
+        let day = local_day(tx.trans_time_ms, self.cfg.parse.network_utc_offset_min) as i32;
+        out.push_late(&tx.trade_id, day, raw, src);
     }
 
     /// Step 5: debits an ETC record's card (a CPC record is never debited); the unknown
@@ -452,6 +560,7 @@ impl Engine {
                     time_ms: tx.trans_time_ms,
                     entry_day: settlement.trade_day,
                     source: src,
+                    batch_row: out.ledger.len() as u32,
                 });
             }
             push_status(out, m, debit.card_text, tx.trans_time_ms, src);
@@ -589,6 +698,7 @@ impl Engine {
             time_ms: t,
             entry_day,
             source: src,
+            batch_row: out.ledger.len() as u32,
         });
         push_status(out, m, card_text, t, src);
         Ok(true)
@@ -634,6 +744,7 @@ impl Engine {
             time_ms: t,
             entry_day: local_day(t, self.cfg.parse.network_utc_offset_min) as i32,
             source: src,
+            batch_row: out.ledger.len() as u32,
         });
         push_status(out, m, card_text, t, src);
         Ok(true)
@@ -693,6 +804,7 @@ impl Engine {
             splits: Vec::with_capacity(8),
             tariff_texts: TariffTexts::default(),
             clock_ms: NO_CLOCK_MS,
+            late_policy: LatePolicy::Park,
         })
     }
 }

@@ -124,6 +124,10 @@ pub struct LedgerRow {
     /// Local day of `time_ms` in the network's zone.
     pub entry_day: i32,
     pub source: Source,
+    /// The entry's place among its batch's ledger entries (0, 1, …): with `batch_seq`, the
+    /// order the engine applied the card's movements in, which is the order of its balance
+    /// chain (a late record's debit is applied after the rest of its batch, whatever its time).
+    pub batch_row: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -211,6 +215,35 @@ pub struct Counts {
     pub events_applied: u64,
     pub events_rejected: u64,
     pub events_duplicates: u64,
+    /// Lane records older than the dedup window that were parked for the lookup of what is
+    /// already settled (each is then settled or a duplicate, and counted as such too).
+    pub lane_late: u64,
+}
+
+/// Rows a parked late record is counted as before it is decided (see [`Batch::rows`]): a
+/// settlement, a split and a ledger entry, what a typical settled record adds.
+pub const LATE_RECORD_ROWS: usize = 3;
+
+/// A lane record older than the dedup window (contract §3, late records), parked by the
+/// engine until the pipeline has looked up whether its `tradeId` was settled in an earlier
+/// batch; [`crate::Engine::settle_late`] then settles it or records it as a duplicate. Its
+/// bytes are kept whole (a reject's are cut to [`RAW_BYTES_MAX`]) so it can be parsed again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LateRecord {
+    pub trade_id: Text,
+    /// Local day of its `transTime`: the leading column of `settlements`' key, so the
+    /// lookup reads by key.
+    pub trade_day: i32,
+    /// Range in the batch's late-records arena.
+    raw: Text,
+    pub source: Source,
+}
+
+impl LateRecord {
+    /// Its bytes in `arena`, the late-records arena of its batch (see [`Batch::take_late`]).
+    pub fn bytes<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        &arena[self.raw.start as usize..(self.raw.start + self.raw.len) as usize]
+    }
 }
 
 /// Which batch (and which filling of it, since [`Batch::clear`]) a text range belongs to:
@@ -313,6 +346,9 @@ pub struct Batch {
     /// The rollups of this batch's rows, filled by [`Batch::roll_up`] when it closes.
     pub clearing: Vec<ClearingRow>,
     pub usage: Vec<UsageRow>,
+    /// Lane records parked as late, in the order met (see [`LateRecord`]).
+    pub late: Vec<LateRecord>,
+    late_raw: Vec<u8>,
     pub counts: Counts,
 }
 
@@ -335,6 +371,8 @@ impl Batch {
             status: Vec::with_capacity(records / 20 + 16),
             clearing: Vec::new(),
             usage: Vec::new(),
+            late: Vec::new(),
+            late_raw: Vec::new(),
             counts: Counts::default(),
         }
     }
@@ -351,6 +389,8 @@ impl Batch {
         self.status.clear();
         self.clearing.clear();
         self.usage.clear();
+        self.late.clear();
+        self.late_raw.clear();
         self.counts = Counts::default();
     }
 
@@ -420,7 +460,8 @@ impl Batch {
         self.id
     }
 
-    /// Rows of all tables.
+    /// Rows of all tables, a parked late record counted as the rows it will likely add
+    /// once decided (so a batch of late records closes near its row limit too).
     pub fn rows(&self) -> usize {
         self.settlements.len()
             + self.splits.len()
@@ -428,11 +469,38 @@ impl Batch {
             + self.rejects.len()
             + self.duplicates.len()
             + self.status.len()
+            + self.late.len() * LATE_RECORD_ROWS
     }
 
     /// Bytes held in the arenas (a batch closes on bytes as well as rows).
     pub fn arena_bytes(&self) -> usize {
-        self.text.len() + self.raw.len()
+        self.text.len() + self.raw.len() + self.late_raw.len()
+    }
+
+    /// Parks a late lane record (see [`LateRecord`]); `raw` is the record's own bytes.
+    pub fn push_late(&mut self, trade_id: &str, trade_day: i32, raw: &[u8], source: Source) {
+        let trade_id = self.push_text(trade_id);
+        let start = self.late_raw.len() as u32;
+        self.late_raw.extend_from_slice(raw);
+        let raw = Text { start, len: raw.len() as u32 };
+        self.late.push(LateRecord { trade_id, trade_day, raw, source });
+    }
+
+    /// The bytes of a parked late record.
+    pub fn late_raw(&self, r: &LateRecord) -> &[u8] {
+        r.bytes(&self.late_raw)
+    }
+
+    /// Takes the parked late records out of the batch (to settle them into it), leaving
+    /// it none; [`Batch::put_late`] puts them back.
+    pub fn take_late(&mut self) -> (Vec<LateRecord>, Vec<u8>) {
+        (std::mem::take(&mut self.late), std::mem::take(&mut self.late_raw))
+    }
+
+    pub fn put_late(&mut self, (late, raw): (Vec<LateRecord>, Vec<u8>)) {
+        debug_assert!(self.late.is_empty(), "late records parked while they were being settled");
+        self.late = late;
+        self.late_raw = raw;
     }
 
     #[inline]

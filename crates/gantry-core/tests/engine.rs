@@ -296,3 +296,65 @@ fn the_future_is_bounded_by_the_batch_clock_too() {
         assert_eq!(out.settlements.len(), usize::from(!rejected), "case {i}");
     }
 }
+
+/// Records older than the dedup window are parked, not rejected, and decided after the rest
+/// of the batch by the answers of the lookup of what is already settled: one settled before
+/// is a duplicate, and so is a second copy of one settled now; any other is settled and
+/// debited then, after the batch's other ledger entries (its `batch_row`s come last). Under
+/// `LatePolicy::Reject` (batches journaled before the lookup existed) they are rejected.
+#[test]
+fn late_records_are_parked_then_decided_by_the_lookup() {
+    use gantry_core::engine::LatePolicy;
+    let set = tariffs();
+    let open = format!(
+        r#"{{"type":"open","cardId":"{CARD}","time":"2026-11-01T08:00:00","customerId":"CU1","cardType":22,"vehicleType":1,"balance":1000}}"#
+    );
+    let now = lane("N1", CARD, "G0015320030010", "2026-11-10T12:00:00", 1);
+    // Two copies of L1 in one message (each record's own bytes are parked), then L2.
+    let l1 = lane("L1", CARD, "G0015320030010", "2026-11-02T12:00:00", 1);
+    let late = format!("{l1}\n{l1}");
+    let l2 = lane("L2", CARD, "G0015320030010", "2026-11-01T12:00:00", 1);
+    type Case<'a> = (LatePolicy, &'a [bool], &'a [&'a str], &'a [&'a str], u64);
+    let cases: [Case; 3] = [
+        // (policy, settled before per parked record) → settled, duplicates, rejected
+        (LatePolicy::Park, &[false, false, false], &["N1", "L1", "L2"], &["L1"], 0),
+        (LatePolicy::Park, &[true, true, false], &["N1", "L2"], &["L1", "L1"], 0),
+        (LatePolicy::Reject, &[], &["N1"], &[], 3),
+    ];
+    for (i, (policy, before, settled, dups, rejected)) in cases.into_iter().enumerate() {
+        let mut engine = Engine::new(EngineConfig::default());
+        engine.set_late_policy(policy);
+        let mut out = Batch::new();
+        engine.account_message(open.as_bytes(), src(Topic::AccountEvents, 0), &mut out);
+        for (offset, msg) in [&now, &late, &l2].into_iter().enumerate() {
+            engine.lane_message(&set, msg.as_bytes(), src(Topic::LaneTx, offset as i64), &mut out);
+        }
+        let parked: Vec<&str> = out.late.iter().map(|r| out.text(r.trade_id)).collect();
+        let expect_parked: &[&str] =
+            if policy == LatePolicy::Park { &["L1", "L1", "L2"] } else { &[] };
+        assert_eq!(parked, expect_parked, "case {i}");
+        assert_eq!(out.counts.lane_late, expect_parked.len() as u64, "case {i}");
+        engine.settle_late(&set, before, &mut out);
+        let ids = |v: Vec<gantry_core::output::Text>| -> Vec<String> {
+            v.into_iter().map(|t| out.text(t).to_string()).collect()
+        };
+        assert_eq!(ids(out.settlements.iter().map(|s| s.trade_id).collect()), settled, "case {i}");
+        assert_eq!(ids(out.duplicates.iter().map(|d| d.id).collect()), dups, "case {i}");
+        assert_eq!(out.rejects.len() as u64, rejected, "case {i}");
+        let c = out.counts;
+        assert_eq!(c.lane_records, 4, "case {i}");
+        assert_eq!(c.lane_records, c.settled + c.lane_rejected + c.lane_duplicates, "case {i}");
+        // The ledger is a chain in `batch_row` order: opening balance, then each debit.
+        let mut balance = 0;
+        for (row, l) in out.ledger.iter().enumerate() {
+            assert_eq!(l.batch_row as usize, row, "case {i}");
+            balance += l.amount;
+            assert_eq!(l.balance_after, balance, "case {i}");
+        }
+        assert_eq!(
+            engine.card(gantry_core::record::CardId::parse(CARD).unwrap()).unwrap().balance,
+            balance
+        );
+        assert_eq!(out.ledger.len(), 1 + settled.len(), "case {i}");
+    }
+}

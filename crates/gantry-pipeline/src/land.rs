@@ -42,10 +42,10 @@ pub(crate) const LANDER_QUEUE_JOBS: usize = 1024;
 
 /// The first wait before retrying a group that did not land: a blip (a dropped connection)
 /// costs a tenth of a second.
-const LANDING_RETRY_FIRST: Duration = Duration::from_millis(100);
+pub(crate) const LANDING_RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait between retries (doubling from the first): an outage is noticed within
 /// seconds of its end, without hammering a ClickHouse that is down.
-const LANDING_RETRY_MAX: Duration = Duration::from_secs(5);
+pub(crate) const LANDING_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// One closed batch on its way into ClickHouse. It owns everything it writes, so its worker
 /// processes the next batch meanwhile.
@@ -62,6 +62,8 @@ pub(crate) struct LandingJob {
     pub epoch: u64,
     /// The tariff set the batch was priced with: stored before the batch is journaled.
     pub tariffs: Arc<gantry_core::TariffSet>,
+    /// The late-record lookup's answers, journaled with the batch.
+    pub late_known: Vec<u32>,
     /// Where the batch (its buffers) goes back once landed.
     pub done: oneshot::Sender<Batch>,
 }
@@ -240,6 +242,7 @@ async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> c
             tariff_set: j.tariffs.id(),
             ranges: j.ranges,
             counts: j.batch.counts,
+            late_known: j.late_known.clone(),
         })
         .collect();
     shared.store.plan_batches(&journal, &shared.cfg.instance).await?;

@@ -15,8 +15,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gantry_clickhouse::{BatchRecord, Ranges};
-use gantry_core::engine::NO_CLOCK_MS;
+use gantry_clickhouse::{BatchRecord, Ranges, JOURNAL_FORMAT};
+use gantry_core::engine::{LatePolicy, NO_CLOCK_MS};
 use gantry_core::output::{Batch, Source, Topic};
 use gantry_core::{Engine, TariffSet};
 use gantry_kafka::{RangeReader, Tail};
@@ -290,14 +290,18 @@ impl Worker {
             if b.tariff_set != w.tariffs.id() {
                 w.tariffs = rt.block_on(crate::tariffs::set_for_replay(&w.shared, b.tariff_set))?;
             }
+            // ... and parks late records only if it was journaled doing so.
+            let parks = b.journal_format >= JOURNAL_FORMAT;
+            w.engine.set_late_policy(if parks { LatePolicy::Park } else { LatePolicy::Reject });
             w.replay(&reader, b.ranges())?;
+            w.settle_late_as_journaled(b)?;
             w.seq = b.batch_seq;
             if b.is_committed() {
                 w.check_replayed(b)?;
                 replayed += 1;
             } else {
                 // Planned, not committed: finish it, writing only what is missing.
-                rt.block_on(w.complete_planned(b.ranges(), clock_ms))?;
+                rt.block_on(w.complete_planned(b.ranges(), clock_ms, b.late_known.clone()))?;
                 completed += 1;
             }
             w.batch.clear();
@@ -314,6 +318,7 @@ impl Worker {
         );
         w.reader = Some(reader);
         w.tariffs = w.shared.tariffs.snapshot();
+        w.engine.set_late_policy(LatePolicy::Park);
         Ok(w)
     }
 
@@ -381,11 +386,74 @@ impl Worker {
         })
     }
 
+    /// Decides the late records of a batch just replayed by the answers journaled with it
+    /// (asking again could find the batch's own rows, written before the crash).
+    fn settle_late_as_journaled(&mut self, b: &BatchRecord) -> Result<()> {
+        let parked = self.batch.late.len();
+        if let Some(&i) = b.late_known.iter().find(|&&i| i as usize >= parked) {
+            return Err(PipelineError::ReplayMismatch {
+                partition: self.partition,
+                seq: b.batch_seq,
+                detail: format!(
+                    "the journal answers for late record {i}, the replay parked {parked}"
+                ),
+            });
+        }
+        if parked > 0 {
+            let mut known = vec![false; parked];
+            for &i in &b.late_known {
+                known[i as usize] = true;
+            }
+            self.engine.settle_late(&self.tariffs, &known, &mut self.batch);
+        }
+        Ok(())
+    }
+
+    /// Decides the open batch's late records (contract §3): asks ClickHouse which of their
+    /// `tradeId`s an earlier batch settled — every earlier batch of the partition has landed
+    /// by now — and settles the rest. Returns the indexes found, to journal with the batch.
+    /// Retried with the landing's backoff while ClickHouse cannot answer.
+    async fn settle_late(&mut self) -> Result<Vec<u32>> {
+        if self.batch.late.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The lookup must see every earlier batch of the partition.
+        self.wait_landed().await?;
+        let b = &self.batch;
+        let ids: Vec<(i32, &str)> =
+            b.late.iter().map(|r| (r.trade_day, b.text(r.trade_id))).collect();
+        let mut backoff = crate::land::LANDING_RETRY_FIRST;
+        let found = loop {
+            match self.shared.store.settled_trade_ids(self.partition as u16, &ids).await {
+                Ok(found) => break found,
+                Err(e) => {
+                    tracing::warn!(partition = self.partition, error = %e, "late records not looked up; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(crate::land::LANDING_RETRY_MAX);
+                }
+            }
+        };
+        let known: Vec<bool> = ids.iter().map(|(_, id)| found.contains(*id)).collect();
+        info!(
+            partition = self.partition,
+            late = known.len(),
+            settled_before = found.len(),
+            "late records looked up"
+        );
+        self.engine.settle_late(&self.tariffs, &known, &mut self.batch);
+        Ok(known.iter().enumerate().filter(|(_, &k)| k).map(|(i, _)| i as u32).collect())
+    }
+
     /// Lands the batch just replayed (journaled as planned, never committed), writing only
     /// the tables that do not hold it yet.
-    async fn complete_planned(&mut self, r: Ranges, clock_ms: i64) -> Result<()> {
+    async fn complete_planned(
+        &mut self,
+        r: Ranges,
+        clock_ms: i64,
+        late_known: Vec<u32>,
+    ) -> Result<()> {
         let batch = std::mem::take(&mut self.batch);
-        let (job, landed) = self.landing_job(r, batch, None, clock_ms);
+        let (job, landed) = self.landing_job(r, batch, None, clock_ms, late_known);
         crate::land::land_group(&self.shared, &self.commits, vec![job], true).await;
         self.batch = landed
             .await
@@ -764,6 +832,7 @@ impl Worker {
     /// so the journal stays in order and a stalled ClickHouse stalls this worker.
     async fn flush(&mut self) -> Result<()> {
         let r = self.ranges();
+        let late_known = self.settle_late().await?;
         self.seq += 1;
         // The checkpoint is the state right after this batch, taken now; it is written only
         // once the batch is committed.
@@ -777,7 +846,7 @@ impl Worker {
         self.wait_landed().await?;
         let next = self.spare.take().unwrap_or_else(|| Batch::with_capacity(BATCH_ROWS_RESERVED));
         let batch = std::mem::replace(&mut self.batch, next);
-        let (job, landed) = self.landing_job(r, batch, checkpoint, self.batch_clock_ms);
+        let (job, landed) = self.landing_job(r, batch, checkpoint, self.batch_clock_ms, late_known);
         self.shared
             .lander
             .send(job)
@@ -800,6 +869,7 @@ impl Worker {
         batch: Batch,
         checkpoint: Option<Vec<u8>>,
         clock_ms: i64,
+        late_known: Vec<u32>,
     ) -> (LandingJob, tokio::sync::oneshot::Receiver<Batch>) {
         let mut batch = batch;
         // The rollups are rows of the batch like any other (see `Batch::roll_up`).
@@ -815,6 +885,7 @@ impl Worker {
                 clock_ms,
                 epoch: self.epoch,
                 tariffs: self.tariffs.clone(),
+                late_known,
                 done,
             },
             landed,

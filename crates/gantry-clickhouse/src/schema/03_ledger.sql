@@ -10,5 +10,6 @@ CREATE TABLE IF NOT EXISTS ledger (
     source_partition Int32,
     source_offset Int64,
     gantry_partition UInt16,
-    batch_seq UInt64
+    batch_seq UInt64,
+    batch_row UInt32
 ) ENGINE = MergeTree() ORDER BY (customer_id, card_id, time)

@@ -18,5 +18,7 @@ CREATE TABLE IF NOT EXISTS gantry_batches (
     written_at DateTime,
     instance String,
     clock_ms Int64,
-    tariff_set UInt64
+    tariff_set UInt64,
+    journal_format UInt8,
+    late_known Array(UInt32)
 ) ENGINE = MergeTree() ORDER BY (gantry_partition, batch_seq)
