@@ -165,6 +165,11 @@ impl Env {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Runs a future of the test's own (a `Store` call, say) on the environment's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
     pub fn exec(&self, sql: &str) {
         self.rt.block_on(self.store.query_client().query(sql).execute()).unwrap();
     }

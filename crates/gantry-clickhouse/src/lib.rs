@@ -277,8 +277,22 @@ impl Store {
         for object in schema::DROPPED {
             self.queries.query(&format!("DROP TABLE IF EXISTS {object}")).execute().await?;
         }
+        for r in schema::REBUILT {
+            let engine = self.engine_of(r.table).await?;
+            if engine.is_some_and(|e| e != r.engine) {
+                let sql = format!("RENAME TABLE {} TO {}", r.table, r.legacy);
+                self.queries.query(&sql).execute().await?;
+            }
+        }
         for stmt in schema::STATEMENTS {
             self.queries.query(stmt.sql).execute().await?;
+        }
+        for r in schema::REBUILT {
+            if self.engine_of(r.legacy).await?.is_some() {
+                let copy = r.copy.replace("{legacy}", r.legacy);
+                self.queries.query(&format!("INSERT INTO {} {copy}", r.table)).execute().await?;
+                self.queries.query(&format!("DROP TABLE {}", r.legacy)).execute().await?;
+            }
         }
         // Columns added since a table was first created (`CREATE TABLE IF NOT EXISTS` leaves
         // an existing table as it is, and 18.16 has no `ADD COLUMN IF NOT EXISTS`).
@@ -298,6 +312,17 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The engine of `table` in this database, if it exists.
+    async fn engine_of(&self, table: &str) -> Result<Option<String>> {
+        Ok(self
+            .queries
+            .query("SELECT engine FROM system.tables WHERE database = ? AND name = ?")
+            .bind(&self.database)
+            .bind(table)
+            .fetch_optional::<String>()
+            .await?)
     }
 
     /// Drops the database (tests).
@@ -416,12 +441,22 @@ impl Store {
         self.insert_one("gantry_checkpoints", c).await
     }
 
-    /// The newest checkpoint of `partition`, if any.
+    /// The newest checkpoint of `partition`, if any. Two reads, so only one state is read:
+    /// the newest batch number (a small column), then that checkpoint's row by its key.
+    /// (Sorting the partition's rows by batch read every state it held; older ones linger
+    /// until ClickHouse merges them away.)
     pub async fn latest_checkpoint(&self, partition: u16) -> Result<Option<CheckpointRecord>> {
-        Ok(self
+        let newest: Option<u64> = self
             .queries
-            .query("SELECT ?fields FROM gantry_checkpoints WHERE gantry_partition = ? ORDER BY batch_seq DESC LIMIT 1")
+            .query("SELECT max(batch_seq) FROM gantry_checkpoints WHERE gantry_partition = ? HAVING count() > 0")
             .bind(partition)
+            .fetch_optional()
+            .await?;
+        let Some(seq) = newest else { return Ok(None) };
+        Ok(self
+            .by_key("SELECT ?fields FROM gantry_checkpoints WHERE gantry_partition = ? AND batch_seq = ? LIMIT 1")
+            .bind(partition)
+            .bind(seq)
             .fetch_optional()
             .await?)
     }
@@ -450,7 +485,7 @@ impl Store {
                 days.join(","),
                 trade_ids.join(",")
             );
-            found.extend(self.queries.query(&sql).fetch_all::<String>().await?);
+            found.extend(self.by_key(&sql).fetch_all::<String>().await?);
         }
         Ok(found)
     }
@@ -585,17 +620,67 @@ impl Store {
         format!("gantry|{}|%|{p}.%", self.database)
     }
 
-    /// Rows of batch `seq` in `table`.
-    async fn rows_of_batch(&self, table: &str, partition: u16, seq: u64) -> Result<u64> {
-        Ok(self
-            .queries
-            .query(&format!(
-                "SELECT count() FROM {table} WHERE gantry_partition = ? AND batch_seq = ?"
-            ))
-            .bind(partition)
-            .bind(seq)
-            .fetch_one::<u64>()
-            .await?)
+    /// A query that must read through its table's primary index: ClickHouse refuses it
+    /// (`force_primary_key`) if its conditions cannot use the key, instead of scanning a
+    /// table of billions of rows.
+    fn by_key(&self, sql: &str) -> clickhouse::query::Query {
+        self.queries.query(sql).with_option("force_primary_key", "1")
+    }
+
+    /// Whether table `T` holds batch `b`'s rows: all of them (`true`), none (`false`; also
+    /// when the batch has none for it), or some — an error, which single-part INSERTs rule
+    /// out. A batch's rows of a table arrive in one part, so its first and last row stand
+    /// for all of them: each is looked up by the table's key (a few granules; counting the
+    /// batch's rows instead read the whole table, as its tag is not a prefix of the key)
+    /// and must be there as often as the batch has rows of that key.
+    async fn holds_batch<T: OutputTable>(&self, b: &BatchToWrite<'_>) -> Result<bool> {
+        let rows = T::rows(b.batch);
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else { return Ok(false) };
+        let tag = Tag { gantry_partition: b.partition, batch_seq: b.seq };
+        let expected = |row: &T| {
+            let key = row.key(b.batch, tag);
+            rows.iter().filter(|r| r.key(b.batch, tag) == key).count() as u64
+        };
+        let (k1, k2) = (
+            first.key_where(b.batch, KeyWhere::new(T::NAME)).finish(),
+            last.key_where(b.batch, KeyWhere::new(T::NAME)).finish(),
+        );
+        let sql = format!(
+            "SELECT countIf({k1}), countIf({k2}) FROM {} WHERE (({k1}) OR ({k2})) AND gantry_partition = {} AND batch_seq = {}",
+            T::NAME,
+            b.partition,
+            b.seq
+        );
+        let found: (u64, u64) = self.by_key(&sql).fetch_one().await?;
+        let want = (expected(first), expected(last));
+        if found == want {
+            return Ok(true);
+        }
+        if found == (0, 0) {
+            return Ok(false);
+        }
+        Err(StoreError::PartialBatch {
+            table: T::NAME,
+            partition: b.partition,
+            batch_seq: b.seq,
+            found: found.0 + found.1,
+            expected: want.0 + want.1,
+        })
+    }
+
+    /// The output tables that already hold batch `b`'s rows (see [`Store::holds_batch`]).
+    async fn tables_holding(&self, b: &BatchToWrite<'_>) -> Result<Vec<&'static str>> {
+        let held = [
+            self.holds_batch::<Settlement>(b).await?,
+            self.holds_batch::<SplitRow>(b).await?,
+            self.holds_batch::<LedgerRow>(b).await?,
+            self.holds_batch::<RejectRow>(b).await?,
+            self.holds_batch::<DuplicateRow>(b).await?,
+            self.holds_batch::<StatusRow>(b).await?,
+            self.holds_batch::<ClearingRow>(b).await?,
+            self.holds_batch::<UsageRow>(b).await?,
+        ];
+        Ok(OUTPUT_TABLES.iter().zip(held).filter(|(_, h)| *h).map(|((t, _), _)| *t).collect())
     }
 
     /// Writes several batches (of different partitions) with one INSERT per table: a group
@@ -618,23 +703,7 @@ impl Store {
         let mut present: Vec<(&'static str, usize)> = Vec::new();
         if only_missing {
             for (i, b) in batches.iter().enumerate() {
-                for (table, rows) in table_rows(b.batch) {
-                    if rows == 0 {
-                        continue;
-                    }
-                    let found = self.rows_of_batch(table, b.partition, b.seq).await?;
-                    if found == rows as u64 {
-                        present.push((table, i));
-                    } else if found != 0 {
-                        return Err(StoreError::PartialBatch {
-                            table,
-                            partition: b.partition,
-                            batch_seq: b.seq,
-                            found,
-                            expected: rows as u64,
-                        });
-                    }
-                }
+                present.extend(self.tables_holding(b).await?.into_iter().map(|t| (t, i)));
             }
         }
         // The tables' INSERTs run concurrently: ClickHouse handles each in its own thread,
@@ -793,6 +862,60 @@ fn secs(ms: i64) -> i64 {
     ms.div_euclid(1000)
 }
 
+/// A row's sort key as SQL: `col = value AND …` over its table's `ORDER BY` columns
+/// ([`SORT_KEYS`], in order; the batch tag that ends the rollups' keys is left to the caller),
+/// so ClickHouse finds the row through the table's primary index. Each value takes the next
+/// column's name; [`KeyWhere::finish`] checks every column was given one.
+pub(crate) struct KeyWhere {
+    names: std::slice::Iter<'static, &'static str>,
+    sql: String,
+}
+
+impl KeyWhere {
+    fn new(table: &str) -> KeyWhere {
+        let key = SORT_KEYS.iter().find(|(t, _)| *t == table).expect("a table with a key").1;
+        let untagged = key.iter().position(|c| *c == "gantry_partition").unwrap_or(key.len());
+        KeyWhere { names: key[..untagged].iter(), sql: String::new() }
+    }
+
+    fn push(mut self, value: std::fmt::Arguments<'_>) -> KeyWhere {
+        use std::fmt::Write;
+        let name = self.names.next().expect("a value per key column");
+        if !self.sql.is_empty() {
+            self.sql.push_str(" AND ");
+        }
+        let _ = write!(self.sql, "{name} = {value}");
+        self
+    }
+
+    /// A `Date` column, from days since 1970 — as the encoder writes it (clamped), so the
+    /// row is found whatever its date (a day number below 65536 is a day to `toDate`).
+    fn date(self, day: i32) -> KeyWhere {
+        let day = rows::date(day as i64);
+        self.push(format_args!("toDate({day})"))
+    }
+
+    /// A `DateTime` column, from ms since 1970 — as the encoder writes it (clamped).
+    fn time(self, ms: i64) -> KeyWhere {
+        let secs = rows::datetime(ms);
+        self.push(format_args!("toDateTime({secs})"))
+    }
+
+    fn text(self, t: &[u8]) -> KeyWhere {
+        let literal = sql_string(&String::from_utf8_lossy(t));
+        self.push(format_args!("{literal}"))
+    }
+
+    fn int(self, v: i64) -> KeyWhere {
+        self.push(format_args!("{v}"))
+    }
+
+    fn finish(mut self) -> String {
+        assert!(self.names.next().is_none(), "a value for every key column");
+        self.sql
+    }
+}
+
 /// One output table as the encoder sees it: its rows in a batch, its `ORDER BY` key in full
 /// ([`SORT_KEYS`]) and as a compact prefix (see `order.rs`), the text to prefetch ahead, and
 /// the row's Native encoding. Prefix widths: each text's usual length fits with a byte to
@@ -808,6 +931,8 @@ trait OutputTable: Sized {
     /// The full key; `tag` is the row's batch (part of the rollups' keys).
     fn key<'b>(&'b self, b: &'b Batch, tag: Tag) -> Self::Key<'b>;
     fn prefix(&self, b: &Batch) -> (order::Prefix, bool);
+    /// The row's key as SQL conditions (see [`KeyWhere`]), to find it by the table's index.
+    fn key_where(&self, b: &Batch, w: KeyWhere) -> KeyWhere;
     /// A text near the start of the row's texts in its arena (they were pushed together).
     fn text(&self) -> gantry_core::output::Text;
     fn encode(&self, b: &Batch, topics: &TopicNames, tag: Tag, out: &mut Columns);
@@ -825,6 +950,9 @@ impl OutputTable for Settlement {
     }
     fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
         KeyBytes::new().int(self.trade_day as i64, 4).text(b.text_bytes(self.trade_id), 28).finish()
+    }
+    fn key_where(&self, b: &Batch, w: KeyWhere) -> KeyWhere {
+        w.date(self.trade_day).text(b.text_bytes(self.trade_id))
     }
     fn text(&self) -> gantry_core::output::Text {
         self.trade_id
@@ -850,6 +978,11 @@ impl OutputTable for SplitRow {
             .text(b.text_bytes(self.owner_id), 12)
             .text(b.text_bytes(self.interval_id), 16)
             .finish()
+    }
+    fn key_where(&self, b: &Batch, w: KeyWhere) -> KeyWhere {
+        w.date(self.trade_day)
+            .text(b.text_bytes(self.owner_id))
+            .text(b.text_bytes(self.interval_id))
     }
     fn text(&self) -> gantry_core::output::Text {
         self.interval_id
@@ -879,6 +1012,9 @@ impl OutputTable for LedgerRow {
             .int(secs(self.time_ms), 8)
             .finish()
     }
+    fn key_where(&self, b: &Batch, w: KeyWhere) -> KeyWhere {
+        w.text(b.text_bytes(self.customer_id)).text(b.text_bytes(self.card_id)).time(self.time_ms)
+    }
     fn text(&self) -> gantry_core::output::Text {
         self.card_id
     }
@@ -899,6 +1035,9 @@ impl OutputTable for RejectRow {
     }
     fn prefix(&self, _: &Batch) -> (order::Prefix, bool) {
         KeyBytes::new().text(self.reason.as_bytes(), 24).int(secs(self.time_ms), 8).finish()
+    }
+    fn key_where(&self, _: &Batch, w: KeyWhere) -> KeyWhere {
+        w.text(self.reason.as_bytes()).time(self.time_ms)
     }
     fn text(&self) -> gantry_core::output::Text {
         self.detail
@@ -921,6 +1060,9 @@ impl OutputTable for DuplicateRow {
     fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
         KeyBytes::new().int(secs(self.time_ms), 8).text(b.text_bytes(self.id), 24).finish()
     }
+    fn key_where(&self, b: &Batch, w: KeyWhere) -> KeyWhere {
+        w.time(self.time_ms).text(b.text_bytes(self.id))
+    }
     fn text(&self) -> gantry_core::output::Text {
         self.id
     }
@@ -941,6 +1083,9 @@ impl OutputTable for StatusRow {
     }
     fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
         KeyBytes::new().text(b.text_bytes(self.card_id), 24).int(secs(self.time_ms), 8).finish()
+    }
+    fn key_where(&self, b: &Batch, w: KeyWhere) -> KeyWhere {
+        w.text(b.text_bytes(self.card_id)).time(self.time_ms)
     }
     fn text(&self) -> gantry_core::output::Text {
         self.card_id
@@ -973,6 +1118,13 @@ impl OutputTable for ClearingRow {
             .int(0, 8)
             .finish()
     }
+    fn key_where(&self, b: &Batch, w: KeyWhere) -> KeyWhere {
+        w.date(self.trade_day)
+            .text(b.text_bytes(self.owner_id))
+            .text(b.text_bytes(self.issuer_id))
+            .int(self.vehicle_type as i64)
+            .int(self.media_type as i64)
+    }
     fn text(&self) -> gantry_core::output::Text {
         self.owner_id
     }
@@ -999,6 +1151,9 @@ impl OutputTable for UsageRow {
             .text(b.text_bytes(self.card_id), 17)
             .int(0, 8)
             .finish()
+    }
+    fn key_where(&self, b: &Batch, w: KeyWhere) -> KeyWhere {
+        w.date(self.day).text(b.text_bytes(self.customer_id)).text(b.text_bytes(self.card_id))
     }
     fn text(&self) -> gantry_core::output::Text {
         self.customer_id
@@ -1213,6 +1368,36 @@ mod tests {
         a.roll_up();
         b.roll_up();
         (a, b)
+    }
+
+    /// A row's key as SQL names every column of its table's key in order, with the values
+    /// the encoder writes (`KeyWhere::finish` checks each column got one), and quotes text.
+    #[test]
+    fn key_where_names_the_whole_key() {
+        fn all<T: OutputTable>(b: &Batch) -> Vec<String> {
+            T::rows(b).iter().map(|r| r.key_where(b, KeyWhere::new(T::NAME)).finish()).collect()
+        }
+        let (a, b) = golden_batches();
+        for batch in [&a, &b] {
+            let n = all::<Settlement>(batch).len()
+                + all::<SplitRow>(batch).len()
+                + all::<LedgerRow>(batch).len()
+                + all::<RejectRow>(batch).len()
+                + all::<DuplicateRow>(batch).len()
+                + all::<StatusRow>(batch).len()
+                + all::<ClearingRow>(batch).len()
+                + all::<UsageRow>(batch).len();
+            assert!(n > 0);
+        }
+        assert_eq!(
+            all::<LedgerRow>(&b),
+            ["customer_id = 'CU42' AND card_id = '32010000000000000042' AND time = toDateTime(1794000002)"]
+        );
+        assert_eq!(
+            all::<UsageRow>(&b)[0],
+            "day = toDate(20764) AND customer_id = 'CU42' AND card_id = '32010000000000000042'"
+        );
+        assert_eq!(sql_string(r"it's a \ path"), r"'it\'s a \\ path'");
     }
 
     /// The declared sort keys are the schema's `ORDER BY`, table by table.

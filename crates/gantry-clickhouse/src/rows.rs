@@ -35,12 +35,12 @@ pub(crate) struct Tag {
 }
 
 /// `DateTime`: seconds since 1970 as u32, clamped to its range.
-fn datetime(ms: i64) -> u32 {
+pub(crate) fn datetime(ms: i64) -> u32 {
     (ms.div_euclid(1000)).clamp(0, u32::MAX as i64) as u32
 }
 
 /// `Date`: days since 1970 as u16, clamped to its range.
-fn date(day: i64) -> u16 {
+pub(crate) fn date(day: i64) -> u16 {
     day.clamp(0, u16::MAX as i64) as u16
 }
 

@@ -63,6 +63,32 @@ pub const ADDED_COLUMNS: &[AddedColumn] = &[
     AddedColumn { table: "gantry_batches", column: "late_known", definition: "Array(UInt32)" },
 ];
 
+/// A table whose engine changed since an earlier release: `gantry schema apply` renames a
+/// table of the old engine to `legacy`, creates the new one, copies `copy` (a `SELECT` over
+/// `legacy`, which names it as `{legacy}`) into it and drops `legacy`. Each step may be
+/// run again after a crash in between (the copied rows are the same rows).
+#[derive(Clone, Copy, Debug)]
+pub struct Rebuilt {
+    pub table: &'static str,
+    /// The engine the table has now (`system.tables.engine`).
+    pub engine: &'static str,
+    pub legacy: &'static str,
+    pub copy: &'static str,
+}
+
+/// Every table rebuilt since the first release.
+pub const REBUILT: &[Rebuilt] = &[
+    // Checkpoints were a MergeTree keyed by (partition, batch): every checkpoint ever
+    // written stayed, each with a whole state. Now only the newest per partition survives
+    // merges; the copy keeps each partition's newest.
+    Rebuilt {
+        table: "gantry_checkpoints",
+        engine: "ReplacingMergeTree",
+        legacy: "gantry_checkpoints_v0",
+        copy: "SELECT * FROM {legacy} WHERE (gantry_partition, batch_seq) IN (SELECT gantry_partition, max(batch_seq) FROM {legacy} GROUP BY gantry_partition)",
+    },
+];
+
 /// Objects of earlier releases that must not exist any more, dropped by `gantry schema
 /// apply` before anything else: the materialized views that filled the rollups before
 /// Gantry wrote them itself (left in place, they would count every row twice).
@@ -78,8 +104,10 @@ pub fn statement(object: &str) -> Option<&'static Statement> {
 pub fn order_by(object: &str) -> Option<Vec<&'static str>> {
     let sql = statement(object)?.sql;
     let key = sql[sql.find("ORDER BY")? + "ORDER BY".len()..].trim();
-    let key = key.strip_prefix('(')?;
-    Some(key[..key.find(')')?].split(',').map(str::trim).collect())
+    match key.strip_prefix('(') {
+        Some(key) => Some(key[..key.find(')')?].split(',').map(str::trim).collect()),
+        None => Some(vec![key.split_whitespace().next()?]),
+    }
 }
 
 #[cfg(test)]
@@ -118,6 +146,7 @@ mod tests {
     fn order_by_reads_the_key() {
         assert_eq!(order_by("settlements").unwrap(), ["trade_date", "trade_id"]);
         assert_eq!(order_by("ledger").unwrap(), ["customer_id", "card_id", "time"]);
+        assert_eq!(order_by("gantry_checkpoints").unwrap(), ["gantry_partition"]);
         assert_eq!(order_by("nope"), None);
     }
 }

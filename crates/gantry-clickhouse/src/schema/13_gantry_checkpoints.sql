@@ -5,4 +5,4 @@ CREATE TABLE IF NOT EXISTS gantry_checkpoints (
     acct_next Int64,
     state String,
     written_at DateTime
-) ENGINE = MergeTree() ORDER BY (gantry_partition, batch_seq)
+) ENGINE = ReplacingMergeTree(batch_seq) ORDER BY gantry_partition

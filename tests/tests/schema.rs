@@ -1,0 +1,44 @@
+//! `gantry schema apply` over a database of an earlier release: tables whose engine changed
+//! are rebuilt, keeping what recovery needs, and applying again changes nothing.
+
+#![forbid(unsafe_code)]
+
+use gantry_clickhouse::CheckpointRecord;
+use gantry_tests::Env;
+
+/// A checkpoint table of the first release (a MergeTree keeping every checkpoint) is rebuilt
+/// as a ReplacingMergeTree holding each partition's newest checkpoint, which recovery then
+/// reads; a second apply leaves it as it is. The newest checkpoint is read by its key alone
+/// (`force_primary_key` would refuse a scan).
+#[test]
+fn an_old_checkpoint_table_is_rebuilt_keeping_each_partitions_newest() {
+    let env = Env::new("schema_rebuild", 1);
+    env.exec("DROP TABLE gantry_checkpoints");
+    env.exec(
+        "CREATE TABLE gantry_checkpoints (gantry_partition UInt16, batch_seq UInt64, lane_next Int64, acct_next Int64, state String, written_at DateTime) ENGINE = MergeTree() ORDER BY (gantry_partition, batch_seq)",
+    );
+    env.exec(
+        "INSERT INTO gantry_checkpoints VALUES (0, 4, 40, 4, 'p0-4', now()), (0, 9, 90, 9, 'p0-9', now()), (1, 3, 30, 3, 'p1-3', now()), (0, 7, 70, 7, 'p0-7', now())",
+    );
+    for _ in 0..2 {
+        env.apply_schema();
+        let engine: Vec<String> = env.query(&format!(
+            "SELECT engine FROM system.tables WHERE database = '{}' AND name LIKE 'gantry_checkpoints%'",
+            env.cfg.database
+        ));
+        assert_eq!(engine, ["ReplacingMergeTree"], "rebuilt, and the legacy table dropped");
+        let rows: Vec<(u16, u64)> = env.query(
+            "SELECT gantry_partition, batch_seq FROM gantry_checkpoints ORDER BY gantry_partition",
+        );
+        assert_eq!(rows, [(0, 9), (1, 3)], "each partition's newest, once");
+    }
+    let newest = |p: u16| -> Option<CheckpointRecord> {
+        env.block_on(env.store.latest_checkpoint(p)).unwrap()
+    };
+    let c = newest(0).expect("partition 0 has one");
+    assert_eq!((c.batch_seq, c.lane_next, c.state.as_slice()), (9, 90, b"p0-9".as_slice()));
+    // A newer checkpoint written after the rebuild is the one read.
+    env.exec("INSERT INTO gantry_checkpoints VALUES (0, 12, 120, 12, 'p0-12', now())");
+    assert_eq!(newest(0).expect("written").batch_seq, 12);
+    assert!(newest(2).is_none(), "a partition never checkpointed has none");
+}
