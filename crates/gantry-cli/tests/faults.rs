@@ -5,8 +5,9 @@
 //! SIGTERM, and a graceful stop that leaves nothing to replay — a view failing after its
 //! source, a paused instance whose partitions are taken over, a tariff version added mid-run
 //! then a crash and a replay without it, the broker (a test's own) restarted mid-run, and
-//! records uploaded days late, with a crash while they are settled, and an account side
-//! that the broker leaves silent after a restart.
+//! records uploaded days late, with a crash while they are settled, an account side that
+//! the broker leaves silent after a restart, a stop while lane records wait for their
+//! account events, and a partition stuck in recovery beside a busy one.
 
 #![forbid(unsafe_code)]
 
@@ -603,5 +604,118 @@ fn a_silent_account_side_is_read_directly() {
         "the account side never went silent, or was not read; see {}",
         log.display()
     );
+    env.assert_settled_exactly_once(&traffic.tally);
+}
+
+/// A stop while lane records wait for the account side: the lane records are in Kafka, the
+/// account events that open their cards are not yet (they are sent later, stamped earlier —
+/// a slow issuer system), and the merge waits for them (`merge_idle_ms` far off). SIGTERM
+/// drains the worker, and a drain must not settle a lane record ahead of an account event
+/// that may precede it: it leaves them unprocessed, and after the restart, with the account
+/// events sent, every record is settled with its card known. Before, a drain gave up on the
+/// account side and rejected every one of them `unknown_card`.
+#[test]
+fn a_drain_settles_no_lane_record_ahead_of_its_account_events() {
+    let (env, tariff_dir, net, _) = setup("drain_order", 2, 101);
+    let mut traffic = Traffic::new(
+        TrafficConfig {
+            records: RECORDS,
+            cards: 5_000,
+            seed: 102,
+            topup_rate: 0.0,
+            ..TrafficConfig::default()
+        },
+        &net,
+    );
+    let mut account_events: Vec<(String, Vec<u8>, i64)> = Vec::new();
+    while let Some(m) = traffic.next_message() {
+        let key = std::str::from_utf8(m.key).unwrap().to_string();
+        match m.topic {
+            gantry_gen::Topic::AccountEvents => {
+                account_events.push((key, m.value.to_vec(), m.timestamp_ms))
+            }
+            gantry_gen::Topic::LaneTx => {
+                env.produce(&env.cfg.lane_topic, &key, m.value, m.timestamp_ms)
+            }
+        }
+    }
+    env.flush();
+    let config = env.write_config("session_timeout_ms = 6000\nmerge_idle_ms = 600000\n");
+    let log = config.with_file_name("drain.log");
+    let mut child = spawn_gantry(&config, &tariff_dir, &log);
+    wait_for(&mut child, &log, "both partitions recovered", || {
+        log_text(&log).matches("partition recovered").count() >= 2
+    });
+    // Long enough for the lane records to be fetched and handed to the workers.
+    std::thread::sleep(Duration::from_secs(3));
+    sigterm(&child);
+    let status = wait_exit(&mut child, &log, "the stop");
+    assert!(status.success(), "the stop failed; see {}", log.display());
+    let settled: Vec<(u64, u64)> = env.query(
+        "SELECT (SELECT count() FROM settlements), (SELECT count() FROM rejects WHERE reason = 'unknown_card')",
+    );
+    assert_eq!(settled[0], (0, 0), "the drain settled lane records ahead of their account events");
+    for (key, value, ts) in &account_events {
+        env.produce(&env.cfg.account_topic, key, value, *ts);
+    }
+    env.flush();
+    let config = env.write_config("session_timeout_ms = 6000\nexit_when_idle_ms = 2000\n");
+    let mut last = spawn_gantry(&config, &tariff_dir, &log);
+    let status = wait_exit(&mut last, &log, "the restart");
+    assert!(status.success(), "the restart failed; see {}", log.display());
+    env.assert_settled_exactly_once(&traffic.tally);
+}
+
+/// A partition stuck in recovery — its journal names offsets its topic does not have, so
+/// replay waits for them and is retried without end — while another partition of the same
+/// instance has all the traffic. The stuck one must not hold the other back: its fetch is
+/// paused until it has recovered. Before, the poller went on fetching for it, filled its
+/// worker's channel (small here) and then blocked handing it more, and every other partition
+/// of the instance stopped with it.
+#[test]
+fn a_partition_stuck_in_recovery_holds_no_other_back() {
+    let (env, tariff_dir, net, mut traffic) = setup("stuck_recovery", 2, 103);
+    env.exec(
+        "INSERT INTO gantry_batches (gantry_partition, batch_seq, phase, lane_from, lane_to, acct_from, acct_to, instance) VALUES (0, 1, 'committed', 0, 1000000, 0, 0, 'test')",
+    );
+    while let Some(m) = traffic.next_message() {
+        let key = std::str::from_utf8(m.key).unwrap();
+        let topic = match m.topic {
+            gantry_gen::Topic::AccountEvents => &env.cfg.account_topic,
+            gantry_gen::Topic::LaneTx => &env.cfg.lane_topic,
+        };
+        env.produce_to(topic, 1, key, m.value, m.timestamp_ms);
+    }
+    // Enough for the stuck partition to fill its worker's channel many times over.
+    let mut filler = Traffic::new(
+        TrafficConfig { records: 20_000, seed: 104, ..TrafficConfig::default() },
+        &net,
+    );
+    while let Some(m) = filler.next_message() {
+        if m.topic == gantry_gen::Topic::LaneTx {
+            let key = std::str::from_utf8(m.key).unwrap();
+            env.produce_to(&env.cfg.lane_topic, 0, key, m.value, m.timestamp_ms);
+        }
+    }
+    env.flush();
+    let config = env.write_config(
+        "session_timeout_ms = 6000\nchannel_chunks_max = 2\nchunk_messages_max = 500\n",
+    );
+    let log = config.with_file_name("stuck.log");
+    let mut child = spawn_gantry(&config, &tariff_dir, &log);
+    let lane_records = traffic.tally.lane_records();
+    let processed = |p: u16| {
+        env.query::<u64>(&format!(
+            "SELECT sum(lane_records) FROM gantry_batches WHERE gantry_partition = {p} AND phase = 'committed'"
+        ))[0]
+    };
+    wait_for(&mut child, &log, "every lane record of partition 1 processed", || {
+        processed(1) >= lane_records
+    });
+    let stuck: Vec<u64> =
+        env.query("SELECT count() FROM gantry_batches WHERE gantry_partition = 0");
+    assert_eq!(stuck[0], 1, "partition 0 was not stuck: it wrote batches");
+    child.kill().unwrap();
+    child.wait().unwrap();
     env.assert_settled_exactly_once(&traffic.tally);
 }

@@ -34,7 +34,10 @@ pub(crate) enum Wait {
     Within,
     /// `merge_idle_ms` has passed since the merge blocked.
     Passed,
-    /// The worker's channel is closed: nothing else will arrive, so waiting is pointless.
+    /// The worker's channel is closed (revoked, or stopping): nothing else will arrive. A
+    /// side is still never given up on — an account event not fetched yet may precede the
+    /// lane head — so what the rule does not allow now is left unprocessed, for the next
+    /// owner (or the restart) to read again with the rest.
     Draining,
 }
 
@@ -63,9 +66,8 @@ pub(crate) enum Step {
 /// batch, so its range ends there and replaying the recorded ranges merges the same way.
 pub(crate) fn next_step(lane: SideView, acct: SideView, wait: Wait) -> Step {
     let gave_up = |side: SideView| match wait {
-        Wait::Within => false,
+        Wait::Within | Wait::Draining => false,
         Wait::Passed => side.heard,
-        Wait::Draining => true,
     };
     match (lane.head_ts, acct.head_ts) {
         (Some(l), Some(a)) => {
@@ -152,7 +154,7 @@ mod tests {
 
     /// The live merge rule, case by case: heads compared, a closed side not waited for, an
     /// exhausted side closed, an idle side waited for until the wait passes — but a side never
-    /// heard from waited for without limit — and everything taken when draining.
+    /// heard from waited for without limit — and, when draining, only what needs no wait.
     #[test]
     fn the_merge_rule_case_by_case() {
         let closed = SideView { closed: true, ..HEARD };
@@ -174,8 +176,13 @@ mod tests {
             (HEARD, head(5), Passed, CloseLaneThenAccount),
             (head(5), silent, Passed, Blocked), // never heard from: wait without limit
             (silent, head(5), Passed, Blocked),
-            (head(5), silent, Draining, CloseAccountThenLane),
-            (silent, head(5), Draining, CloseLaneThenAccount),
+            // Draining never gives up on a side that may still hold an earlier message: the
+            // worker stops there and leaves the rest to be read again.
+            (head(5), silent, Draining, Blocked),
+            (silent, head(5), Draining, Blocked),
+            (head(5), HEARD, Draining, Blocked),
+            (head(5), exhausted, Draining, CloseAccountThenLane),
+            (head(5), closed, Draining, Lane),
             (HEARD, HEARD, Within, Idle),
             (HEARD, HEARD, Draining, Idle),
             (closed, closed, Within, Idle),

@@ -59,6 +59,9 @@ struct WorkerHandle {
     /// Set once the partition is recovered: until then the instance is not drained (and,
     /// for operators, not ready).
     recovered: Arc<AtomicBool>,
+    /// The partition's fetch was resumed after its recovery (it is paused from assignment
+    /// until then: see [`Ctx::resume_recovered`]).
+    fetching: bool,
 }
 
 struct Ctx {
@@ -103,8 +106,14 @@ impl ConsumerContext for Ctx {
         }
     }
 
-    fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+    fn post_rebalance(&self, c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = r {
+            // Nothing is fetched for a partition until its worker has recovered: a worker
+            // stuck in recovery (retrying a broker or ClickHouse that cannot answer it) would
+            // otherwise fill its channel and block the poller, starving every other partition.
+            if let Err(e) = c.pause(tpl) {
+                warn!(error = %e, "assigned partitions not paused until recovered");
+            }
             self.on_group_event(GroupEvent::Assigned(GroupEvent::partitions(tpl)));
         }
     }
@@ -143,7 +152,24 @@ impl Ctx {
             flag.store(true, Ordering::SeqCst);
             w.run(rx).await
         });
-        workers.insert(p, WorkerHandle { tx, done, recovered });
+        workers.insert(p, WorkerHandle { tx, done, recovered, fetching: false });
+    }
+
+    /// Resumes fetching each partition whose worker has just recovered (both topics).
+    fn resume_recovered(&self, consumer: &BaseConsumer<Ctx>, cfg: &PipelineConfig) {
+        let mut workers = self.workers.lock().expect("workers lock");
+        for (p, h) in workers.iter_mut() {
+            if h.fetching || !h.recovered.load(Ordering::SeqCst) {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&cfg.lane_topic, *p);
+            tpl.add_partition(&cfg.account_topic, *p);
+            match consumer.resume(&tpl) {
+                Ok(()) => h.fetching = true,
+                Err(e) => warn!(partition = p, error = %e, "fetch not resumed; retrying"),
+            }
+        }
     }
 
     /// Closes the workers' channels and waits for them to land their last batch.
@@ -451,6 +477,7 @@ impl<'c> Poller<'c> {
         if ctx.failed.load(Ordering::SeqCst) || ctx.any_worker_finished() {
             return Flow::Stop;
         }
+        ctx.resume_recovered(&self.consumer, self.cfg);
         let now = Instant::now();
         if now.duration_since(self.last_flush) >= Duration::from_millis(CHUNK_FLUSH_MS) {
             let handed = !self.pending.chunks.is_empty();

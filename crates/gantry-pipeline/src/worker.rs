@@ -580,9 +580,10 @@ impl Worker {
         Ok(Event::Landed)
     }
 
-    /// Revoked or stopping: everything already handed to this worker is processed and
-    /// landed, in as many batches as it takes (stopping after one full batch would leave a
-    /// drained run short of the end).
+    /// Revoked or stopping: everything already handed to this worker that the merge rule
+    /// allows without waiting is processed and landed, in as many batches as it takes
+    /// (stopping after one full batch would leave a drained run short of the end). What
+    /// waits for the other side stays unprocessed, for the next owner to read again.
     async fn drain(mut self) -> Result<()> {
         loop {
             let full = self.process(true);
