@@ -119,6 +119,13 @@ pub struct PipelineConfig {
     pub channel_chunks_max: usize,
     /// Messages per chunk handed from the poller to a worker.
     pub chunk_messages_max: usize,
+    /// Bytes of input one worker may hold at once — in its channel and in its merge
+    /// buffers — before the poller waits to hand it more: the bound on a partition's input
+    /// memory, whatever its messages' size and however long ClickHouse stalls it (one
+    /// message larger than this still passes, alone). 256 MiB is seconds of a partition's
+    /// input at full rate; an instance's input memory is this per partition it owns, plus
+    /// librdkafka's queue (`queued.max.messages.kbytes`, 64 MiB).
+    pub worker_buffer_bytes_max: usize,
     /// Stop once every assigned partition is at its end and nothing arrived for this long
     /// (the demo and tests); `0` runs until stopped.
     pub exit_when_idle_ms: u64,
@@ -187,6 +194,7 @@ impl Default for PipelineConfig {
             checkpoint_every_batches: 20,
             channel_chunks_max: 16,
             chunk_messages_max: 4_096,
+            worker_buffer_bytes_max: 256 << 20,
             exit_when_idle_ms: 0,
             network_utc_offset_min: e.parse.network_utc_offset_min,
             dedup_window_ms: e.dedup_window_ms,
@@ -232,6 +240,9 @@ impl PipelineConfig {
         }
         if self.checkpoint_every_batches == 0 {
             errs.push("checkpoint_every_batches must be > 0".into());
+        }
+        if self.worker_buffer_bytes_max == 0 {
+            errs.push("worker_buffer_bytes_max must be > 0".into());
         }
         if self.channel_chunks_max == 0 || self.chunk_messages_max == 0 {
             errs.push("channel_chunks_max and chunk_messages_max must be > 0".into());
@@ -291,6 +302,10 @@ pub(crate) struct ChunkPool {
 /// Buffers kept for reuse: enough for every worker's full channel on a typical host; beyond
 /// that a returned buffer is freed.
 const CHUNK_POOL_MAX: usize = 64;
+/// A returned chunk that grew past this (a few very large messages) is freed, not kept: the
+/// pool would otherwise hold up to `CHUNK_POOL_MAX` such buffers for good, outside every
+/// worker's `worker_buffer_bytes_max`.
+const CHUNK_BYTES_POOLED_MAX: usize = 4 << 20;
 /// A new chunk's payload room (256 KiB: a few hundred lane messages before it grows; reused
 /// chunks keep what they grew to).
 const CHUNK_BYTES_RESERVED: usize = 256 << 10;
@@ -314,11 +329,20 @@ impl ChunkPool {
                 data: Vec::with_capacity(CHUNK_BYTES_RESERVED),
                 msgs: Vec::with_capacity(CHUNK_MESSAGES_RESERVED),
                 at_end: false,
+                charged: None,
             },
         }
     }
 
+    /// Takes a chunk back once its worker is done with it (or it was never handed on): its
+    /// bytes are released from the worker's budget, its buffers kept for reuse.
     pub(crate) fn give_back(&self, mut c: worker::Chunk) {
+        if let Some((budget, bytes)) = c.charged.take() {
+            budget.release(bytes);
+        }
+        if c.data.capacity() > CHUNK_BYTES_POOLED_MAX {
+            return;
+        }
         c.data.clear();
         c.msgs.clear();
         c.at_end = false;
@@ -326,6 +350,47 @@ impl ChunkPool {
         if free.len() < CHUNK_POOL_MAX {
             free.push(c);
         }
+    }
+}
+
+/// The bytes of input a worker holds (`worker_buffer_bytes_max`): the poller acquires a
+/// chunk's payload before handing it on, the worker releases it when it gives the chunk
+/// back. Kept apart from the channel's bound in chunks, because a chunk may be 32 MiB.
+pub(crate) struct ByteBudget {
+    max: usize,
+    used: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// How often a poller waiting on a worker's budget checks that the worker still wants the
+/// chunk (it may have been revoked or stopped meanwhile, and will release nothing more).
+const BUDGET_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl ByteBudget {
+    pub(crate) fn new(max: usize) -> ByteBudget {
+        ByteBudget { max, used: std::sync::Mutex::new(0), freed: std::sync::Condvar::new() }
+    }
+
+    /// Takes `bytes`, waiting while that would exceed the budget — unless nothing is held,
+    /// so one chunk larger than the budget still passes alone. `false` (nothing taken) as
+    /// soon as `wanted()` says the worker is gone.
+    pub(crate) fn acquire(&self, bytes: usize, wanted: impl Fn() -> bool) -> bool {
+        let mut used = self.used.lock().expect("budget lock");
+        while *used > 0 && *used + bytes > self.max {
+            if !wanted() {
+                return false;
+            }
+            used = self.freed.wait_timeout(used, BUDGET_RECHECK).expect("budget lock").0;
+        }
+        *used += bytes;
+        true
+    }
+
+    pub(crate) fn release(&self, bytes: usize) {
+        let mut used = self.used.lock().expect("budget lock");
+        debug_assert!(*used >= bytes, "released more than was taken");
+        *used = used.saturating_sub(bytes);
+        self.freed.notify_all();
     }
 }
 
@@ -343,4 +408,28 @@ pub(crate) struct Shared {
     pub lander: tokio::sync::mpsc::Sender<land::LandingJob>,
     /// Tariff sets this process has made durable (`tariffs::ensure_stored`).
     pub stored_sets: std::sync::Mutex<std::collections::HashSet<u64>>,
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::ByteBudget;
+
+    /// Bytes are taken up to the budget and wait beyond it; a chunk larger than the whole
+    /// budget passes when nothing else is held; a worker gone stops the wait.
+    #[test]
+    fn a_budget_bounds_what_is_held() {
+        let b = std::sync::Arc::new(ByteBudget::new(100));
+        assert!(b.acquire(60, || true));
+        assert!(b.acquire(40, || true), "exactly the budget");
+        assert!(!b.acquire(1, || false), "over the budget, the worker gone: nothing taken");
+        let waiter = {
+            let b = b.clone();
+            std::thread::spawn(move || b.acquire(50, || true))
+        };
+        b.release(60);
+        assert!(waiter.join().unwrap(), "released bytes let the waiter in");
+        b.release(40);
+        b.release(50);
+        assert!(b.acquire(500, || true), "alone, a chunk larger than the budget passes");
+    }
 }

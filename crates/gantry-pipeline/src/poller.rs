@@ -62,6 +62,8 @@ struct WorkerHandle {
     /// The partition's fetch was resumed after its recovery (it is paused from assignment
     /// until then: see [`Ctx::resume_recovered`]).
     fetching: bool,
+    /// The input bytes the worker holds (`worker_buffer_bytes_max`).
+    budget: Arc<crate::ByteBudget>,
 }
 
 struct Ctx {
@@ -152,7 +154,8 @@ impl Ctx {
             flag.store(true, Ordering::SeqCst);
             w.run(rx).await
         });
-        workers.insert(p, WorkerHandle { tx, done, recovered, fetching: false });
+        let budget = Arc::new(crate::ByteBudget::new(self.shared.cfg.worker_buffer_bytes_max));
+        workers.insert(p, WorkerHandle { tx, done, recovered, fetching: false, budget });
     }
 
     /// Resumes fetching each partition whose worker has just recovered (both topics).
@@ -196,14 +199,22 @@ impl Ctx {
 
     /// Hands a chunk to partition `p`'s worker, blocking while the worker is behind: this is
     /// the backpressure. A partition without a worker (revoked meanwhile) drops it.
-    fn send(&self, p: i32, chunk: Chunk) {
-        if let Some(tx) = self.sender(p) {
-            let _ = tx.blocking_send(chunk);
+    /// It waits first for the worker's budget to have room for the chunk's bytes.
+    fn send(&self, p: i32, mut chunk: Chunk) {
+        let Some((tx, budget)) = self.sender(p) else { return };
+        let bytes = chunk.data.len();
+        if !budget.acquire(bytes, || !tx.is_closed()) {
+            return;
+        }
+        chunk.charged = Some((budget, bytes));
+        if let Err(mpsc::error::SendError(unsent)) = tx.blocking_send(chunk) {
+            self.shared.chunk_pool.give_back(unsent); // releases its bytes
         }
     }
 
-    fn sender(&self, p: i32) -> Option<mpsc::Sender<Chunk>> {
-        self.workers.lock().expect("workers lock").get(&p).map(|h| h.tx.clone())
+    fn sender(&self, p: i32) -> Option<(mpsc::Sender<Chunk>, Arc<crate::ByteBudget>)> {
+        let workers = self.workers.lock().expect("workers lock");
+        workers.get(&p).map(|h| (h.tx.clone(), h.budget.clone()))
     }
 
     /// Every assigned partition has a worker that has finished recovering.

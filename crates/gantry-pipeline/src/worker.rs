@@ -36,6 +36,9 @@ pub(crate) struct Chunk {
     pub msgs: Vec<Msg>,
     /// The partition was at its end after these messages.
     pub at_end: bool,
+    /// The worker budget its payload was taken from, and how much: released when the chunk
+    /// is given back to the pool (`None` for a chunk read by the worker itself).
+    pub charged: Option<(Arc<crate::ByteBudget>, usize)>,
 }
 
 impl Chunk {
@@ -644,8 +647,13 @@ impl Worker {
                     Topic::AccountEvents => &self.shared.cfg.account_topic,
                 };
                 let reader = self.reader.as_ref().expect("reader set by recovery");
-                let mut fill =
-                    Chunk { topic: chunk.topic, data: Vec::new(), msgs: Vec::new(), at_end: false };
+                let mut fill = Chunk {
+                    topic: chunk.topic,
+                    data: Vec::new(),
+                    msgs: Vec::new(),
+                    at_end: false,
+                    charged: None,
+                };
                 tokio::task::block_in_place(|| {
                     reader.read(topic, self.partition, expected, first, |m| fill.push_read(m))
                 })?;
@@ -914,7 +922,7 @@ mod tests {
             .iter()
             .map(|&offset| Msg { offset, timestamp_ms: offset * 10, start: 0, len: 0 })
             .collect();
-        Chunk { topic: Topic::LaneTx, data: Vec::new(), msgs, at_end: false }
+        Chunk { topic: Topic::LaneTx, data: Vec::new(), msgs, at_end: false, charged: None }
     }
 
     fn buffered(side: &Side) -> Vec<i64> {
