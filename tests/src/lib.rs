@@ -40,6 +40,11 @@ impl Env {
 
     /// [`Env::new`] on another broker than the shared one (a test's own, which it may stop).
     pub fn with_brokers(test: &str, partitions: i32, brokers: &str) -> Env {
+        Env::with_services(test, partitions, brokers, CLICKHOUSE)
+    }
+
+    /// [`Env::new`] on other services than the shared ones (a test's own, which it may stop).
+    pub fn with_services(test: &str, partitions: i32, brokers: &str, clickhouse: &str) -> Env {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -61,6 +66,7 @@ impl Env {
             flush_interval_ms: 200,
             merge_idle_ms: 50,
             brokers: brokers.to_string(),
+            clickhouse_url: clickhouse.to_string(),
             ..PipelineConfig::default()
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -73,7 +79,7 @@ impl Env {
         for r in rt.block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap() {
             r.unwrap();
         }
-        let store = gantry_clickhouse::Store::new(CLICKHOUSE, &cfg.database);
+        let store = gantry_clickhouse::Store::new(clickhouse, &cfg.database);
         rt.block_on(store.apply_schema()).unwrap();
         let producer = gantry_kafka::producer_config(brokers).create().unwrap();
         Env { cfg, store, rt, producer }
@@ -129,10 +135,16 @@ impl Env {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("gantry.toml");
         let text = format!(
-            "brokers = \"{}\"\nclickhouse_url = \"{CLICKHOUSE}\"\ndatabase = \"{}\"\n\
+            "brokers = \"{}\"\nclickhouse_url = \"{}\"\ndatabase = \"{}\"\n\
              group_id = \"{}\"\nlane_topic = \"{}\"\naccount_topic = \"{}\"\n\
              status_topic = \"{}\"\n{extra}\n",
-            c.brokers, c.database, c.group_id, c.lane_topic, c.account_topic, c.status_topic
+            c.brokers,
+            c.clickhouse_url,
+            c.database,
+            c.group_id,
+            c.lane_topic,
+            c.account_topic,
+            c.status_topic
         );
         std::fs::write(&path, text).unwrap();
         path

@@ -7,7 +7,8 @@
 //! then a crash and a replay without it, the broker (a test's own) restarted mid-run, and
 //! records uploaded days late, with a crash while they are settled, an account side that
 //! the broker leaves silent after a restart, a stop while lane records wait for their
-//! account events, and a partition stuck in recovery beside a busy one.
+//! account events, a partition stuck in recovery beside a busy one, ClickHouse (a test's
+//! own) killed for 30 s mid-run, and 10 MB messages while ClickHouse refuses every batch.
 
 #![forbid(unsafe_code)]
 
@@ -22,7 +23,7 @@ use gantry_gen::{Network, Traffic, TrafficConfig};
 use gantry_tests::Env;
 
 mod common;
-use common::{spawn_gantry, PrivateBroker};
+use common::{spawn_gantry, PrivateBroker, PrivateClickHouse};
 
 /// Lane records per test: the floor for a fault test's exactly-once check.
 const RECORDS: u64 = 100_000;
@@ -798,4 +799,53 @@ fn input_memory_holds_its_cap_with_10_mb_messages_and_clickhouse_stalled() {
     // input waiting in the broker (480 MB here) is not in it.
     assert!(peak_mib < 2 * CAP_MIB + 64 + 48 + 100, "peak {peak_mib} MiB");
     env.assert_settled_exactly_once(&traffic.tally);
+}
+
+/// The private ClickHouse's HTTP port in the ClickHouse-outage test (the shared one's is
+/// 8123; native and interserver take the next two).
+const CLICKHOUSE_OUTAGE_PORT: u16 = 18123;
+
+/// ClickHouse (a test's own server, so no other test is disturbed) killed mid-run and
+/// started again 30 s later, with traffic still to come: Gantry's workers stall on their
+/// landings and retry, nothing is lost or doubled, and once ClickHouse is back everything is
+/// settled exactly once.
+#[test]
+fn a_clickhouse_outage_of_30_s_loses_and_doubles_nothing() {
+    let dir = std::env::temp_dir().join(format!("gantry-clickhouse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut clickhouse = PrivateClickHouse::start(CLICKHOUSE_OUTAGE_PORT, &dir);
+    let env = Env::with_services("clickhouse_outage", 2, gantry_tests::BROKERS, &clickhouse.url);
+    let (env, tariff_dir, _, mut traffic) = setup_in(env, 109);
+    env.produce_traffic(&mut traffic, RECORDS / 2);
+    let config = env.write_config("session_timeout_ms = 6000\nbatch_rows_max = 4000\n");
+    let log = config.with_file_name("clickhouse.log");
+    let mut child = spawn_gantry(&config, &tariff_dir, &log);
+    let committed =
+        || env.query::<u64>("SELECT count() FROM gantry_batches WHERE phase = 'committed'")[0];
+    wait_for(&mut child, &log, "three committed batches", || committed() >= 3);
+    clickhouse.stop();
+    env.produce_traffic(&mut traffic, u64::MAX);
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "gantry exited during the outage; see {}",
+        log.display()
+    );
+    clickhouse.resume();
+    let lane_messages = traffic.tally.lane_records();
+    let processed = || {
+        env.query::<u64>("SELECT sum(lane_records) FROM gantry_batches WHERE phase = 'committed'")
+            [0]
+    };
+    wait_for(&mut child, &log, "every lane record processed", || processed() >= lane_messages);
+    sigterm(&child);
+    let status = wait_exit(&mut child, &log, "the stop");
+    assert!(status.success(), "gantry did not stop cleanly; see {}", log.display());
+    assert!(
+        log_text(&log).contains("batches not landed; retrying"),
+        "no landing failed during the outage; see {}",
+        log.display()
+    );
+    env.assert_settled_exactly_once(&traffic.tally);
+    drop(env);
 }

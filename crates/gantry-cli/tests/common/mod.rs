@@ -113,3 +113,83 @@ impl Drop for PrivateBroker {
         self.stop();
     }
 }
+
+/// A ClickHouse server of a test's own (Debian's `clickhouse-server`, the shared one's
+/// config with its own data directory and ports), so the test can stop and start it without
+/// touching the shared server the other tests use. Stopped when dropped.
+pub struct PrivateClickHouse {
+    pub url: String,
+    http_port: u16,
+    tcp_port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateClickHouse {
+    /// On `http_port` (HTTP), `http_port + 1` (native) and `http_port + 2` (interserver).
+    pub fn start(http_port: u16, dir: &Path) -> PrivateClickHouse {
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let mut c = PrivateClickHouse {
+            url: format!("http://127.0.0.1:{http_port}"),
+            http_port,
+            tcp_port: http_port + 1,
+            dir: dir.into(),
+            child: None,
+        };
+        c.resume();
+        c
+    }
+
+    /// Starts the server again on the same data and waits until it answers.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "clickhouse already running");
+        let d = self.dir.display();
+        let child = Command::new("clickhouse-server")
+            .arg("--config-file=/etc/clickhouse-server/config.xml")
+            .arg("--")
+            .arg(format!("--path={d}/"))
+            .arg(format!("--tmp_path={d}/tmp/"))
+            .arg(format!("--logger.log={d}/log"))
+            .arg(format!("--logger.errorlog={d}/err"))
+            .arg("--listen_host=127.0.0.1")
+            .arg(format!("--http_port={}", self.http_port))
+            .arg(format!("--tcp_port={}", self.tcp_port))
+            .arg(format!("--interserver_http_port={}", self.http_port + 2))
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start clickhouse-server (deploy/local/stack up installs it)");
+        self.child = Some(child);
+        let started = std::time::Instant::now();
+        let addr = format!("127.0.0.1:{}", self.http_port);
+        loop {
+            let answered = std::net::TcpStream::connect(&addr).is_ok_and(|mut s| {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"GET /ping HTTP/1.0\r\n\r\n");
+                let mut reply = String::new();
+                let _ = s.read_to_string(&mut reply);
+                reply.contains("Ok.")
+            });
+            if answered {
+                return;
+            }
+            assert!(started.elapsed().as_secs() < 60, "clickhouse did not answer on {addr}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// Stops the server (SIGKILL: an outage, not a shutdown).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateClickHouse {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
