@@ -5,102 +5,24 @@
 //! SIGTERM, and a graceful stop that leaves nothing to replay — a view failing after its
 //! source, a paused instance whose partitions are taken over, a tariff version added mid-run
 //! then a crash and a replay without it, the broker (a test's own) restarted mid-run, and
-//! records uploaded days late, with a crash while they are settled, an account side that
-//! the broker leaves silent after a restart, a stop while lane records wait for their
-//! account events, a partition stuck in recovery beside a busy one, ClickHouse (a test's
-//! own) killed for 30 s mid-run, and 10 MB messages while ClickHouse refuses every batch.
+//! records uploaded days late, with a crash while they are settled, a stop while lane
+//! records wait for their account events, a partition stuck in recovery beside a busy one,
+//! and ClickHouse (a test's own) killed for 30 s mid-run. (The silent account side and the
+//! memory cap are tests of their own: `silent.rs`, `memory.rs`.)
 
 #![forbid(unsafe_code)]
 
-use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gantry_core::TariffStore;
-use gantry_gen::{Network, Traffic, TrafficConfig};
+use gantry_gen::{Traffic, TrafficConfig};
 use gantry_tests::Env;
 
 mod common;
-use common::{spawn_gantry, PrivateBroker, PrivateClickHouse};
-
-/// Lane records per test: the issue's floor for a fault test's exactly-once check.
-const RECORDS: u64 = 100_000;
-
-/// How long a test waits for something Gantry should do within seconds before it calls it
-/// stuck. A hang guard, not a speed check.
-const STUCK_AFTER: Duration = Duration::from_secs(120);
-
-/// A test's environment (`partitions` each topic), a generated network written as a tariff
-/// directory, and its traffic (not sent yet).
-fn setup(name: &str, partitions: i32, seed: u64) -> (Env, std::path::PathBuf, Network, Traffic) {
-    setup_in(Env::new(name, partitions), seed)
-}
-
-/// [`setup`] in an environment made by the test (on a broker of its own).
-fn setup_in(mut env: Env, seed: u64) -> (Env, std::path::PathBuf, Network, Traffic) {
-    // The merge's real wait (2 s), not the 50 ms `Env` sets: on a loaded host the short wait
-    // passes, a side is closed, and records are merged out of time order — allowed by the
-    // merge rule, but a trade merged before its card's `open` is rejected `unknown_card`,
-    // which the generator's tally does not expect.
-    env.cfg.merge_idle_ms = gantry_pipeline::PipelineConfig::default().merge_idle_ms;
-    let net = Network::new(seed, 300, 8);
-    let tariff_dir = std::env::temp_dir().join(format!("gantry-tariff-{}", env.cfg.database));
-    net.write_tariff_dir(&tariff_dir).unwrap();
-    let traffic = traffic(&net, seed + 10);
-    (env, tariff_dir, net, traffic)
-}
-
-fn traffic(net: &Network, seed: u64) -> Traffic {
-    Traffic::new(
-        TrafficConfig { records: RECORDS, cards: 5_000, seed, ..TrafficConfig::default() },
-        net,
-    )
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-}
-
-/// Waits until `done()` holds, failing if `child` exits first or it takes `STUCK_AFTER`.
-fn wait_for(child: &mut Child, log: &Path, what: &str, done: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "gantry exited before {what}; see {}",
-            log.display()
-        );
-        assert!(
-            started.elapsed() < STUCK_AFTER,
-            "no {what} in {STUCK_AFTER:?}; see {}",
-            log.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits for `child` to exit by itself, failing if it takes `STUCK_AFTER`; its status.
-fn wait_exit(child: &mut Child, log: &Path, what: &str) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            started.elapsed() < STUCK_AFTER,
-            "{what} did not finish in {STUCK_AFTER:?}; see {}",
-            log.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn log_text(log: &Path) -> String {
-    std::fs::read_to_string(log).unwrap_or_default()
-}
+use common::*;
 
 /// One lane record per partition dated a year ahead — and stamped a year ahead in Kafka too,
 /// so the Kafka timestamp cannot tell — after the first half of the traffic; a second run
@@ -202,8 +124,7 @@ fn a_graceful_stop_leaves_nothing_to_replay() {
         "exit_when_idle_ms = 2000\nsession_timeout_ms = 6000\nbatch_rows_max = 5000\ncheckpoint_every_batches = 1000\n",
     );
     let log = config.with_file_name("gantry.log");
-    let committed =
-        || env.query::<u64>("SELECT count() FROM gantry_batches WHERE phase = 'committed'")[0];
+    let committed = || committed_batches(&env);
     let mut child = spawn_gantry(&config, &tariff_dir, &log);
     wait_for(&mut child, &log, "three committed batches", || committed() >= 3);
     sigterm(&child);
@@ -290,16 +211,24 @@ fn a_paused_instance_that_lost_its_partition_writes_nothing() {
     let mut zombie = spawn_gantry(&config, &tariff_dir, &log);
     let owned = || env.query::<u64>("SELECT uniqExact(gantry_partition) FROM gantry_owners")[0];
     wait_for(&mut zombie, &log, "both partitions owned", || owned() == 2);
-    // More traffic, and the instance paused while it works on it.
+    // More traffic, and the instance paused while a batch of it is landing: landing is
+    // refused (a view on the journal that throws) until the instance is paused, so it holds
+    // a batch it will try to write again the moment it resumes. (A drain on revocation
+    // writes nothing that must wait for the other side, so without a batch in flight a
+    // resumed instance may have nothing to write at all.)
+    env.exec("CREATE MATERIALIZED VIEW block_landing ENGINE = Memory AS SELECT throwIf(count() > 0) AS blocked FROM gantry_batches");
     env.produce_traffic(&mut traffic, RECORDS / 2);
+    wait_for(&mut zombie, &log, "a refused landing", || {
+        log_text(&log).contains("batches not landed; retrying")
+    });
     signal(&zombie, "-STOP");
+    env.exec("DROP TABLE block_landing");
     env.produce_traffic(&mut traffic, u64::MAX);
     std::thread::sleep(Duration::from_secs(8)); // past the session timeout
     env.exec(
         "INSERT INTO gantry_owners SELECT gantry_partition, max(epoch) + 1, 'usurper', now() FROM gantry_owners GROUP BY gantry_partition",
     );
-    let committed =
-        || env.query::<u64>("SELECT count() FROM gantry_batches WHERE phase = 'committed'")[0];
+    let committed = || committed_batches(&env);
     let before = committed();
     signal(&zombie, "-CONT");
     let started = Instant::now();
@@ -343,8 +272,7 @@ fn a_tariff_version_added_mid_run_is_replayed_as_it_priced() {
     );
     let log = config.with_file_name("tariff.log");
     let mut child = spawn_gantry(&config, &tariff_dir, &log);
-    let committed =
-        || env.query::<u64>("SELECT count() FROM gantry_batches WHERE phase = 'committed'")[0];
+    let committed = || committed_batches(&env);
     wait_for(&mut child, &log, "three committed batches", || committed() >= 3);
     // Written under a hidden name, then renamed into place: never read half-written.
     let staged = tariff_dir.join(".staging");
@@ -371,12 +299,7 @@ fn a_tariff_version_added_mid_run_is_replayed_as_it_priced() {
     child.wait().unwrap();
     std::fs::remove_dir_all(&added).unwrap();
     env.produce_traffic(&mut traffic, u64::MAX);
-    let before_restart = log_text(&log).len();
-    let config = env.write_config("session_timeout_ms = 6000\nexit_when_idle_ms = 2000\n");
-    let mut last = spawn_gantry(&config, &tariff_dir, &log);
-    let status = wait_exit(&mut last, &log, "the restart");
-    assert!(status.success(), "the restart failed; see {}", log.display());
-    let restart = log_text(&log)[before_restart..].to_string();
+    let restart = restart_until_idle(&env, &tariff_dir, &log);
     assert!(
         restart.contains("replaying with a stored tariff set"),
         "the restart did not replay with the stored set; see {}",
@@ -403,18 +326,14 @@ fn a_broker_restart_mid_run_loses_and_doubles_nothing() {
     let config = env.write_config("session_timeout_ms = 6000\nbatch_rows_max = 4000\n");
     let log = config.with_file_name("broker.log");
     let mut child = spawn_gantry(&config, &tariff_dir, &log);
-    let committed =
-        || env.query::<u64>("SELECT count() FROM gantry_batches WHERE phase = 'committed'")[0];
+    let committed = || committed_batches(&env);
     wait_for(&mut child, &log, "three committed batches", || committed() >= 3);
     broker.stop();
     std::thread::sleep(Duration::from_secs(10));
     broker.resume();
     env.produce_traffic(&mut traffic, u64::MAX);
     let lane_messages = traffic.tally.lane_records();
-    let processed = || {
-        env.query::<u64>("SELECT sum(lane_records) FROM gantry_batches WHERE phase = 'committed'")
-            [0]
-    };
+    let processed = || lane_records_processed(&env);
     wait_for(&mut child, &log, "every lane record processed", || processed() >= lane_messages);
     sigterm(&child);
     let status = wait_exit(&mut child, &log, "the stop");
@@ -506,12 +425,7 @@ fn records_days_late_are_settled_once_even_across_a_crash() {
     });
     child.kill().unwrap();
     child.wait().unwrap();
-    let before_restart = log_text(&log).len();
-    let config = env.write_config("session_timeout_ms = 6000\nexit_when_idle_ms = 2000\n");
-    let mut last = spawn_gantry(&config, &tariff_dir, &log);
-    let status = wait_exit(&mut last, &log, "the restart");
-    assert!(status.success(), "the restart failed; see {}", log.display());
-    let restart = log_text(&log)[before_restart..].to_string();
+    let restart = restart_until_idle(&env, &tariff_dir, &log);
     let replayed: usize = restart
         .lines()
         .filter(|l| l.contains("partition recovered"))
@@ -527,87 +441,6 @@ fn records_days_late_are_settled_once_even_across_a_crash() {
     env.assert_settled_exactly_once(&traffic.tally);
 }
 
-/// An account side gone silent: every account event of a partition is in one producer batch
-/// (the `open`s, sent together; no top-ups follow), and Gantry is killed after its first
-/// committed batch, so it restarts inside that record batch. Tansu answers a fetch from
-/// inside a record batch that has no later batch with nothing — no message, no end of
-/// partition — so the group consumer never hears from the side again, and every lane record
-/// would wait for it (a side not heard from since the start is waited for without limit).
-/// After `merge_idle_ms` the worker reads the side itself (`RangeReader::read_tail`), which
-/// backs off to the batch's start and finds the rest: every record is settled exactly once.
-#[test]
-fn a_silent_account_side_is_read_directly() {
-    let (env, tariff_dir, net, _) = setup("silent", 2, 97);
-    let mut traffic = Traffic::new(
-        TrafficConfig {
-            records: RECORDS,
-            cards: 5_000,
-            seed: 98,
-            topup_rate: 0.0,
-            ..TrafficConfig::default()
-        },
-        &net,
-    );
-    // Every account event of a partition in one producer batch: lingering, large batches.
-    let lingering = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &env.cfg.brokers)
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "2000")
-        .set("batch.size", "1048576")
-        .set("batch.num.messages", "100000")
-        .create::<rdkafka::producer::ThreadedProducer<_>>()
-        .unwrap();
-    let mut opens = 0;
-    while let Some(m) = traffic.next_message() {
-        let key = std::str::from_utf8(m.key).unwrap();
-        match m.topic {
-            gantry_gen::Topic::AccountEvents => {
-                opens += 1;
-                let record = rdkafka::producer::BaseRecord::to(&env.cfg.account_topic)
-                    .key(key)
-                    .payload(m.value)
-                    .timestamp(m.timestamp_ms);
-                lingering.send(record).map_err(|(e, _)| e).unwrap();
-            }
-            gantry_gen::Topic::LaneTx => {
-                env.produce(&env.cfg.lane_topic, key, m.value, m.timestamp_ms)
-            }
-        }
-    }
-    rdkafka::producer::Producer::flush(&lingering, Duration::from_secs(30)).unwrap();
-    env.flush();
-    assert_eq!(opens, 5_000, "only opens on the account topic");
-    let config = env.write_config(
-        "session_timeout_ms = 6000\nbatch_rows_max = 200\ncheckpoint_every_batches = 1000\n",
-    );
-    let log = config.with_file_name("silent.log");
-    let mut child = spawn_gantry(&config, &tariff_dir, &log);
-    let committed =
-        || env.query::<u64>("SELECT count() FROM gantry_batches WHERE phase = 'committed'")[0];
-    wait_for(&mut child, &log, "a committed batch", || committed() >= 1);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let consumed: Vec<(u16, i64)> = env.query(
-        "SELECT gantry_partition, max(acct_to) FROM gantry_batches GROUP BY gantry_partition ORDER BY gantry_partition",
-    );
-    assert!(
-        consumed.iter().map(|(_, to)| to).sum::<i64>() < opens as i64,
-        "the kill came after every account event was consumed: {consumed:?}"
-    );
-    let before_restart = log_text(&log).len();
-    let config = env.write_config("session_timeout_ms = 6000\nexit_when_idle_ms = 2000\n");
-    let mut last = spawn_gantry(&config, &tariff_dir, &log);
-    let status = wait_exit(&mut last, &log, "the restart");
-    assert!(status.success(), "the restart failed; see {}", log.display());
-    let restart = log_text(&log)[before_restart..].to_string();
-    assert!(
-        restart.contains("read a silent side directly"),
-        "the account side never went silent, or was not read; see {}",
-        log.display()
-    );
-    env.assert_settled_exactly_once(&traffic.tally);
-}
-
 /// A stop while lane records wait for the account side: the lane records are in Kafka, the
 /// account events that open their cards are not yet (they are sent later, stamped earlier —
 /// a slow issuer system), and the merge waits for them (`merge_idle_ms` far off). SIGTERM
@@ -618,16 +451,7 @@ fn a_silent_account_side_is_read_directly() {
 #[test]
 fn a_drain_settles_no_lane_record_ahead_of_its_account_events() {
     let (env, tariff_dir, net, _) = setup("drain_order", 2, 101);
-    let mut traffic = Traffic::new(
-        TrafficConfig {
-            records: RECORDS,
-            cards: 5_000,
-            seed: 102,
-            topup_rate: 0.0,
-            ..TrafficConfig::default()
-        },
-        &net,
-    );
+    let mut traffic = traffic_without_topups(&net, 102);
     let mut account_events: Vec<(String, Vec<u8>, i64)> = Vec::new();
     while let Some(m) = traffic.next_message() {
         let key = std::str::from_utf8(m.key).unwrap().to_string();
@@ -660,10 +484,7 @@ fn a_drain_settles_no_lane_record_ahead_of_its_account_events() {
         env.produce(&env.cfg.account_topic, key, value, *ts);
     }
     env.flush();
-    let config = env.write_config("session_timeout_ms = 6000\nexit_when_idle_ms = 2000\n");
-    let mut last = spawn_gantry(&config, &tariff_dir, &log);
-    let status = wait_exit(&mut last, &log, "the restart");
-    assert!(status.success(), "the restart failed; see {}", log.display());
+    restart_until_idle(&env, &tariff_dir, &log);
     env.assert_settled_exactly_once(&traffic.tally);
 }
 
@@ -721,86 +542,6 @@ fn a_partition_stuck_in_recovery_holds_no_other_back() {
     env.assert_settled_exactly_once(&traffic.tally);
 }
 
-/// The peak resident memory (`VmHWM`, KiB) of a running process.
-fn peak_rss_kib(child: &Child) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in status");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// Lane messages of 10 MB each (a CPC record with a 10 MB field it does not read), 48 of
-/// them, after the generated traffic is settled, while ClickHouse refuses every batch (a
-/// view on the journal that throws) and batches are tiny (10 rows), so each worker stops
-/// taking input at once: Gantry then holds at most `worker_buffer_bytes_max` (64 MiB here)
-/// of input per partition, so its peak memory stays near that however much waits in the
-/// broker. Then ClickHouse accepts again and everything is settled exactly once. Without
-/// the budget (only the channel's 16 chunks of up to 32 MiB each), the peak here was 480
-/// MiB — the whole 480 MB waiting — against 225 MiB with it.
-#[test]
-fn input_memory_holds_its_cap_with_10_mb_messages_and_clickhouse_stalled() {
-    const BIG: usize = 48;
-    const CAP_MIB: u64 = 64;
-    let (env, tariff_dir, net, mut traffic) = setup("memory_cap", 2, 107);
-    env.produce_traffic(&mut traffic, u64::MAX);
-    env.run(&env.cfg, &tariff_dir);
-    env.exec("CREATE MATERIALIZED VIEW block_landing ENGINE = Memory AS SELECT throwIf(count() > 0) AS blocked FROM gantry_batches");
-    let big = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &env.cfg.brokers)
-        .set("partitioner", "murmur2_random")
-        .set("message.max.bytes", "16777216")
-        .create::<rdkafka::producer::ThreadedProducer<_>>()
-        .unwrap();
-    let now_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
-            as i64;
-    let time = gantry_core::time::format_timestamp(now_ms - 60_000, gantry_gen::OFFSET_MIN);
-    let pad = "x".repeat(10 << 20);
-    let unit = &net.units[0].id;
-    for i in 0..BIG {
-        let record = format!(
-            r#"{{"tradeId":"BIG-{i}","gantryId":"G-BIG","tollIntervalId":"{unit}","transTime":"{time}","mediaType":2,"vehicleType":1,"pad":"{pad}"}}"#
-        );
-        let key = format!("big-{i}");
-        let m = rdkafka::producer::BaseRecord::to(&env.cfg.lane_topic)
-            .key(&key)
-            .payload(&record)
-            .timestamp(now_ms);
-        big.send(m).map_err(|(e, _)| e).unwrap();
-        rdkafka::producer::Producer::flush(&big, Duration::from_secs(60)).unwrap();
-    }
-    traffic.tally.valid += BIG as u64;
-    let config = env.write_config(&format!(
-        "session_timeout_ms = 6000\nbatch_rows_max = 10\nworker_buffer_bytes_max = {}\n",
-        CAP_MIB << 20
-    ));
-    let log = config.with_file_name("memory.log");
-    let mut child = spawn_gantry(&config, &tariff_dir, &log);
-    wait_for(&mut child, &log, "a failed landing", || {
-        log_text(&log).contains("batches not landed; retrying")
-    });
-    // Long enough for the poller to fetch all it may while every worker is stalled.
-    std::thread::sleep(Duration::from_secs(15));
-    let peak_mib = peak_rss_kib(&child) / 1024;
-    eprintln!(
-        "peak resident memory while stalled: {peak_mib} MiB (cap {CAP_MIB} MiB per partition)"
-    );
-    env.exec("DROP TABLE block_landing");
-    let lane_messages = traffic.tally.lane_records();
-    let processed = || {
-        env.query::<u64>("SELECT sum(lane_records) FROM gantry_batches WHERE phase = 'committed'")
-            [0]
-    };
-    wait_for(&mut child, &log, "every lane record processed", || processed() >= lane_messages);
-    sigterm(&child);
-    let status = wait_exit(&mut child, &log, "the stop");
-    assert!(status.success(), "gantry did not stop cleanly; see {}", log.display());
-    // Two partitions' budgets, librdkafka's queue (64 MiB), a chunk being filled (≤ 32 MiB
-    // plus one message) and the process's own ~100 MiB (engine, batches, runtime): the
-    // input waiting in the broker (480 MB here) is not in it.
-    assert!(peak_mib < 2 * CAP_MIB + 64 + 48 + 100, "peak {peak_mib} MiB");
-    env.assert_settled_exactly_once(&traffic.tally);
-}
-
 /// The private ClickHouse's HTTP port in the ClickHouse-outage test (the shared one's is
 /// 8123; native and interserver take the next two).
 const CLICKHOUSE_OUTAGE_PORT: u16 = 18123;
@@ -820,8 +561,7 @@ fn a_clickhouse_outage_of_30_s_loses_and_doubles_nothing() {
     let config = env.write_config("session_timeout_ms = 6000\nbatch_rows_max = 4000\n");
     let log = config.with_file_name("clickhouse.log");
     let mut child = spawn_gantry(&config, &tariff_dir, &log);
-    let committed =
-        || env.query::<u64>("SELECT count() FROM gantry_batches WHERE phase = 'committed'")[0];
+    let committed = || committed_batches(&env);
     wait_for(&mut child, &log, "three committed batches", || committed() >= 3);
     clickhouse.stop();
     env.produce_traffic(&mut traffic, u64::MAX);
@@ -833,10 +573,7 @@ fn a_clickhouse_outage_of_30_s_loses_and_doubles_nothing() {
     );
     clickhouse.resume();
     let lane_messages = traffic.tally.lane_records();
-    let processed = || {
-        env.query::<u64>("SELECT sum(lane_records) FROM gantry_batches WHERE phase = 'committed'")
-            [0]
-    };
+    let processed = || lane_records_processed(&env);
     wait_for(&mut child, &log, "every lane record processed", || processed() >= lane_messages);
     sigterm(&child);
     let status = wait_exit(&mut child, &log, "the stop");

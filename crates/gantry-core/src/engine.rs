@@ -243,12 +243,17 @@ impl Engine {
     /// were parked, after everything else in the batch — that is their place in the ledger.
     /// `settled_before[i]` says whether `out.late[i]`'s `tradeId` was settled in an earlier
     /// batch (the pipeline's lookup; a replay passes the answers journaled with the batch,
-    /// so it decides the same). One settled before, or a later copy of one settled here, is
-    /// a duplicate; any other is settled (priced, debited) as if it were in the window.
+    /// so it decides the same). One settled before, or settled earlier in this batch, or a
+    /// later copy of one settled here, is a duplicate; any other is settled (priced,
+    /// debited) as if it were in the window.
     pub fn settle_late(&mut self, tariffs: &TariffSet, settled_before: &[bool], out: &mut Batch) {
         assert_eq!(settled_before.len(), out.late.len(), "an answer per parked record");
         let decisions: Vec<Late> = {
+            // A record settled earlier in this same batch (inside the window then, before
+            // the window moved past it) is not in ClickHouse yet, so the lookup cannot see it:
+            // it counts as a first copy too.
             let mut first_copies = hashbrown::HashSet::with_capacity(out.late.len());
+            first_copies.extend(out.settlements.iter().map(|s| out.text_bytes(s.trade_id)));
             out.late
                 .iter()
                 .zip(settled_before)

@@ -321,6 +321,23 @@ fn late_records_are_parked_then_decided_by_the_lookup() {
         (LatePolicy::Park, &[true, true, false], &["N1", "L2"], &["L1", "L1"], 0),
         (LatePolicy::Reject, &[], &["N1"], &[], 3),
     ];
+    // A record settled in the window, then — the window having moved past it within the
+    // same batch — its copy: parked, and a duplicate although the lookup (which cannot see
+    // this batch) says "not settled".
+    {
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut out = Batch::new();
+        engine.account_message(open.as_bytes(), src(Topic::AccountEvents, 0), &mut out);
+        let early = lane("E1", CARD, "G0015320030010", "2026-11-02T12:00:00", 1);
+        for (offset, msg) in [&early, &now, &early].into_iter().enumerate() {
+            engine.lane_message(&set, msg.as_bytes(), src(Topic::LaneTx, offset as i64), &mut out);
+        }
+        assert_eq!(out.late.len(), 1, "the copy is parked");
+        engine.settle_late(&set, &[false], &mut out);
+        let settled: Vec<&str> = out.settlements.iter().map(|s| out.text(s.trade_id)).collect();
+        assert_eq!(settled, ["E1", "N1"]);
+        assert_eq!(out.duplicates.len(), 1);
+    }
     for (i, (policy, before, settled, dups, rejected)) in cases.into_iter().enumerate() {
         let mut engine = Engine::new(EngineConfig::default());
         engine.set_late_policy(policy);

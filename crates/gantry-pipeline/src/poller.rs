@@ -510,9 +510,28 @@ impl<'c> Poller<'c> {
             && caught_up(&self.consumer)
         {
             info!("all partitions drained; stopping");
+            self.hand_on(None);
+            self.mark_all_at_end();
             return Flow::Stop;
         }
         Flow::Continue
+    }
+
+    /// Tells every worker that both its topics are at their end — true when the run is
+    /// drained (every position at its high watermark) — so the drain that follows merges
+    /// what each holds to the end: a drain otherwise never gives up on a side that is not
+    /// known to be at its end (an earlier message might still come), and a lane record
+    /// waiting for such a side would be left for a run that never comes.
+    fn mark_all_at_end(&mut self) {
+        let ctx = self.consumer.context();
+        let parts: Vec<i32> = ctx.workers.lock().expect("workers lock").keys().copied().collect();
+        for p in parts {
+            for t in [Topic::LaneTx, Topic::AccountEvents] {
+                let mut c = ctx.shared.chunk_pool.take(t);
+                c.at_end = true;
+                ctx.send(p, c);
+            }
+        }
     }
 
     /// Hands every pending chunk (of partition `only`, if given) to its worker.

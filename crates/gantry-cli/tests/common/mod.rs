@@ -1,11 +1,15 @@
 //! What the binary's integration tests share: starting `gantry run` as a child process,
-//! and a broker of a test's own.
+//! a broker and a ClickHouse of a test's own, and the fault tests' setup and waits.
 
 // Each test binary includes this module and uses a part of it.
 #![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gantry_gen::{Network, Traffic, TrafficConfig};
+use gantry_tests::Env;
 
 /// A `gantry run` child process, killed if the test ends (or fails) while it runs.
 pub struct Running(Child);
@@ -192,4 +196,118 @@ impl Drop for PrivateClickHouse {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Lane records per test: the floor for a fault test's exactly-once check.
+pub const RECORDS: u64 = 100_000;
+
+/// How long a test waits for something Gantry should do within seconds before it calls it
+/// stuck. A hang guard, not a speed check.
+pub const STUCK_AFTER: Duration = Duration::from_secs(120);
+
+/// A test's environment (`partitions` each topic), a generated network written as a tariff
+/// directory, and its traffic (not sent yet).
+pub fn setup(
+    name: &str,
+    partitions: i32,
+    seed: u64,
+) -> (Env, std::path::PathBuf, Network, Traffic) {
+    setup_in(Env::new(name, partitions), seed)
+}
+
+/// [`setup`] in an environment made by the test (on a broker of its own).
+pub fn setup_in(mut env: Env, seed: u64) -> (Env, std::path::PathBuf, Network, Traffic) {
+    // The merge's real wait (2 s), not the 50 ms `Env` sets: on a loaded host the short wait
+    // passes, a side is closed, and records are merged out of time order — allowed by the
+    // merge rule, but a trade merged before its card's `open` is rejected `unknown_card`,
+    // which the generator's tally does not expect.
+    env.cfg.merge_idle_ms = gantry_pipeline::PipelineConfig::default().merge_idle_ms;
+    let net = Network::new(seed, 300, 8);
+    let tariff_dir = std::env::temp_dir().join(format!("gantry-tariff-{}", env.cfg.database));
+    net.write_tariff_dir(&tariff_dir).unwrap();
+    let traffic = traffic(&net, seed + 10);
+    (env, tariff_dir, net, traffic)
+}
+
+pub fn traffic(net: &Network, seed: u64) -> Traffic {
+    Traffic::new(
+        TrafficConfig { records: RECORDS, cards: 5_000, seed, ..TrafficConfig::default() },
+        net,
+    )
+}
+
+/// Batches committed so far (any partition).
+pub fn committed_batches(env: &Env) -> u64 {
+    env.query::<u64>("SELECT count() FROM gantry_batches WHERE phase = 'committed'")[0]
+}
+
+/// Lane records the committed batches processed so far (any partition).
+pub fn lane_records_processed(env: &Env) -> u64 {
+    env.query::<u64>("SELECT sum(lane_records) FROM gantry_batches WHERE phase = 'committed'")[0]
+}
+
+/// Starts Gantry again until it has drained everything, requiring a clean exit; what the
+/// restart logged.
+pub fn restart_until_idle(env: &Env, tariff_dir: &Path, log: &Path) -> String {
+    let before = log_text(log).len();
+    let config = env.write_config("session_timeout_ms = 6000\nexit_when_idle_ms = 2000\n");
+    let mut last = spawn_gantry(&config, tariff_dir, log);
+    let status = wait_exit(&mut last, log, "the restart");
+    assert!(status.success(), "the restart failed; see {}", log.display());
+    log_text(log)[before..].to_string()
+}
+
+/// [`traffic`] with no top-ups: the account topic holds the cards' `open`s only.
+pub fn traffic_without_topups(net: &Network, seed: u64) -> Traffic {
+    let cfg = TrafficConfig {
+        records: RECORDS,
+        cards: 5_000,
+        seed,
+        topup_rate: 0.0,
+        ..TrafficConfig::default()
+    };
+    Traffic::new(cfg, net)
+}
+
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+/// Waits until `done()` holds, failing if `child` exits first or it takes `STUCK_AFTER`.
+pub fn wait_for(child: &mut Child, log: &Path, what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "gantry exited before {what}; see {}",
+            log.display()
+        );
+        assert!(
+            started.elapsed() < STUCK_AFTER,
+            "no {what} in {STUCK_AFTER:?}; see {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for `child` to exit by itself, failing if it takes `STUCK_AFTER`; its status.
+pub fn wait_exit(child: &mut Child, log: &Path, what: &str) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < STUCK_AFTER,
+            "{what} did not finish in {STUCK_AFTER:?}; see {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn log_text(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
 }
