@@ -335,9 +335,7 @@ fn a_broker_restart_mid_run_loses_and_doubles_nothing() {
     let lane_messages = traffic.tally.lane_records();
     let processed = || lane_records_processed(&env);
     wait_for(&mut child, &log, "every lane record processed", || processed() >= lane_messages);
-    sigterm(&child);
-    let status = wait_exit(&mut child, &log, "the stop");
-    assert!(status.success(), "gantry did not stop cleanly; see {}", log.display());
+    stop_cleanly(&mut child, &log);
     env.assert_settled_exactly_once(&traffic.tally);
 }
 
@@ -575,9 +573,7 @@ fn a_clickhouse_outage_of_30_s_loses_and_doubles_nothing() {
     let lane_messages = traffic.tally.lane_records();
     let processed = || lane_records_processed(&env);
     wait_for(&mut child, &log, "every lane record processed", || processed() >= lane_messages);
-    sigterm(&child);
-    let status = wait_exit(&mut child, &log, "the stop");
-    assert!(status.success(), "gantry did not stop cleanly; see {}", log.display());
+    stop_cleanly(&mut child, &log);
     assert!(
         log_text(&log).contains("batches not landed; retrying"),
         "no landing failed during the outage; see {}",

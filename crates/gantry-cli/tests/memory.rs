@@ -78,9 +78,7 @@ fn input_memory_holds_its_cap_with_10_mb_messages_and_clickhouse_stalled() {
     let lane_messages = traffic.tally.lane_records();
     let processed = || lane_records_processed(&env);
     wait_for(&mut child, &log, "every lane record processed", || processed() >= lane_messages);
-    sigterm(&child);
-    let status = wait_exit(&mut child, &log, "the stop");
-    assert!(status.success(), "gantry did not stop cleanly; see {}", log.display());
+    stop_cleanly(&mut child, &log);
     // Two partitions' budgets, librdkafka's queue (64 MiB), a chunk being filled (≤ 32 MiB
     // plus one message) and the process's own ~100 MiB (engine, batches, runtime): the
     // input waiting in the broker (480 MB here) is not in it.

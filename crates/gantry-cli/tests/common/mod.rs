@@ -269,6 +269,13 @@ pub fn traffic_without_topups(net: &Network, seed: u64) -> Traffic {
     Traffic::new(cfg, net)
 }
 
+/// SIGTERM, then the clean exit (status 0) a graceful stop must end with.
+pub fn stop_cleanly(child: &mut Child, log: &Path) {
+    sigterm(child);
+    let status = wait_exit(child, log, "the stop");
+    assert!(status.success(), "gantry did not stop cleanly; see {}", log.display());
+}
+
 pub fn sigterm(child: &Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
