@@ -39,6 +39,9 @@ pub enum StoreError {
     ClickHouse(#[from] clickhouse::error::Error),
     #[error("batch {batch_seq} of partition {partition} is in `{table}` only in part ({found} of {expected} rows)")]
     PartialBatch { table: &'static str, partition: u16, batch_seq: u64, found: u64, expected: u64 },
+    /// A store other than ClickHouse's client could not answer (the simulator's outages).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -335,7 +338,8 @@ impl Store {
         Ok(())
     }
 
-    fn batch_record(b: &JournalEntry, phase: &str, c: &Counts, instance: &str) -> BatchRecord {
+    /// The journal row of `b` in `phase`, with counts `c` (zero in a *planned* row).
+    pub fn batch_record(b: &JournalEntry, phase: &str, c: &Counts, instance: &str) -> BatchRecord {
         let r = b.ranges;
         BatchRecord {
             gantry_partition: b.partition,

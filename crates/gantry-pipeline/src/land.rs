@@ -33,6 +33,7 @@ use gantry_core::output::Batch;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
+use crate::io::{Io, OnlyMissing, StatusSink, Store};
 use crate::worker::CommitRequest;
 use crate::Shared;
 
@@ -76,8 +77,8 @@ impl LandingJob {
 }
 
 /// Runs the lander until every sender is gone.
-pub(crate) async fn lander(
-    shared: Arc<Shared>,
+pub(crate) async fn lander<I: Io>(
+    shared: Arc<Shared<I>>,
     mut rx: mpsc::Receiver<LandingJob>,
     commits: std::sync::mpsc::Sender<CommitRequest>,
 ) {
@@ -99,7 +100,7 @@ pub(crate) async fn lander(
                 break;
             }
         }
-        land_group(&shared, &commits, group.jobs, false).await;
+        land_group(&shared, &commits, group.jobs, OnlyMissing::No).await;
     }
 }
 
@@ -131,11 +132,11 @@ impl<J> Group<J> {
 }
 
 /// Lands `jobs` as one group (retrying until it succeeds), then finishes each job.
-pub(crate) async fn land_group(
-    shared: &Shared,
+pub(crate) async fn land_group<I: Io>(
+    shared: &Shared<I>,
     commits: &std::sync::mpsc::Sender<CommitRequest>,
     jobs: Vec<LandingJob>,
-    mut only_missing: bool,
+    mut only_missing: OnlyMissing,
 ) {
     let mut jobs = jobs;
     let mut backoff = LANDING_RETRY_FIRST;
@@ -147,7 +148,7 @@ pub(crate) async fn land_group(
                 // workers see the landing fail and stop); the rest of the group goes on.
                 error!(partitions = ?lost, "partitions taken over by another instance; dropping their batches");
                 jobs.retain(|j| !lost.contains(&j.partition));
-                only_missing = true;
+                only_missing = OnlyMissing::Yes;
                 if jobs.is_empty() {
                     return;
                 }
@@ -155,7 +156,7 @@ pub(crate) async fn land_group(
             Err(e) => {
                 let batches: Vec<(i32, u64)> = jobs.iter().map(|j| (j.partition, j.seq)).collect();
                 warn!(?batches, error = %e, "batches not landed; retrying");
-                only_missing = true;
+                only_missing = OnlyMissing::Yes;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(LANDING_RETRY_MAX);
             }
@@ -209,9 +210,9 @@ fn debug_check_group(jobs: &[LandingJob]) {
 /// another instance has taken (a higher epoch than its job's). Called right before each
 /// write of a landing, so an instance that lost a partition — paused past its session
 /// timeout, cut off from the broker — writes nothing more for it.
-async fn check_fences(shared: &Shared, jobs: &[LandingJob]) -> crate::Result<()> {
+async fn check_fences<I: Io>(shared: &Shared<I>, jobs: &[LandingJob]) -> crate::Result<()> {
     let partitions: Vec<u16> = jobs.iter().map(|j| j.partition as u16).collect();
-    let epochs = shared.store.epochs(&partitions).await?;
+    let epochs = shared.io.store().epochs(&partitions).await?;
     let lost: Vec<i32> = jobs
         .iter()
         .filter(|j| {
@@ -227,7 +228,11 @@ async fn check_fences(shared: &Shared, jobs: &[LandingJob]) -> crate::Result<()>
     }
 }
 
-async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> crate::Result<()> {
+async fn try_land<I: Io>(
+    shared: &Shared<I>,
+    jobs: &[LandingJob],
+    only_missing: OnlyMissing,
+) -> crate::Result<()> {
     debug_check_group(jobs);
     for j in jobs {
         crate::tariffs::ensure_stored(shared, &j.tariffs).await?;
@@ -245,13 +250,14 @@ async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> c
             late_known: j.late_known.clone(),
         })
         .collect();
-    shared.store.plan_batches(&journal, &shared.cfg.instance).await?;
+    let store = shared.io.store();
+    store.plan_batches(&journal, &shared.cfg.instance).await?;
     check_fences(shared, jobs).await?;
     let batches: Vec<BatchToWrite> = jobs
         .iter()
         .map(|j| BatchToWrite { partition: j.partition as u16, seq: j.seq, batch: &j.batch })
         .collect();
-    shared.store.write_batches(&batches, &shared.topics, only_missing).await?;
+    store.write_batches(&batches, &shared.topics, only_missing).await?;
     let mut status: Vec<(String, String, i64)> = Vec::new();
     for j in jobs {
         for st in &j.batch.status {
@@ -268,13 +274,13 @@ async fn try_land(shared: &Shared, jobs: &[LandingJob], only_missing: bool) -> c
         }
     }
     check_fences(shared, jobs).await?;
-    shared.status.send_all(&status).await?;
+    shared.io.status().send_all(&status).await?;
     check_fences(shared, jobs).await?;
-    shared.store.commit_batches(&journal, &shared.cfg.instance).await?;
+    store.commit_batches(&journal, &shared.cfg.instance).await?;
     Ok(())
 }
 
-fn record_latency(shared: &Shared, batch: &Batch) {
+fn record_latency<I: Io>(shared: &Shared<I>, batch: &Batch) {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -289,8 +295,8 @@ fn record_latency(shared: &Shared, batch: &Batch) {
 /// Writes the engine state after batch `seq` of `partition`, whose ranges end at
 /// `lane_next` / `acct_next`. Only ever after that batch is committed. A failed checkpoint
 /// only lengthens the next replay.
-pub(crate) async fn write_checkpoint(
-    shared: &Shared,
+pub(crate) async fn write_checkpoint<I: Io>(
+    shared: &Shared<I>,
     partition: i32,
     seq: u64,
     (lane_next, acct_next): (i64, i64),
@@ -306,7 +312,7 @@ pub(crate) async fn write_checkpoint(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as u32),
     };
-    if let Err(e) = shared.store.write_checkpoint(&rec).await {
+    if let Err(e) = shared.io.store().write_checkpoint(&rec).await {
         warn!(partition, seq, error = %e, "checkpoint not written");
     }
 }

@@ -10,6 +10,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod instance;
+pub mod io;
 mod land;
 mod merge;
 mod poller;
@@ -23,6 +25,7 @@ use gantry_core::{EngineConfig, TariffStore};
 use serde::Deserialize;
 
 pub use poller::{run, RunSummary};
+pub use worker::{Chunk, CommitRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -394,12 +397,12 @@ impl ByteBudget {
     }
 }
 
-/// What every worker shares (read-only).
-pub(crate) struct Shared {
+/// What every worker of an instance shares (read-only).
+pub(crate) struct Shared<I: io::Io> {
     pub cfg: PipelineConfig,
     pub tariffs: Arc<TariffStore>,
-    pub store: gantry_clickhouse::Store,
-    pub status: gantry_kafka::StatusProducer,
+    /// The store, the broker's range reads, the status list and the clock.
+    pub io: I,
     pub topics: TopicNames,
     /// Kafka timestamp → landed in ClickHouse, per settled record, in ms (merged per batch).
     pub latency_ms: std::sync::Mutex<hdrhistogram::Histogram<u64>>,

@@ -1,7 +1,7 @@
 //! The polling thread: consumer group membership, routing of message chunks to partition
 //! workers, offset commits on the workers' behalf, and shutdown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,8 +15,10 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::worker::{Chunk, CommitRequest, Msg, Worker, NO_TIMESTAMP_MS};
-use crate::{PipelineConfig, PipelineError, Result, Shared};
+use crate::instance::{Instance, LATENCY_MAX_MS, RECOVERY_RETRY_FIRST, RECOVERY_RETRY_MAX};
+use crate::io::Live;
+use crate::worker::{Chunk, CommitRequest};
+use crate::{PipelineConfig, PipelineError, Result};
 
 /// How long one poll waits: short, so chunks are handed on promptly at low rates.
 const POLL_TIMEOUT_MS: u64 = 20;
@@ -54,11 +56,9 @@ impl RunSummary {
 }
 
 struct WorkerHandle {
-    tx: mpsc::Sender<Chunk>,
-    done: tokio::task::JoinHandle<Result<()>>,
-    /// Set once the partition is recovered: until then the instance is not drained (and,
-    /// for operators, not ready).
-    recovered: Arc<AtomicBool>,
+    /// Its channel, task and recovered flag (until recovered the instance is not drained
+    /// and, for operators, not ready).
+    w: crate::instance::WorkerHandle,
     /// The partition's fetch was resumed after its recovery (it is paused from assignment
     /// until then: see [`Ctx::resume_recovered`]).
     fetching: bool,
@@ -67,10 +67,9 @@ struct WorkerHandle {
 }
 
 struct Ctx {
-    shared: Arc<Shared>,
+    instance: Instance<Live>,
     rt: tokio::runtime::Handle,
     workers: Mutex<HashMap<i32, WorkerHandle>>,
-    commits: Mutex<std_mpsc::Sender<CommitRequest>>,
     failed: AtomicBool,
 }
 
@@ -142,27 +141,17 @@ impl Ctx {
         if workers.contains_key(&p) {
             return;
         }
-        let (tx, rx) = mpsc::channel(self.shared.cfg.channel_chunks_max);
-        let shared = self.shared.clone();
-        let commits = self.commits.lock().expect("commits lock").clone();
-        let recovered = Arc::new(AtomicBool::new(false));
-        let flag = recovered.clone();
-        let done = self.rt.spawn(async move {
-            let Some(w) = recover_with_backoff(shared, p, commits, &rx).await? else {
-                return Ok(()); // revoked or stopping before it could recover
-            };
-            flag.store(true, Ordering::SeqCst);
-            w.run(rx).await
-        });
-        let budget = Arc::new(crate::ByteBudget::new(self.shared.cfg.worker_buffer_bytes_max));
-        workers.insert(p, WorkerHandle { tx, done, recovered, fetching: false, budget });
+        let w = self.instance.spawn_worker(p, &self.rt);
+        let budget =
+            Arc::new(crate::ByteBudget::new(self.instance.config().worker_buffer_bytes_max));
+        workers.insert(p, WorkerHandle { w, fetching: false, budget });
     }
 
     /// Resumes fetching each partition whose worker has just recovered (both topics).
     fn resume_recovered(&self, consumer: &BaseConsumer<Ctx>, cfg: &PipelineConfig) {
         let mut workers = self.workers.lock().expect("workers lock");
         for (p, h) in workers.iter_mut() {
-            if h.fetching || !h.recovered.load(Ordering::SeqCst) {
+            if h.fetching || !h.w.recovered.load(Ordering::SeqCst) {
                 continue;
             }
             let mut tpl = TopicPartitionList::new();
@@ -182,8 +171,8 @@ impl Ctx {
             parts.iter().filter_map(|p| workers.remove(p).map(|h| (*p, h))).collect()
         };
         for (p, h) in handles {
-            drop(h.tx);
-            match self.rt.block_on(h.done) {
+            drop(h.w.tx);
+            match self.rt.block_on(h.w.done) {
                 Ok(Ok(())) => info!(partition = p, "worker stopped"),
                 Ok(Err(e)) => {
                     error!(partition = p, error = %e, "worker failed");
@@ -208,13 +197,13 @@ impl Ctx {
         }
         chunk.charged = Some((budget, bytes));
         if let Err(mpsc::error::SendError(unsent)) = tx.blocking_send(chunk) {
-            self.shared.chunk_pool.give_back(unsent); // releases its bytes
+            self.instance.give_back(unsent); // releases its bytes
         }
     }
 
     fn sender(&self, p: i32) -> Option<(mpsc::Sender<Chunk>, Arc<crate::ByteBudget>)> {
         let workers = self.workers.lock().expect("workers lock");
-        workers.get(&p).map(|h| (h.tx.clone(), h.budget.clone()))
+        workers.get(&p).map(|h| (h.w.tx.clone(), h.budget.clone()))
     }
 
     /// Every assigned partition has a worker that has finished recovering.
@@ -223,43 +212,11 @@ impl Ctx {
             .lock()
             .expect("workers lock")
             .values()
-            .all(|h| h.recovered.load(Ordering::SeqCst))
+            .all(|h| h.w.recovered.load(Ordering::SeqCst))
     }
 
     fn any_worker_finished(&self) -> bool {
-        self.workers.lock().expect("workers lock").values().any(|h| h.done.is_finished())
-    }
-}
-
-/// Recovers partition `p`, waiting out what may pass — ClickHouse or the broker unreachable,
-/// the schema not there yet — with backoff, instead of failing the instance: an outage at
-/// start or at assignment only delays the partition. A journal that does not replay (or a
-/// checkpoint that does not decode) is not transient and fails it. `None` if the partition
-/// is revoked (or the instance stops) first: nothing was written, so nothing is lost.
-async fn recover_with_backoff(
-    shared: Arc<Shared>,
-    p: i32,
-    commits: std_mpsc::Sender<CommitRequest>,
-    rx: &mpsc::Receiver<Chunk>,
-) -> Result<Option<Worker>> {
-    let mut backoff = RECOVERY_RETRY_FIRST;
-    loop {
-        let (s, c) = (shared.clone(), commits.clone());
-        let attempt = tokio::task::spawn_blocking(move || Worker::recover(s, p, c))
-            .await
-            .map_err(|e| PipelineError::Worker(p, e.to_string()))?;
-        match attempt {
-            Ok(w) => return Ok(Some(w)),
-            Err(e) if !e.is_transient() => return Err(e),
-            Err(e) => {
-                warn!(partition = p, error = %e, retry_in_ms = backoff.as_millis() as u64, "partition not recovered; retrying")
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        if rx.is_closed() {
-            return Ok(None);
-        }
-        backoff = (backoff * 2).min(RECOVERY_RETRY_MAX);
+        self.workers.lock().expect("workers lock").values().any(|h| h.w.done.is_finished())
     }
 }
 
@@ -288,11 +245,6 @@ fn retry_at_start<T>(
     }
 }
 
-/// The first wait before a failed recovery is tried again: a blip costs half a second.
-const RECOVERY_RETRY_FIRST: Duration = Duration::from_millis(500);
-/// The longest wait between recovery attempts: an outage's end is noticed within seconds.
-const RECOVERY_RETRY_MAX: Duration = Duration::from_secs(5);
-
 /// Runs the engine until stopped (`stop`), or until idle when `exit_when_idle_ms` is set.
 pub fn run(
     cfg: PipelineConfig,
@@ -319,10 +271,6 @@ pub fn run(
 /// is the development and CI machine's core count; beside the polling thread and
 /// librdkafka's own threads, more only made the workers contend with them.
 const WORKER_THREADS: usize = 2;
-
-/// Upper bound of the latency histogram, ms: an hour, far beyond any healthy lag; a record
-/// older than that counts as an hour.
-const LATENCY_MAX_MS: u64 = 3_600_000;
 
 /// A pending chunk is handed to its worker at this many bytes of payload even if it has fewer
 /// than `chunk_messages_max` messages (large lane messages): bounds the poller's buffering.
@@ -361,38 +309,20 @@ impl<'c> Poller<'c> {
         let store = gantry_clickhouse::Store::new(&cfg.clickhouse_url, &cfg.database)
             .with_insert_compression(cfg.insert_compression);
         let status = gantry_kafka::StatusProducer::new(&cfg.brokers, &cfg.status_topic)?;
-        let latency_ms = std::sync::Mutex::new(
-            hdrhistogram::Histogram::new_with_bounds(1, LATENCY_MAX_MS, 3)
-                .expect("histogram bounds"),
-        );
-        let (lander_tx, lander_rx) = tokio::sync::mpsc::channel(crate::land::LANDER_QUEUE_JOBS);
-        let shared = Arc::new(Shared {
-            topics: cfg.topics(),
-            cfg: cfg.clone(),
-            tariffs,
-            store,
-            status,
-            latency_ms,
-            chunk_pool: crate::ChunkPool::new(),
-            lander: lander_tx,
-            stored_sets: Mutex::new(HashSet::new()),
-        });
+        let io = Live { store, status, brokers: cfg.brokers.clone() };
+        let (instance, commit_rx) = Instance::start(cfg, tariffs, io, &rt);
         // A tariff version whose files were edited after it was used stops the start.
-        let set = shared.tariffs.snapshot();
-        let unchanged = || rt.block_on(crate::tariffs::check_unchanged(&shared.store, &set));
+        let unchanged = || rt.block_on(instance.check_tariffs_unchanged());
         if retry_at_start(stop, "tariff versions not checked yet", unchanged)?.is_none() {
             return Ok(None);
         }
         if let (Some(root), 1..) = (&cfg.tariff_dir, cfg.tariff_scan_interval_ms) {
-            rt.spawn(crate::tariffs::watch(shared.clone(), root.clone()));
+            rt.spawn(crate::tariffs::watch(instance.shared.clone(), root.clone()));
         }
-        let (commit_tx, commit_rx) = std_mpsc::channel();
-        rt.spawn(crate::land::lander(shared.clone(), lander_rx, commit_tx.clone()));
         let ctx = Ctx {
-            shared,
+            instance,
             rt,
             workers: Mutex::new(HashMap::new()),
-            commits: Mutex::new(commit_tx),
             failed: AtomicBool::new(false),
         };
         let mut consumer_cfg =
@@ -475,7 +405,7 @@ impl<'c> Poller<'c> {
             let next = self.pending.last_offset.get(&(t, p)).map_or(-1, |o| o + 1);
             let position = self.consumer.position().ok().and_then(|tpl| offset_in(&tpl, name, p));
             if next >= high || position.is_some_and(|o| o >= high) {
-                let mut c = self.consumer.context().shared.chunk_pool.take(t);
+                let mut c = self.consumer.context().instance.chunk(t);
                 c.at_end = true;
                 self.consumer.context().send(p, c);
             }
@@ -527,7 +457,7 @@ impl<'c> Poller<'c> {
         let parts: Vec<i32> = ctx.workers.lock().expect("workers lock").keys().copied().collect();
         for p in parts {
             for t in [Topic::LaneTx, Topic::AccountEvents] {
-                let mut c = ctx.shared.chunk_pool.take(t);
+                let mut c = ctx.instance.chunk(t);
                 c.at_end = true;
                 ctx.send(p, c);
             }
@@ -568,7 +498,7 @@ impl<'c> Poller<'c> {
         if ctx.failed.load(Ordering::SeqCst) {
             return Err(PipelineError::Worker(-1, "a partition worker failed; see the log".into()));
         }
-        let latency_ms = ctx.shared.latency_ms.lock().expect("latency lock").clone();
+        let latency_ms = ctx.instance.latency_ms();
         Ok(RunSummary {
             messages: self.pending.messages,
             elapsed: self.started.elapsed(),
@@ -601,15 +531,8 @@ impl Pending {
         let topic = if m.topic() == cfg.lane_topic { Topic::LaneTx } else { Topic::AccountEvents };
         let key = (topic, m.partition());
         self.last_offset.insert(key, m.offset());
-        let chunk = self.chunks.entry(key).or_insert_with(|| ctx.shared.chunk_pool.take(topic));
-        let payload = m.payload().unwrap_or(&[]);
-        chunk.msgs.push(Msg {
-            offset: m.offset(),
-            timestamp_ms: m.timestamp().to_millis().unwrap_or(NO_TIMESTAMP_MS),
-            start: chunk.data.len() as u32,
-            len: payload.len() as u32,
-        });
-        chunk.data.extend_from_slice(payload);
+        let chunk = self.chunks.entry(key).or_insert_with(|| ctx.instance.chunk(topic));
+        chunk.push(m.offset(), m.timestamp().to_millis(), m.payload().unwrap_or(&[]));
         if chunk.msgs.len() >= cfg.chunk_messages_max || chunk.data.len() >= CHUNK_BYTES_MAX {
             let chunk = self.chunks.remove(&key).expect("just used");
             ctx.send(key.1, chunk);

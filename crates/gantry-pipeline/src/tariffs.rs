@@ -26,6 +26,7 @@ use gantry_core::tariff::{version_dirs, TariffError};
 use gantry_core::{TariffSet, TariffSources, TariffVersion};
 use tracing::{info, warn};
 
+use crate::io::{Io, Store};
 use crate::{PipelineError, Result, Shared};
 
 /// The stored form of `set`: its row and its versions' rows.
@@ -60,10 +61,7 @@ fn now_secs() -> u32 {
 
 /// Fails with [`PipelineError::TariffChanged`] if a version of `set` is stored under its
 /// name with other content (its files were edited after it was used).
-pub(crate) async fn check_unchanged(
-    store: &gantry_clickhouse::Store,
-    set: &TariffSet,
-) -> Result<()> {
+pub(crate) async fn check_unchanged(store: &impl Store, set: &TariffSet) -> Result<()> {
     let names: Vec<String> = set.versions().iter().map(|v| v.version.to_string()).collect();
     if names.is_empty() {
         return Ok(());
@@ -79,26 +77,30 @@ pub(crate) async fn check_unchanged(
 
 /// Makes `set` durable (once per set and process): called by the lander before it journals
 /// a batch priced with it.
-pub(crate) async fn ensure_stored(shared: &Shared, set: &TariffSet) -> Result<()> {
+pub(crate) async fn ensure_stored<I: Io>(shared: &Shared<I>, set: &TariffSet) -> Result<()> {
     if shared.stored_sets.lock().expect("stored sets lock").contains(&set.id()) {
         return Ok(());
     }
     let (row, versions) = records(set, &shared.cfg.instance);
-    shared.store.store_tariff_set(&row, &versions).await?;
+    shared.io.store().store_tariff_set(&row, &versions).await?;
     shared.stored_sets.lock().expect("stored sets lock").insert(set.id());
     Ok(())
 }
 
 /// The set a journaled batch was priced with: the published one if it is that set (or the
 /// row predates the column: 0), else the set rebuilt from what ClickHouse stored.
-pub(crate) async fn set_for_replay(shared: &Shared, set_id: u64) -> Result<Arc<TariffSet>> {
+pub(crate) async fn set_for_replay<I: Io>(
+    shared: &Shared<I>,
+    set_id: u64,
+) -> Result<Arc<TariffSet>> {
     let current = shared.tariffs.snapshot();
     if set_id == 0 || set_id == current.id() {
         return Ok(current);
     }
     let missing = || PipelineError::TariffSetMissing(set_id);
-    let row = shared.store.tariff_set(set_id).await?.ok_or_else(missing)?;
-    let stored = shared.store.tariffs_by_hash(&row.source_hashes).await?;
+    let store = shared.io.store();
+    let row = store.tariff_set(set_id).await?.ok_or_else(missing)?;
+    let stored = store.tariffs_by_hash(&row.source_hashes).await?;
     let mut versions = Vec::with_capacity(row.source_hashes.len());
     for hash in &row.source_hashes {
         let r = stored.iter().find(|r| r.source_hash == *hash).ok_or_else(missing)?;
@@ -154,7 +156,7 @@ impl Scan {
 }
 
 /// Watches `root` until the runtime stops: see the module doc, "Reload".
-pub(crate) async fn watch(shared: Arc<Shared>, root: PathBuf) {
+pub(crate) async fn watch<I: Io>(shared: Arc<Shared<I>>, root: PathBuf) {
     let every = Duration::from_millis(shared.cfg.tariff_scan_interval_ms);
     let mut last_error = String::new();
     loop {
@@ -173,7 +175,7 @@ pub(crate) async fn watch(shared: Arc<Shared>, root: PathBuf) {
 }
 
 /// One scan: publishes the directory's set if it differs from the current one.
-async fn reload(shared: &Shared, root: &Path) -> Result<()> {
+async fn reload<I: Io>(shared: &Shared<I>, root: &Path) -> Result<()> {
     let dir = root.to_path_buf();
     let offset = shared.cfg.network_utc_offset_min;
     let current = shared.tariffs.snapshot();
@@ -194,7 +196,7 @@ async fn reload(shared: &Shared, root: &Path) -> Result<()> {
             return Err(PipelineError::TariffChanged(v.version.to_string()));
         }
     }
-    check_unchanged(&shared.store, &set).await?;
+    check_unchanged(shared.io.store(), &set).await?;
     ensure_stored(shared, &set).await?;
     let names = |s: &TariffSet| -> HashSet<String> {
         s.versions().iter().map(|v| v.version.to_string()).collect()

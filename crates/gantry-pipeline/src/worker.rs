@@ -13,44 +13,58 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use gantry_clickhouse::{BatchRecord, Ranges, JOURNAL_FORMAT};
 use gantry_core::engine::{LatePolicy, NO_CLOCK_MS};
 use gantry_core::output::{Batch, Source, Topic};
 use gantry_core::{Engine, TariffSet};
-use gantry_kafka::{RangeReader, Tail};
+use gantry_kafka::Tail;
 use tokio::sync::mpsc;
 use tracing::info;
 
+use crate::io::{Io, OnlyMissing, Reader, Store};
 use crate::land::LandingJob;
 use crate::merge::{
     close_batch, head_merge, lane_first, next_step, BatchView, SideView, Step, Wait,
 };
 use crate::{PipelineError, Result, Shared};
 
-/// Messages of one topic-partition, copied out of librdkafka in one allocation.
-pub(crate) struct Chunk {
+/// Messages of one topic-partition, copied out of the broker's response in one allocation:
+/// what a worker's channel carries.
+pub struct Chunk {
     pub topic: Topic,
-    pub data: Vec<u8>,
-    pub msgs: Vec<Msg>,
+    pub(crate) data: Vec<u8>,
+    pub(crate) msgs: Vec<Msg>,
     /// The partition was at its end after these messages.
     pub at_end: bool,
     /// The worker budget its payload was taken from, and how much: released when the chunk
     /// is given back to the pool (`None` for a chunk read by the worker itself).
-    pub charged: Option<(Arc<crate::ByteBudget>, usize)>,
+    pub(crate) charged: Option<(Arc<crate::ByteBudget>, usize)>,
 }
 
 impl Chunk {
+    /// Appends a message (offsets rising; `timestamp_ms` its Kafka timestamp, if any).
+    pub fn push(&mut self, offset: i64, timestamp_ms: Option<i64>, payload: &[u8]) {
+        self.msgs.push(Msg {
+            offset,
+            timestamp_ms: timestamp_ms.unwrap_or(NO_TIMESTAMP_MS),
+            start: self.data.len() as u32,
+            len: payload.len() as u32,
+        });
+        self.data.extend_from_slice(payload);
+    }
+
     /// Appends a message read outside the group consumer (a gap filled, a silent side read).
     fn push_read(&mut self, m: gantry_kafka::RangeMessage<'_>) {
-        self.msgs.push(Msg {
-            offset: m.offset,
-            timestamp_ms: m.timestamp_ms.unwrap_or(NO_TIMESTAMP_MS),
-            start: self.data.len() as u32,
-            len: m.payload.len() as u32,
-        });
-        self.data.extend_from_slice(m.payload);
+        self.push(m.offset, m.timestamp_ms, m.payload);
+    }
+
+    /// The messages' offsets.
+    pub fn offsets(&self) -> impl Iterator<Item = i64> + '_ {
+        self.msgs.iter().map(|m| m.offset)
     }
 }
 
@@ -73,8 +87,10 @@ pub(crate) struct Msg {
     pub len: u32,
 }
 
-/// A request to the poller: commit these next offsets of partition `partition`.
-pub(crate) struct CommitRequest {
+/// A request to the group's driver: commit these next offsets of partition `partition` (its
+/// batch up to them is committed in the store).
+#[derive(Clone, Copy, Debug)]
+pub struct CommitRequest {
     pub partition: i32,
     pub lane_next: i64,
     pub acct_next: i64,
@@ -196,8 +212,8 @@ struct StartingPoint {
     acct_next: i64,
 }
 
-pub(crate) struct Worker {
-    shared: Arc<Shared>,
+pub(crate) struct Worker<I: Io> {
+    shared: Arc<Shared<I>>,
     partition: i32,
     engine: Engine,
     seq: u64,
@@ -210,7 +226,7 @@ pub(crate) struct Worker {
     tariffs: Arc<TariffSet>,
     commits: std::sync::mpsc::Sender<CommitRequest>,
     /// For filling gaps in what the group consumer delivers.
-    reader: Option<RangeReader>,
+    reader: Option<I::Reader>,
     /// The previous batch, while the lander lands it.
     landing: Option<tokio::sync::oneshot::Receiver<Batch>>,
     /// A landed batch's buffers, kept for the next batch.
@@ -230,8 +246,8 @@ pub(crate) struct Worker {
 /// sure no earlier owner can still write: after `fence_grace_ms` — if the partition was
 /// another instance's — every INSERT still running for it is killed and waited out. Only
 /// then does recovery read the journal (ARCHITECTURE.md, "Fencing").
-async fn take_over(shared: &Shared, p: i32) -> Result<u64> {
-    let store = &shared.store;
+async fn take_over<I: Io>(shared: &Shared<I>, p: i32) -> Result<u64> {
+    let store = shared.io.store();
     let taken = store.take_ownership(p as u16, &shared.cfg.instance).await?;
     let Some(ownership) = taken else { return Err(PipelineError::LostTakeover(p)) };
     if ownership.previous.as_deref().is_some_and(|prev| prev != shared.cfg.instance) {
@@ -248,18 +264,17 @@ async fn take_over(shared: &Shared, p: i32) -> Result<u64> {
 /// How often a new owner looks again for killed INSERTs to be gone.
 const KILL_WAIT: Duration = Duration::from_millis(100);
 
-impl Worker {
+impl<I: Io> Worker<I> {
     /// Restores the partition's state (checkpoint + replay of later batches + completion of
     /// a batch that was planned but not committed).
-    pub(crate) fn recover(
-        shared: Arc<Shared>,
+    pub(crate) async fn recover(
+        shared: Arc<Shared<I>>,
         partition: i32,
         commits: std::sync::mpsc::Sender<CommitRequest>,
-    ) -> Result<Worker> {
-        let rt = tokio::runtime::Handle::current();
-        let epoch = rt.block_on(take_over(&shared, partition))?;
-        let reader = RangeReader::new(&shared.cfg.brokers)?;
-        let start = rt.block_on(Self::starting_point(&shared, &reader, partition))?;
+    ) -> Result<Worker<I>> {
+        let epoch = take_over(&shared, partition).await?;
+        let reader = shared.io.reader()?;
+        let start = Self::starting_point(&shared, &reader, partition).await?;
         let mut w = Worker {
             tariffs: shared.tariffs.snapshot(),
             shared,
@@ -281,7 +296,7 @@ impl Worker {
             epoch,
             last_probe: None,
         };
-        let journal = rt.block_on(w.shared.store.batches_after(partition as u16, w.seq))?;
+        let journal = w.shared.io.store().batches_after(partition as u16, w.seq).await?;
         let (mut replayed, mut completed) = (0, 0);
         for b in &journal {
             w.check_continues(b)?;
@@ -291,7 +306,7 @@ impl Worker {
             // ... and prices with the tariff set it was priced with (rebuilt only when it
             // differs from the previous batch's).
             if b.tariff_set != w.tariffs.id() {
-                w.tariffs = rt.block_on(crate::tariffs::set_for_replay(&w.shared, b.tariff_set))?;
+                w.tariffs = crate::tariffs::set_for_replay(&w.shared, b.tariff_set).await?;
             }
             // ... and parks late records only if it was journaled doing so.
             let parks = b.journal_format >= JOURNAL_FORMAT;
@@ -304,7 +319,7 @@ impl Worker {
                 replayed += 1;
             } else {
                 // Planned, not committed: finish it, writing only what is missing.
-                rt.block_on(w.complete_planned(b.ranges(), clock_ms, b.late_known.clone()))?;
+                w.complete_planned(b.ranges(), clock_ms, b.late_known.clone()).await?;
                 completed += 1;
             }
             w.batch.clear();
@@ -328,12 +343,12 @@ impl Worker {
     /// Where recovery starts: the newest checkpoint, or an empty engine at the oldest
     /// retained offsets.
     async fn starting_point(
-        shared: &Shared,
-        reader: &RangeReader,
+        shared: &Shared<I>,
+        reader: &I::Reader,
         partition: i32,
     ) -> Result<StartingPoint> {
         let cfg = shared.cfg.engine();
-        match shared.store.latest_checkpoint(partition as u16).await? {
+        match shared.io.store().latest_checkpoint(partition as u16).await? {
             Some(c) => Ok(StartingPoint {
                 engine: Engine::read_state(cfg, &c.state)
                     .map_err(|source| PipelineError::State { partition, source })?,
@@ -427,7 +442,7 @@ impl Worker {
             b.late.iter().map(|r| (r.trade_day, b.text(r.trade_id))).collect();
         let mut backoff = crate::land::LANDING_RETRY_FIRST;
         let found = loop {
-            match self.shared.store.settled_trade_ids(self.partition as u16, &ids).await {
+            match self.shared.io.store().settled_trade_ids(self.partition as u16, &ids).await {
                 Ok(found) => break found,
                 Err(e) => {
                     tracing::warn!(partition = self.partition, error = %e, "late records not looked up; retrying");
@@ -457,7 +472,7 @@ impl Worker {
     ) -> Result<()> {
         let batch = std::mem::take(&mut self.batch);
         let (job, landed) = self.landing_job(r, batch, None, clock_ms, late_known);
-        crate::land::land_group(&self.shared, &self.commits, vec![job], true).await;
+        crate::land::land_group(&self.shared, &self.commits, vec![job], OnlyMissing::Yes).await;
         self.batch = landed
             .await
             .map_err(|e| PipelineError::Worker(self.partition, format!("recovery landing: {e}")))?;
@@ -465,7 +480,7 @@ impl Worker {
     }
 
     /// Re-processes the messages of `r` in head-merge order into `self.batch`.
-    fn replay(&mut self, reader: &RangeReader, r: Ranges) -> Result<()> {
+    fn replay(&mut self, reader: &I::Reader, r: Ranges) -> Result<()> {
         let mut lane = (Vec::new(), Vec::new(), Vec::new()); // data, (offset, start, len), ts
         let mut acct = (Vec::new(), Vec::new(), Vec::new());
         for (topic, (from, to), buf) in [
@@ -566,7 +581,10 @@ impl Worker {
                 _ => std::future::pending().await,
             }
         };
+        // `biased`: the branches are tried in order, not at random, so a simulated run is a
+        // function of its seed (a landed batch is also collected by `previous_landed`).
         let landed = tokio::select! {
+            biased;
             r = tokio::time::timeout(wait, rx.recv()) => {
                 return Ok(match r {
                     Ok(Some(chunk)) => Event::Chunk(chunk),
@@ -654,9 +672,7 @@ impl Worker {
                     at_end: false,
                     charged: None,
                 };
-                tokio::task::block_in_place(|| {
-                    reader.read(topic, self.partition, expected, first, |m| fill.push_read(m))
-                })?;
+                reader.read(topic, self.partition, expected, first, |m| fill.push_read(m))?;
                 info!(
                     partition = self.partition,
                     ?topic,
@@ -704,9 +720,7 @@ impl Worker {
         let reader = self.reader.as_ref().expect("reader set by recovery");
         let mut chunk = self.shared.chunk_pool.take(topic);
         let max = self.shared.cfg.chunk_messages_max;
-        let tail = tokio::task::block_in_place(|| {
-            reader.read_tail(name, self.partition, from, max, |m| chunk.push_read(m))
-        });
+        let tail = reader.read_tail(name, self.partition, from, max, |m| chunk.push_read(m));
         let read = chunk.msgs.len();
         match tail {
             Ok(t) => {
@@ -772,7 +786,7 @@ impl Worker {
     /// set for the engine and journaled with the batch, so a replay checks the same.
     fn open_batch(&mut self) {
         self.batch_opened = Some(Instant::now());
-        self.batch_clock_ms = crate::wall_clock_ms();
+        self.batch_clock_ms = self.shared.io.wall_clock_ms();
         self.engine.set_clock_ms(self.batch_clock_ms);
     }
 
