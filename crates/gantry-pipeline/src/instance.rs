@@ -142,6 +142,10 @@ async fn recover_with_backoff<I: Io>(
 ) -> Result<Option<Worker<I>>> {
     let mut backoff = RECOVERY_RETRY_FIRST;
     loop {
+        // Revoked meanwhile: taking the partition now would only fence its new owner.
+        if rx.is_closed() {
+            return Ok(None);
+        }
         match Worker::recover(shared.clone(), p, commits.clone()).await {
             Ok(w) => return Ok(Some(w)),
             Err(e) if !e.is_transient() => return Err(e),
@@ -150,9 +154,6 @@ async fn recover_with_backoff<I: Io>(
             }
         }
         tokio::time::sleep(backoff).await;
-        if rx.is_closed() {
-            return Ok(None);
-        }
         backoff = (backoff * 2).min(RECOVERY_RETRY_MAX);
     }
 }

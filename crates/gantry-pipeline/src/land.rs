@@ -139,6 +139,13 @@ pub(crate) async fn land_group<I: Io>(
     mut only_missing: OnlyMissing,
 ) {
     let mut jobs = jobs;
+    if crate::mutation::on("commit_offsets_first") {
+        for j in &jobs {
+            let r = j.ranges;
+            let (partition, lane_next, acct_next) = (j.partition, r.lane_to, r.acct_to);
+            let _ = commits.send(CommitRequest { partition, lane_next, acct_next });
+        }
+    }
     let mut backoff = LANDING_RETRY_FIRST;
     loop {
         match try_land(shared, &jobs, only_missing).await {
@@ -211,6 +218,9 @@ fn debug_check_group(jobs: &[LandingJob]) {
 /// write of a landing, so an instance that lost a partition — paused past its session
 /// timeout, cut off from the broker — writes nothing more for it.
 async fn check_fences<I: Io>(shared: &Shared<I>, jobs: &[LandingJob]) -> crate::Result<()> {
+    if crate::mutation::on("skip_fence_check") {
+        return Ok(());
+    }
     let partitions: Vec<u16> = jobs.iter().map(|j| j.partition as u16).collect();
     let epochs = shared.io.store().epochs(&partitions).await?;
     let lost: Vec<i32> = jobs
@@ -252,7 +262,24 @@ async fn try_land<I: Io>(
         .collect();
     let store = shared.io.store();
     store.plan_batches(&journal, &shared.cfg.instance).await?;
-    check_fences(shared, jobs).await?;
+    if crate::mutation::on("fence_before_wait") {
+        check_fences(shared, jobs).await?;
+    }
+    if only_missing == OnlyMissing::Yes && !crate::mutation::on("retry_beside_running") {
+        // An earlier attempt the client gave up on may still be running at the server; if it
+        // finished between the presence check below and this attempt's INSERT, ClickHouse
+        // would take the INSERT (its query id no longer running) and the table would hold
+        // the batch twice. So no earlier attempt may be left before looking (found by the
+        // simulator, seed 142) — and the fence is checked after this wait, not before it:
+        // a pause inside it would otherwise sit between the check and the write (seed
+        // 103743: a zombie woke up there and wrote a batch its successor had completed).
+        for j in jobs {
+            crate::worker::no_insert_running(store, j.partition).await?;
+        }
+    }
+    if !crate::mutation::on("fence_before_wait") {
+        check_fences(shared, jobs).await?;
+    }
     let batches: Vec<BatchToWrite> = jobs
         .iter()
         .map(|j| BatchToWrite { partition: j.partition as u16, seq: j.seq, batch: &j.batch })

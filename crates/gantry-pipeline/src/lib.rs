@@ -14,6 +14,7 @@ pub mod instance;
 pub mod io;
 mod land;
 mod merge;
+pub mod mutation;
 mod poller;
 mod tariffs;
 mod worker;

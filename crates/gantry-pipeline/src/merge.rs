@@ -66,6 +66,7 @@ pub(crate) enum Step {
 /// batch, so its range ends there and replaying the recorded ranges merges the same way.
 pub(crate) fn next_step(lane: SideView, acct: SideView, wait: Wait) -> Step {
     let gave_up = |side: SideView| match wait {
+        Wait::Draining if crate::mutation::on("drain_gives_up") => side.heard,
         Wait::Within | Wait::Draining => false,
         Wait::Passed => side.heard,
     };

@@ -240,6 +240,9 @@ pub(crate) struct Worker<I: Io> {
     epoch: u64,
     /// When a silent side was last read directly (`probe_silent_side`).
     last_probe: Option<Instant>,
+    /// When recovery finished: a side not heard from for `merge_idle_ms` since is read
+    /// directly.
+    recovered_at: Instant,
 }
 
 /// Takes partition `p` for this instance (the next epoch in `gantry_owners`), then makes
@@ -253,12 +256,19 @@ async fn take_over<I: Io>(shared: &Shared<I>, p: i32) -> Result<u64> {
     if ownership.previous.as_deref().is_some_and(|prev| prev != shared.cfg.instance) {
         tokio::time::sleep(Duration::from_millis(shared.cfg.fence_grace_ms)).await;
     }
+    no_insert_running(store, p).await?;
+    info!(partition = p, epoch = ownership.epoch, previous = ?ownership.previous, "partition taken");
+    Ok(ownership.epoch)
+}
+
+/// Kills every INSERT of Gantry's still running for partition `p` and waits until none is
+/// left: after this, nothing written for `p` before can still appear.
+pub(crate) async fn no_insert_running(store: &impl Store, p: i32) -> Result<()> {
     while store.running_inserts(p as u16).await? > 0 {
         store.kill_running_inserts(p as u16).await?;
         tokio::time::sleep(KILL_WAIT).await;
     }
-    info!(partition = p, epoch = ownership.epoch, previous = ?ownership.previous, "partition taken");
-    Ok(ownership.epoch)
+    Ok(())
 }
 
 /// How often a new owner looks again for killed INSERTs to be gone.
@@ -295,6 +305,7 @@ impl<I: Io> Worker<I> {
             batch_clock_ms: NO_CLOCK_MS,
             epoch,
             last_probe: None,
+            recovered_at: Instant::now(),
         };
         let journal = w.shared.io.store().batches_after(partition as u16, w.seq).await?;
         let (mut replayed, mut completed) = (0, 0);
@@ -335,6 +346,7 @@ impl<I: Io> Worker<I> {
             "partition recovered"
         );
         w.reader = Some(reader);
+        w.recovered_at = Instant::now();
         w.tariffs = w.shared.tariffs.snapshot();
         w.engine.set_late_policy(LatePolicy::Park);
         Ok(w)
@@ -568,6 +580,12 @@ impl<I: Io> Worker<I> {
             let since = self.last_probe.filter(|t| *t > b).unwrap_or(b);
             wait = wait.min(idle.saturating_sub(since.elapsed()));
         }
+        let unheard = !self.lane.heard || !self.acct.heard;
+        if unheard && !crate::mutation::on("probe_only_waiting") {
+            // ... and so is a side never heard from since recovery, waiting or not.
+            let since = self.last_probe.unwrap_or(self.recovered_at);
+            wait = wait.min(idle.saturating_sub(since.elapsed()));
+        }
         // A batch that is due while the previous one is still landing keeps growing (up to
         // its hard limits) instead of blocking the worker: wake up when either happens.
         let overdue =
@@ -575,9 +593,13 @@ impl<I: Io> Worker<I> {
         if overdue {
             wait = NOTHING_DUE_SLEEP;
         }
+        // The batch in flight is always waited on too, not only when a due batch waits for
+        // it: a landing dropped unwritten (the partition fenced: another instance took it)
+        // must stop this worker even when no more input comes, or the partition sat with an
+        // owner that no longer writes (found by the simulator, seed 104766).
         let landing = async {
             match self.landing.as_mut() {
-                Some(l) if overdue => l.await,
+                Some(l) if overdue || !crate::mutation::on("landing_only_when_overdue") => l.await,
                 _ => std::future::pending().await,
             }
         };
@@ -699,16 +721,24 @@ impl<I: Io> Worker<I> {
     /// held its lane records forever). What the read finds is merged in order, as if fetched;
     /// a side the broker says is at its end is known to be; if the broker cannot answer,
     /// the merge rule goes on as before (a side heard from is given up on after the wait).
+    /// A side not heard from for `merge_idle_ms` since recovery is read so too, whether or not
+    /// anything waits for it: otherwise an account event left in such a silent stretch, with
+    /// every lane record already processed, waited until the next one was produced (found
+    /// by the simulator, seed 408).
     fn probe_silent_side(&mut self) {
         let idle = Duration::from_millis(self.shared.cfg.merge_idle_ms);
-        let waited = self.blocked_since.is_some_and(|b| b.elapsed() >= idle);
-        if !waited || self.last_probe.is_some_and(|t| t.elapsed() < idle) {
+        if self.last_probe.is_some_and(|t| t.elapsed() < idle) {
             return;
         }
+        let waited = self.blocked_since.is_some_and(|b| b.elapsed() >= idle);
+        let unheard =
+            self.recovered_at.elapsed() >= idle && !crate::mutation::on("probe_only_waiting");
         let (lane, acct) = (self.lane.view(), self.acct.view());
         let topic = match (lane.head_ts, acct.head_ts) {
-            (Some(_), None) if !acct.closed && !acct.exhausted => Topic::AccountEvents,
-            (None, Some(_)) if !lane.closed && !lane.exhausted => Topic::LaneTx,
+            (Some(_), None) if waited && !acct.closed && !acct.exhausted => Topic::AccountEvents,
+            (None, Some(_)) if waited && !lane.closed && !lane.exhausted => Topic::LaneTx,
+            _ if unheard && !self.acct.heard => Topic::AccountEvents,
+            _ if unheard && !self.lane.heard => Topic::LaneTx,
             _ => return,
         };
         self.last_probe = Some(Instant::now());
@@ -855,6 +885,7 @@ impl<I: Io> Worker<I> {
     /// so the journal stays in order and a stalled ClickHouse stalls this worker.
     async fn flush(&mut self) -> Result<()> {
         let r = self.ranges();
+        tracing::debug!(partition = self.partition, seq = self.seq + 1, ?r, "batch closes");
         let late_known = self.settle_late().await?;
         self.seq += 1;
         // The checkpoint is the state right after this batch, taken now; it is written only

@@ -20,12 +20,15 @@ use crate::world::{Row, World, TABLES};
 /// Rows of every table with their multiplicity, the rollups summed per key.
 pub type Canonical = BTreeMap<Row, u64>;
 
+/// A clearing row's key: day, owner, issuer, vehicle class, medium.
+type ClearingKey = (i32, String, String, u8, u8);
+
 /// What `world` holds, in the form two runs are compared in: a rollup row per key with
 /// its sums over batches (how a query reads it), every other row as written.
 pub fn canonical(world: &World) -> Canonical {
     let st = world.store.lock().expect("store");
     let mut out = Canonical::new();
-    let mut clearing: BTreeMap<(i32, String, String, u8, u8), (u64, i64)> = BTreeMap::new();
+    let mut clearing: BTreeMap<ClearingKey, (u64, i64)> = BTreeMap::new();
     let mut usage: BTreeMap<(i32, String), (u64, i64, u64, i64)> = BTreeMap::new();
     for t in TABLES {
         for w in st.tables.get(t).into_iter().flatten() {
@@ -105,7 +108,10 @@ pub fn invariants(world: &World, partitions: i32) -> Vec<String> {
         for w in st.tables.get(t).into_iter().flatten() {
             *seen.entry((w.partition, w.seq)).or_default() += 1;
             if !committed.contains_key(&(w.partition, w.seq)) {
-                broken.push(format!("{t} holds batch {} of partition {}, which is not committed", w.seq, w.partition));
+                broken.push(format!(
+                    "{t} holds batch {} of partition {}, which is not committed",
+                    w.seq, w.partition
+                ));
             }
             for (_, r) in &w.rows {
                 let source = match r {
@@ -119,7 +125,9 @@ pub fn invariants(world: &World, partitions: i32) -> Vec<String> {
                 let tag = (w.partition, w.seq);
                 if let Some(other) = source_batch.insert(source, tag) {
                     if other != tag {
-                        broken.push(format!("message {source:?} has rows in batches {other:?} and {tag:?}"));
+                        broken.push(format!(
+                            "message {source:?} has rows in batches {other:?} and {tag:?}"
+                        ));
                     }
                 }
             }
@@ -152,7 +160,9 @@ fn ledger_chains(st: &crate::world::StoreState) -> Vec<String> {
         for (seq, row, amount, after) in chain {
             balance += amount;
             if balance != after {
-                broken.push(format!("card {card}: ledger entry {seq}.{row} says {after}, the chain {balance}"));
+                broken.push(format!(
+                    "card {card}: ledger entry {seq}.{row} says {after}, the chain {balance}"
+                ));
                 break;
             }
         }
@@ -161,7 +171,9 @@ fn ledger_chains(st: &crate::world::StoreState) -> Vec<String> {
 }
 
 fn rollups(st: &crate::world::StoreState) -> Vec<String> {
-    let rows = |t: &str| st.tables.get(t).into_iter().flatten().flat_map(|w| w.rows.iter().map(|(_, r)| r));
+    let rows = |t: &str| {
+        st.tables.get(t).into_iter().flatten().flat_map(|w| w.rows.iter().map(|(_, r)| r))
+    };
     let (mut split_fee, mut splits, mut clearing_fee, mut clearing_n) = (0i64, 0u64, 0i64, 0u64);
     for r in rows("splits") {
         if let Row::Split { fee, .. } = r {
@@ -205,7 +217,8 @@ fn status_list(st: &crate::world::StoreState, b: &crate::world::BrokerState) -> 
     for (card, (_, _, listed)) in last_row {
         match last_message.get(card) {
             Some(m) if *m == listed => {}
-            other => broken.push(format!("card {card}: status row listed={listed}, last message {other:?}")),
+            other => broken
+                .push(format!("card {card}: status row listed={listed}, last message {other:?}")),
         }
     }
     broken
@@ -216,8 +229,10 @@ pub fn difference(faulty: &Canonical, reference: &Canonical) -> Option<String> {
     if faulty == reference {
         return None;
     }
-    let extra: Vec<_> = faulty.iter().filter(|(k, v)| reference.get(*k) != Some(v)).take(3).collect();
-    let missing: Vec<_> = reference.iter().filter(|(k, v)| faulty.get(*k) != Some(v)).take(3).collect();
+    let extra: Vec<_> =
+        faulty.iter().filter(|(k, v)| reference.get(*k) != Some(v)).take(3).collect();
+    let missing: Vec<_> =
+        reference.iter().filter(|(k, v)| faulty.get(*k) != Some(v)).take(3).collect();
     Some(format!(
         "output differs from the crash-free run: {} rows vs {}; e.g. here {extra:?}, there {missing:?}",
         faulty.values().sum::<u64>(),

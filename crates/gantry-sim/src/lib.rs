@@ -85,7 +85,10 @@ pub fn ledger_of(seed: u64, card: &str) -> [Vec<String>; 2] {
                 if let world::Row::Ledger { source, card: c, amount, balance_after, .. } = r {
                     if c == card {
                         let ts = b.logs[&(source.0, source.1)][source.2 as usize].timestamp_ms;
-                        chain.push(((w.partition, w.seq, *row), format!("{:?} ts {ts} {amount} → {balance_after}", source)));
+                        chain.push((
+                            (w.partition, w.seq, *row),
+                            format!("{:?} ts {ts} {amount} → {balance_after}", source),
+                        ));
                     }
                 }
             }

@@ -25,6 +25,9 @@ struct Args {
     /// Run until stopped.
     #[arg(long)]
     soak: bool,
+    /// Stop at the first failing schedule (how many it took is the mutation runs' figure).
+    #[arg(long)]
+    stop_at_first: bool,
     /// With `--seed`: print this card's ledger in the faulty and the crash-free run.
     #[arg(long)]
     card: Option<String>,
@@ -40,7 +43,11 @@ fn main() -> anyhow::Result<()> {
     }
     if let (Some(seed), Some(card)) = (args.seed, &args.card) {
         let [faulty, reference] = gantry_sim::ledger_of(seed, card);
-        println!("faulty run:\n  {}\ncrash-free run:\n  {}", faulty.join("\n  "), reference.join("\n  "));
+        println!(
+            "faulty run:\n  {}\ncrash-free run:\n  {}",
+            faulty.join("\n  "),
+            reference.join("\n  ")
+        );
         return Ok(());
     }
     if let Some(seed) = args.seed {
@@ -69,6 +76,10 @@ fn main() -> anyhow::Result<()> {
         if !v.broken.is_empty() {
             failed += 1;
             println!("seed {seed} FAILED: {}", v.broken.join("; "));
+            if args.stop_at_first {
+                println!("first failure after {ran} schedules");
+                break;
+            }
         }
         if args.soak && ran.is_multiple_of(1000) {
             println!("{ran} schedules, {failed} failed, {:.0} s", started.elapsed().as_secs_f64());

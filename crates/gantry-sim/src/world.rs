@@ -69,14 +69,56 @@ pub struct LogMessage {
 /// A row as the checks need it: what it is and where it came from, without its tag.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Row {
-    Settlement { source: (u8, i32, i64), trade_id: String, card: String, fee: i64, balance_after: i64 },
-    Split { trade_id: String, unit: String, owner: String, fee: i64 },
-    Ledger { source: (u8, i32, i64), card: String, entry_id: String, amount: i64, balance_after: i64 },
-    Reject { source: (u8, i32, i64), reason: &'static str },
-    Duplicate { source: (u8, i32, i64), id: String },
-    Status { source: (u8, i32, i64), card: String, listed: bool },
-    Clearing { day: i32, owner: String, issuer: String, class: u8, medium: u8, n: u64, fee: i64 },
-    Usage { day: i32, card: String, trips: u64, fee: i64, topups: u64, topup_amount: i64 },
+    Settlement {
+        source: (u8, i32, i64),
+        trade_id: String,
+        card: String,
+        fee: i64,
+        balance_after: i64,
+    },
+    Split {
+        trade_id: String,
+        unit: String,
+        owner: String,
+        fee: i64,
+    },
+    Ledger {
+        source: (u8, i32, i64),
+        card: String,
+        entry_id: String,
+        amount: i64,
+        balance_after: i64,
+    },
+    Reject {
+        source: (u8, i32, i64),
+        reason: &'static str,
+    },
+    Duplicate {
+        source: (u8, i32, i64),
+        id: String,
+    },
+    Status {
+        source: (u8, i32, i64),
+        card: String,
+        listed: bool,
+    },
+    Clearing {
+        day: i32,
+        owner: String,
+        issuer: String,
+        class: u8,
+        medium: u8,
+        n: u64,
+        fee: i64,
+    },
+    Usage {
+        day: i32,
+        card: String,
+        trips: u64,
+        fee: i64,
+        topups: u64,
+        topup_amount: i64,
+    },
 }
 
 /// One batch's rows in one table, as one INSERT wrote them.
@@ -86,6 +128,8 @@ pub struct Written {
     pub seq: u64,
     /// With each row its place in the batch's ledger (`batch_row`; 0 elsewhere).
     pub rows: Vec<(u32, Row)>,
+    /// When the server wrote it (virtual ms).
+    pub at_ms: i64,
 }
 
 /// The output tables, in `write_batches` order.
@@ -100,23 +144,105 @@ fn src(s: &Source) -> (u8, i32, i64) {
 fn rows_of(b: &Batch, t: usize) -> Vec<(u32, Row)> {
     let s = |x| b.text(x).to_string();
     match t {
-        0 => b.settlements.iter().map(|x| (0, Row::Settlement {
-            source: src(&x.source), trade_id: s(x.trade_id), card: s(x.card_id), fee: x.fee,
-            balance_after: x.balance_after })).collect(),
-        1 => b.splits.iter().map(|x| (0, Row::Split {
-            trade_id: s(x.trade_id), unit: s(x.interval_id), owner: s(x.owner_id), fee: x.fee })).collect(),
-        2 => b.ledger.iter().map(|x| (x.batch_row, Row::Ledger {
-            source: src(&x.source), card: s(x.card_id), entry_id: s(x.entry_id), amount: x.amount,
-            balance_after: x.balance_after })).collect(),
-        3 => b.rejects.iter().map(|x| (0, Row::Reject { source: src(&x.source), reason: x.reason })).collect(),
-        4 => b.duplicates.iter().map(|x| (0, Row::Duplicate { source: src(&x.source), id: s(x.id) })).collect(),
-        5 => b.status.iter().map(|x| (0, Row::Status { source: src(&x.source), card: s(x.card_id), listed: x.listed })).collect(),
-        6 => b.clearing.iter().map(|x| (0, Row::Clearing {
-            day: x.trade_day, owner: s(x.owner_id), issuer: s(x.issuer_id), class: x.vehicle_type,
-            medium: x.media_type, n: x.n, fee: x.fee })).collect(),
-        _ => b.usage.iter().map(|x| (0, Row::Usage {
-            day: x.day, card: s(x.card_id), trips: x.trips, fee: x.fee, topups: x.topups,
-            topup_amount: x.topup_amount })).collect(),
+        0 => b
+            .settlements
+            .iter()
+            .map(|x| {
+                (
+                    0,
+                    Row::Settlement {
+                        source: src(&x.source),
+                        trade_id: s(x.trade_id),
+                        card: s(x.card_id),
+                        fee: x.fee,
+                        balance_after: x.balance_after,
+                    },
+                )
+            })
+            .collect(),
+        1 => b
+            .splits
+            .iter()
+            .map(|x| {
+                (
+                    0,
+                    Row::Split {
+                        trade_id: s(x.trade_id),
+                        unit: s(x.interval_id),
+                        owner: s(x.owner_id),
+                        fee: x.fee,
+                    },
+                )
+            })
+            .collect(),
+        2 => b
+            .ledger
+            .iter()
+            .map(|x| {
+                (
+                    x.batch_row,
+                    Row::Ledger {
+                        source: src(&x.source),
+                        card: s(x.card_id),
+                        entry_id: s(x.entry_id),
+                        amount: x.amount,
+                        balance_after: x.balance_after,
+                    },
+                )
+            })
+            .collect(),
+        3 => b
+            .rejects
+            .iter()
+            .map(|x| (0, Row::Reject { source: src(&x.source), reason: x.reason }))
+            .collect(),
+        4 => b
+            .duplicates
+            .iter()
+            .map(|x| (0, Row::Duplicate { source: src(&x.source), id: s(x.id) }))
+            .collect(),
+        5 => b
+            .status
+            .iter()
+            .map(|x| {
+                (0, Row::Status { source: src(&x.source), card: s(x.card_id), listed: x.listed })
+            })
+            .collect(),
+        6 => b
+            .clearing
+            .iter()
+            .map(|x| {
+                (
+                    0,
+                    Row::Clearing {
+                        day: x.trade_day,
+                        owner: s(x.owner_id),
+                        issuer: s(x.issuer_id),
+                        class: x.vehicle_type,
+                        medium: x.media_type,
+                        n: x.n,
+                        fee: x.fee,
+                    },
+                )
+            })
+            .collect(),
+        _ => b
+            .usage
+            .iter()
+            .map(|x| {
+                (
+                    0,
+                    Row::Usage {
+                        day: x.day,
+                        card: s(x.card_id),
+                        trips: x.trips,
+                        fee: x.fee,
+                        topups: x.topups,
+                        topup_amount: x.topup_amount,
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
@@ -142,10 +268,16 @@ pub struct StoreState {
 }
 
 impl StoreState {
-    fn holds(&self, table: &str, p: u16, seq: u64) -> bool {
-        self.tables
-            .get(table)
-            .is_some_and(|w| w.iter().any(|w| w.partition == p && w.seq == seq))
+    /// The queries running at the server now: (id, killed).
+    pub fn running_queries(&self) -> Vec<(String, bool)> {
+        self.running.values().map(|r| (r.id.clone(), r.killed)).collect()
+    }
+
+    /// Whether `table` holds batch `seq` of `p`, as a replica `lag_ms` behind would say.
+    fn holds(&self, table: &str, p: u16, seq: u64, now_ms: i64, lag_ms: i64) -> bool {
+        self.tables.get(table).is_some_and(|w| {
+            w.iter().any(|w| w.partition == p && w.seq == seq && w.at_ms <= now_ms - lag_ms)
+        })
     }
 
     fn owner_of(&self, p: u16) -> Option<OwnerRecord> {
@@ -190,7 +322,12 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(rng: SmallRng, rates: FaultRates, topics: TopicNames, instances: usize) -> Arc<World> {
+    pub fn new(
+        rng: SmallRng,
+        rates: FaultRates,
+        topics: TopicNames,
+        instances: usize,
+    ) -> Arc<World> {
         Arc::new(World {
             rng: Mutex::new(rng),
             store: Mutex::default(),
@@ -291,7 +428,9 @@ impl SimIo {
         let (a, b, c) = (
             r.insert_fails_before_permille,
             r.insert_fails_before_permille + r.insert_fails_after_permille,
-            r.insert_fails_before_permille + r.insert_fails_after_permille + r.client_gives_up_permille,
+            r.insert_fails_before_permille
+                + r.insert_fails_after_permille
+                + r.client_gives_up_permille,
         );
         match x {
             x if x < a => Fate::FailsBefore,
@@ -385,12 +524,8 @@ impl io::Store for SimIo {
         self.read_gate().await?;
         let previous = self.world.store.lock().expect("store").owner_of(p);
         let epoch = previous.as_ref().map_or(1, |o| o.epoch + 1);
-        let row = OwnerRecord {
-            gantry_partition: p,
-            epoch,
-            instance: instance.to_string(),
-            taken_at: 0,
-        };
+        let row =
+            OwnerRecord { gantry_partition: p, epoch, instance: instance.to_string(), taken_at: 0 };
         let id = format!("owners|{p}.{epoch}|{instance}");
         self.insert(id, vec![], move |st| st.owners.push(row)).await?;
         self.read_gate().await?;
@@ -441,11 +576,8 @@ impl io::Store for SimIo {
     async fn batches_after(&self, p: u16, seq: u64) -> StoreResult<Vec<BatchRecord>> {
         self.read_gate().await?;
         let st = self.world.store.lock().expect("store");
-        let mut rows: Vec<&BatchRecord> = st
-            .journal
-            .iter()
-            .filter(|b| b.gantry_partition == p && b.batch_seq > seq)
-            .collect();
+        let mut rows: Vec<&BatchRecord> =
+            st.journal.iter().filter(|b| b.gantry_partition == p && b.batch_seq > seq).collect();
         rows.sort_by_key(|b| (b.batch_seq, b.phase == PHASE_COMMITTED));
         let mut out: Vec<BatchRecord> = Vec::new();
         for r in rows {
@@ -469,7 +601,9 @@ impl io::Store for SimIo {
     async fn commit_batches(&self, batches: &[JournalEntry], instance: &str) -> StoreResult<()> {
         let rows: Vec<BatchRecord> = batches
             .iter()
-            .map(|b| gantry_clickhouse::Store::batch_record(b, PHASE_COMMITTED, &b.counts, instance))
+            .map(|b| {
+                gantry_clickhouse::Store::batch_record(b, PHASE_COMMITTED, &b.counts, instance)
+            })
             .collect();
         self.journal_insert(PHASE_COMMITTED, batches, rows).await
     }
@@ -480,13 +614,24 @@ impl io::Store for SimIo {
         _topics: &TopicNames,
         only_missing: OnlyMissing,
     ) -> StoreResult<()> {
+        // The mutation "lagging_presence": presence read on a replica 2 s behind.
+        let lag_ms = if gantry_pipeline::mutation::on("lagging_presence") { 2_000 } else { 0 };
         for (t, table) in TABLES.iter().enumerate() {
+            let now_ms = self.world.elapsed_ms();
             let written: Vec<Written> = {
                 let st = self.world.store.lock().expect("store");
                 batches
                     .iter()
-                    .filter(|b| only_missing == OnlyMissing::No || !st.holds(table, b.partition, b.seq))
-                    .map(|b| Written { partition: b.partition, seq: b.seq, rows: rows_of(b.batch, t) })
+                    .filter(|b| {
+                        only_missing == OnlyMissing::No
+                            || !st.holds(table, b.partition, b.seq, now_ms, lag_ms)
+                    })
+                    .map(|b| Written {
+                        partition: b.partition,
+                        seq: b.seq,
+                        rows: rows_of(b.batch, t),
+                        at_ms: 0,
+                    })
                     .filter(|w| !w.rows.is_empty())
                     .collect()
             };
@@ -495,8 +640,13 @@ impl io::Store for SimIo {
             }
             let id = query_id(table, written.iter().map(|w| (w.partition, w.seq)));
             let parts = written.iter().map(|w| w.partition).collect();
-            self.insert(id, parts, move |st| st.tables.entry(table).or_default().extend(written))
-                .await?;
+            let world = self.world.clone();
+            self.insert(id, parts, move |st| {
+                let at_ms = world.elapsed_ms();
+                let written = written.into_iter().map(|w| Written { at_ms, ..w });
+                st.tables.entry(table).or_default().extend(written)
+            })
+            .await?;
         }
         Ok(())
     }
@@ -518,7 +668,11 @@ impl io::Store for SimIo {
         Ok(found)
     }
 
-    async fn store_tariff_set(&self, set: &TariffSetRecord, versions: &[TariffRecord]) -> StoreResult<()> {
+    async fn store_tariff_set(
+        &self,
+        set: &TariffSetRecord,
+        versions: &[TariffRecord],
+    ) -> StoreResult<()> {
         let (set, versions) = (set.clone(), versions.to_vec());
         let id = format!("tariffs|{}", set.set_id);
         self.insert(id, vec![], move |st| {
@@ -559,7 +713,8 @@ impl SimIo {
         batches: &[JournalEntry],
         rows: Vec<BatchRecord>,
     ) -> StoreResult<()> {
-        let id = query_id(&format!("batches:{phase}"), batches.iter().map(|b| (b.partition, b.seq)));
+        let id =
+            query_id(&format!("batches:{phase}"), batches.iter().map(|b| (b.partition, b.seq)));
         let parts = batches.iter().map(|b| b.partition).collect();
         self.insert(id, parts, move |st| st.journal.extend(rows)).await
     }
@@ -596,7 +751,11 @@ impl io::Reader for SimIo {
         let log = b.logs.get(&(self.topic_index(topic), p)).map_or(&[][..], |l| &l[..]);
         let to = (to as usize).min(log.len());
         for (i, m) in log.iter().enumerate().take(to).skip(from.max(0) as usize) {
-            f(RangeMessage { offset: i as i64, timestamp_ms: Some(m.timestamp_ms), payload: &m.payload });
+            f(RangeMessage {
+                offset: i as i64,
+                timestamp_ms: Some(m.timestamp_ms),
+                payload: &m.payload,
+            });
         }
         Ok(())
     }
@@ -615,7 +774,11 @@ impl io::Reader for SimIo {
         let from = from.max(0) as usize;
         let to = log.len().min(from + max);
         for (i, m) in log.iter().enumerate().take(to).skip(from) {
-            f(RangeMessage { offset: i as i64, timestamp_ms: Some(m.timestamp_ms), payload: &m.payload });
+            f(RangeMessage {
+                offset: i as i64,
+                timestamp_ms: Some(m.timestamp_ms),
+                payload: &m.payload,
+            });
         }
         Ok(if to == log.len() { Tail::AtEnd } else { Tail::More })
     }
