@@ -94,7 +94,7 @@ pub(crate) async fn set_for_replay<I: Io>(
     set_id: u64,
 ) -> Result<Arc<TariffSet>> {
     let current = shared.tariffs.snapshot();
-    if set_id == 0 || set_id == current.id() {
+    if set_id == 0 || set_id == current.id() || crate::mutation::on("replay_with_current_tariffs") {
         return Ok(current);
     }
     let missing = || PipelineError::TariffSetMissing(set_id);

@@ -69,6 +69,12 @@ pub struct Plan {
     /// faults, and the output must equal the crash-free run's); otherwise short, so the give-up and the direct read
     /// of a silent side are exercised too (and the order may then depend on timing).
     pub merge_idle_ms: u64,
+    /// When a second tariff version (in force from the traffic day's noon, other discounts)
+    /// is published, virtual ms: what is settled after that is priced with it, and every
+    /// replay must price each batch with the set it was journaled with. The order of
+    /// publishing and processing follows timing, so such a plan is not compared with its
+    /// crash-free run.
+    pub tariff_published_at_ms: Option<u64>,
     /// Fetches that start inside a producer batch get the next batch (Tansu 0.6).
     pub fetch_skips_into_batch: bool,
     pub rates: FaultRates,
@@ -102,6 +108,12 @@ impl Plan {
             checkpoint_every_batches: r.gen_range(1..6),
             merge_idle_ms: MERGE_IDLE_NEVER_MS,
             fetch_skips_into_batch: r.gen_bool(0.3),
+            // From a stream of its own, so that adding it changed no other draw (the seeds
+            // kept as regression cases still make the schedules that found their bugs).
+            tariff_published_at_ms: {
+                let mut t = SmallRng::seed_from_u64(seed ^ 0x7a41_ff00);
+                t.gen_bool(0.2).then(|| t.gen_range(0..4_000))
+            },
             rates: FaultRates::NONE,
             faults: Vec::new(),
         };
@@ -167,6 +179,8 @@ pub struct Input {
     /// Per message: when it is produced (virtual ms), its topic and partition, and it.
     pub messages: Vec<(u64, u8, i32, LogMessage)>,
     pub tariffs: TariffSet,
+    /// The set published at `Plan::tariff_published_at_ms`: the first version and a second.
+    pub later_tariffs: TariffSet,
 }
 
 impl Input {
@@ -206,7 +220,20 @@ impl Input {
             })
             .collect();
         let v = net.tariff_version().expect("generated tariff");
-        Input { messages, tariffs: TariffSet::of([v]).expect("one version") }
+        let toml = net
+            .tariff_toml()
+            .replace("32-20260101-001", "32-20260928-002")
+            .replace("2026-01-01T00:00:00+08:00", "2026-09-28T12:00:00+08:00")
+            .replace("etc_discount_bp = 500", "etc_discount_bp = 900");
+        let (toml_path, csv_path) = (std::path::Path::new("tariff.toml"), std::path::Path::new("intervals.csv"));
+        let csv = net.intervals_csv();
+        let v2 = gantry_core::tariff::TariffVersion::from_sources(toml_path, &toml, csv_path, &csv, gantry_gen::OFFSET_MIN)
+            .expect("second generated tariff");
+        Input {
+            messages,
+            tariffs: TariffSet::of([v.clone()]).expect("one version"),
+            later_tariffs: TariffSet::of([v, v2]).expect("two versions"),
+        }
     }
 }
 
@@ -317,6 +344,7 @@ async fn run_async(plan: Plan, input: &Input) -> Outcome {
     let mut faults = g.plan.faults.clone().into_iter().peekable();
     let mut produced = 0;
     let mut stalled = false;
+    let mut published = false;
     loop {
         let now = world.elapsed_ms();
         while let Some((at, f)) = faults.peek().copied() {
@@ -327,6 +355,11 @@ async fn run_async(plan: Plan, input: &Input) -> Outcome {
             g.fault(now, f);
         }
         produced += g.produce(now, &input.messages[produced..]);
+        if g.plan.tariff_published_at_ms.is_some_and(|t| t as i64 <= now) && !published {
+            published = true;
+            g.tariffs.replace(input.later_tariffs.clone());
+            g.note(now, "tariff version 32-20260928-002 published".into());
+        }
         g.lifecycle(now);
         g.rebalance(now);
         g.fetch_and_commit();
