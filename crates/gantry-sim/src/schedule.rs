@@ -20,7 +20,7 @@ use gantry_pipeline::{CommitRequest, PipelineConfig, PipelineError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::world::{FaultRates, LogMessage, SimIo, World};
+use crate::world::{CallFault, FaultRates, LogMessage, SimIo, World};
 
 /// How often the simulated group polls, fetches and commits, ms of virtual time.
 const TICK_MS: u64 = 10;
@@ -130,7 +130,15 @@ impl Plan {
             insert_fails_after_permille: r.gen_range(0..60),
             client_gives_up_permille: r.gen_range(0..40),
             status_fails_permille: r.gen_range(0..60),
+            pause_at_read_permille: 0,
+            crash_at_call_permille: 0,
         };
+        // From a stream of their own, so that adding them changed no other draw.
+        let mut c = SmallRng::seed_from_u64(seed ^ 0x00ca_11f0);
+        if c.gen_bool(0.5) {
+            plan.rates.pause_at_read_permille = c.gen_range(0..8);
+            plan.rates.crash_at_call_permille = c.gen_range(0..4);
+        }
         let n = r.gen_range(0..7);
         let horizon = input_span_ms + 3_000;
         for _ in 0..n {
@@ -225,10 +233,17 @@ impl Input {
             .replace("32-20260101-001", "32-20260928-002")
             .replace("2026-01-01T00:00:00+08:00", "2026-09-28T12:00:00+08:00")
             .replace("etc_discount_bp = 500", "etc_discount_bp = 900");
-        let (toml_path, csv_path) = (std::path::Path::new("tariff.toml"), std::path::Path::new("intervals.csv"));
+        let (toml_path, csv_path) =
+            (std::path::Path::new("tariff.toml"), std::path::Path::new("intervals.csv"));
         let csv = net.intervals_csv();
-        let v2 = gantry_core::tariff::TariffVersion::from_sources(toml_path, &toml, csv_path, &csv, gantry_gen::OFFSET_MIN)
-            .expect("second generated tariff");
+        let v2 = gantry_core::tariff::TariffVersion::from_sources(
+            toml_path,
+            &toml,
+            csv_path,
+            &csv,
+            gantry_gen::OFFSET_MIN,
+        )
+        .expect("second generated tariff");
         Input {
             messages,
             tariffs: TariffSet::of([v.clone()]).expect("one version"),
@@ -360,6 +375,7 @@ async fn run_async(plan: Plan, input: &Input) -> Outcome {
             g.tariffs.replace(input.later_tariffs.clone());
             g.note(now, "tariff version 32-20260928-002 published".into());
         }
+        g.call_faults(now);
         g.lifecycle(now);
         g.rebalance(now);
         g.fetch_and_commit();
@@ -379,6 +395,8 @@ async fn run_async(plan: Plan, input: &Input) -> Outcome {
         }
         tokio::time::sleep(Duration::from_millis(TICK_MS)).await;
     }
+    world.quiet.store(true, std::sync::atomic::Ordering::SeqCst);
+    g.call_faults(world.elapsed_ms());
     g.stop_all().await;
     tokio::time::sleep(Duration::from_millis(SETTLE_MS)).await;
     let virtual_ms = world.elapsed_ms();
@@ -415,6 +433,30 @@ impl Group {
                 if m.process.is_some() && m.paused_until.is_none() {
                     self.leave(instance);
                     self.members[instance].start_at = Some(now + back_after_ms as i64);
+                }
+            }
+        }
+    }
+
+    /// Carries out the faults store calls drew (`world::CallFault`).
+    fn call_faults(&mut self, now: i64) {
+        let drawn = std::mem::take(&mut self.world.call_faults.lock().expect("call faults").0);
+        for f in drawn {
+            self.note(now, format!("at a store call: {f:?}"));
+            match f {
+                CallFault::Crashed { instance } => {
+                    self.crash(now, instance);
+                    let restart_ms = self.world.draw(0..2_000) as i64;
+                    self.members[instance].start_at = Some(now + restart_ms);
+                }
+                CallFault::Paused { instance, ms } => {
+                    let m = &mut self.members[instance];
+                    if m.process.is_some() && m.paused_until.is_none() {
+                        m.paused_until = Some(now + ms as i64);
+                        m.silent_since = Some(now);
+                    } else if m.paused_until.is_none() {
+                        self.world.frozen.lock().expect("frozen")[instance] = false;
+                    }
                 }
             }
         }

@@ -45,6 +45,25 @@ pub struct FaultRates {
     pub client_gives_up_permille: u32,
     /// A status-list send fails (before or after the broker has the messages).
     pub status_fails_permille: u32,
+    /// The instance pauses right at the start of a store read, past the session timeout:
+    /// pauses placed by call rather than by time reach the narrow windows (a retry's wait
+    /// between its fence check and its write, before that was mended).
+    pub pause_at_read_permille: u32,
+    /// The instance crashes right at a store call (the call never returns): a crash at
+    /// that very await.
+    pub crash_at_call_permille: u32,
+}
+
+/// Most faults drawn per call in one schedule (the liveness check needs a bounded budget).
+pub const CALL_FAULTS_MAX: u32 = 4;
+
+/// A fault a call drew, for the group to carry out.
+#[derive(Clone, Copy, Debug)]
+pub enum CallFault {
+    /// The instance froze at a read; it wakes after the ms.
+    Paused { instance: usize, ms: u64 },
+    /// The instance crashed at a call (which hangs until its tasks are aborted).
+    Crashed { instance: usize },
 }
 
 impl FaultRates {
@@ -53,6 +72,8 @@ impl FaultRates {
         insert_fails_after_permille: 0,
         client_gives_up_permille: 0,
         status_fails_permille: 0,
+        pause_at_read_permille: 0,
+        crash_at_call_permille: 0,
     };
 }
 
@@ -318,6 +339,10 @@ pub struct World {
     /// Per instance: frozen (paused) now; its clock's offset from virtual time, ms.
     pub frozen: Mutex<Vec<bool>>,
     pub clock_offset_ms: Mutex<Vec<i64>>,
+    /// Faults calls drew, not yet carried out by the group; how many were drawn.
+    pub call_faults: Mutex<(Vec<CallFault>, u32)>,
+    /// Set when the schedule is over: calls draw no more faults.
+    pub quiet: std::sync::atomic::AtomicBool,
     started: Instant,
 }
 
@@ -337,6 +362,8 @@ impl World {
             topics,
             frozen: Mutex::new(vec![false; instances]),
             clock_offset_ms: Mutex::new(vec![0; instances]),
+            call_faults: Mutex::default(),
+            quiet: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
         })
     }
@@ -410,8 +437,41 @@ impl SimIo {
         tokio::time::sleep(Duration::from_millis(self.world.draw(1..21))).await;
     }
 
-    /// The start of a read: waits while the instance is paused; fails in an outage.
+    /// Draws a fault of this call, within the schedule's budget.
+    fn call_fault(&self, permille: u32) -> bool {
+        if self.world.quiet.load(std::sync::atomic::Ordering::SeqCst)
+            || !self.world.chance(permille)
+        {
+            return false;
+        }
+        let mut f = self.world.call_faults.lock().expect("call faults");
+        if f.1 >= CALL_FAULTS_MAX {
+            return false;
+        }
+        f.1 += 1;
+        true
+    }
+
+    /// A crash at this call, if one is drawn: the call never returns (the group aborts
+    /// every task of the instance at its next tick).
+    async fn maybe_crash_here(&self) {
+        if self.call_fault(self.world.rates.crash_at_call_permille) {
+            let crashed = CallFault::Crashed { instance: self.instance };
+            self.world.call_faults.lock().expect("call faults").0.push(crashed);
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The start of a read: may crash or pause the instance here; waits while the instance
+    /// is paused; fails in an outage.
     async fn read_gate(&self) -> StoreResult<()> {
+        self.maybe_crash_here().await;
+        if !self.frozen() && self.call_fault(self.world.rates.pause_at_read_permille) {
+            self.world.frozen.lock().expect("frozen")[self.instance] = true;
+            let ms = self.world.draw(1_200..4_000);
+            let paused = CallFault::Paused { instance: self.instance, ms };
+            self.world.call_faults.lock().expect("call faults").0.push(paused);
+        }
         while self.frozen() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -448,6 +508,7 @@ impl SimIo {
         partitions: Vec<u16>,
         apply: impl FnOnce(&mut StoreState) + Send + 'static,
     ) -> StoreResult<()> {
+        self.maybe_crash_here().await;
         self.latency().await;
         if !self.world.store_up() {
             return Err(unavailable("outage"));
