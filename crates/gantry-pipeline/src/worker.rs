@@ -61,11 +61,6 @@ impl Chunk {
     fn push_read(&mut self, m: gantry_kafka::RangeMessage<'_>) {
         self.push(m.offset, m.timestamp_ms, m.payload);
     }
-
-    /// The messages' offsets.
-    pub fn offsets(&self) -> impl Iterator<Item = i64> + '_ {
-        self.msgs.iter().map(|m| m.offset)
-    }
 }
 
 /// [`Msg::timestamp_ms`] of a message that has no Kafka timestamp (librdkafka's own value

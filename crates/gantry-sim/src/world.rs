@@ -793,6 +793,27 @@ impl SimIo {
     }
 }
 
+impl SimIo {
+    /// Hands `f` the messages of `[from, to)` the log holds; returns the log's length.
+    fn each_message(
+        &self,
+        topic: &str,
+        p: i32,
+        (from, to): (i64, i64),
+        mut f: impl FnMut(RangeMessage<'_>),
+    ) -> LogResult<usize> {
+        self.log_gate()?;
+        let b = self.world.broker.lock().expect("broker");
+        let log = b.logs.get(&(self.topic_index(topic), p)).map_or(&[][..], |l| &l[..]);
+        let (from, to) = (from.max(0) as usize, (to.max(0) as usize).min(log.len()));
+        for (i, m) in log.iter().enumerate().take(to).skip(from) {
+            let timestamp_ms = Some(m.timestamp_ms);
+            f(RangeMessage { offset: i as i64, timestamp_ms, payload: &m.payload });
+        }
+        Ok(log.len())
+    }
+}
+
 impl io::Reader for SimIo {
     fn low_watermark(&self, _topic: &str, _p: i32) -> LogResult<i64> {
         self.log_gate()?;
@@ -805,20 +826,9 @@ impl io::Reader for SimIo {
         p: i32,
         from: i64,
         to: i64,
-        mut f: impl FnMut(RangeMessage<'_>),
+        f: impl FnMut(RangeMessage<'_>),
     ) -> LogResult<()> {
-        self.log_gate()?;
-        let b = self.world.broker.lock().expect("broker");
-        let log = b.logs.get(&(self.topic_index(topic), p)).map_or(&[][..], |l| &l[..]);
-        let to = (to as usize).min(log.len());
-        for (i, m) in log.iter().enumerate().take(to).skip(from.max(0) as usize) {
-            f(RangeMessage {
-                offset: i as i64,
-                timestamp_ms: Some(m.timestamp_ms),
-                payload: &m.payload,
-            });
-        }
-        Ok(())
+        self.each_message(topic, p, (from, to), f).map(|_| ())
     }
 
     fn read_tail(
@@ -827,21 +837,11 @@ impl io::Reader for SimIo {
         p: i32,
         from: i64,
         max: usize,
-        mut f: impl FnMut(RangeMessage<'_>),
+        f: impl FnMut(RangeMessage<'_>),
     ) -> LogResult<Tail> {
-        self.log_gate()?;
-        let b = self.world.broker.lock().expect("broker");
-        let log = b.logs.get(&(self.topic_index(topic), p)).map_or(&[][..], |l| &l[..]);
-        let from = from.max(0) as usize;
-        let to = log.len().min(from + max);
-        for (i, m) in log.iter().enumerate().take(to).skip(from) {
-            f(RangeMessage {
-                offset: i as i64,
-                timestamp_ms: Some(m.timestamp_ms),
-                payload: &m.payload,
-            });
-        }
-        Ok(if to == log.len() { Tail::AtEnd } else { Tail::More })
+        let to = from.max(0) + max as i64;
+        let len = self.each_message(topic, p, (from, to), f)? as i64;
+        Ok(if to >= len { Tail::AtEnd } else { Tail::More })
     }
 }
 
