@@ -107,6 +107,13 @@ impl<I: Io> Instance<I> {
         self.shared.chunk_pool.take(topic)
     }
 
+    /// An empty chunk telling a worker that its partition of `topic` is at its end.
+    pub fn at_end(&self, topic: Topic) -> Chunk {
+        let mut c = self.chunk(topic);
+        c.at_end = true;
+        c
+    }
+
     /// A chunk that was not sent after all.
     pub fn give_back(&self, chunk: Chunk) {
         self.shared.chunk_pool.give_back(chunk);

@@ -405,9 +405,8 @@ impl<'c> Poller<'c> {
             let next = self.pending.last_offset.get(&(t, p)).map_or(-1, |o| o + 1);
             let position = self.consumer.position().ok().and_then(|tpl| offset_in(&tpl, name, p));
             if next >= high || position.is_some_and(|o| o >= high) {
-                let mut c = self.consumer.context().instance.chunk(t);
-                c.at_end = true;
-                self.consumer.context().send(p, c);
+                let ctx = self.consumer.context();
+                ctx.send(p, ctx.instance.at_end(t));
             }
         }
     }
@@ -457,9 +456,7 @@ impl<'c> Poller<'c> {
         let parts: Vec<i32> = ctx.workers.lock().expect("workers lock").keys().copied().collect();
         for p in parts {
             for t in [Topic::LaneTx, Topic::AccountEvents] {
-                let mut c = ctx.instance.chunk(t);
-                c.at_end = true;
-                ctx.send(p, c);
+                ctx.send(p, ctx.instance.at_end(t));
             }
         }
     }

@@ -302,12 +302,6 @@ pub struct Outcome {
     pub virtual_ms: i64,
 }
 
-impl std::fmt::Debug for World {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("World")
-    }
-}
-
 /// The group and its members while a schedule runs.
 struct Group {
     plan: Plan,
@@ -828,10 +822,8 @@ fn fetch(world: &World, inst: &Instance<SimIo>, p: i32, t: u8, h: &mut Held, ski
         if h.told_end[side] {
             return;
         }
-        let mut c = inst.chunk(topic);
-        c.at_end = true;
         drop(b);
-        if h.worker.tx.try_send(c).is_ok() {
+        if h.worker.tx.try_send(inst.at_end(topic)).is_ok() {
             h.told_end[side] = true;
             h.fetched[side] = true;
         }

@@ -346,6 +346,12 @@ pub struct World {
     started: Instant,
 }
 
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("World")
+    }
+}
+
 impl World {
     pub fn new(
         rng: SmallRng,
