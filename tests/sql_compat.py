@@ -32,9 +32,11 @@ def main():
             s.query(q, "CSV")
     native = native_blocks(s, ddl)
     failures += sum(1 for ok in native if not ok)
-    total = len(ddl) + len(reports) + len(native)
+    api = api_queries(s)
+    failures += sum(1 for ok in api if not ok)
+    total = len(ddl) + len(reports) + len(native) + len(api)
     print(f"ClickHouse {version}: {len(ddl)} DDL statements (twice), {len(reports)} report queries, "
-          f"{len(native)} Native blocks")
+          f"{len(native)} Native blocks, {len(api)} API queries")
     print(f"sql_compat: {total - failures} passed, {failures} failed")
     return 1 if failures else 0
 
@@ -81,6 +83,32 @@ def native_blocks(s, ddl):
         if got != want:
             print(f"FAIL Native block of {table}: got\n{got}\nwant\n{want}")
         results.append(got == want)
+    s.query("USE compat")
+    return results
+
+
+def api_queries(s):
+    """Runs every query of `gantry serve` (crates/gantry-api/src/sql/*.sql) over the golden
+    rows, with the example arguments each file's first line gives (one per `?`, in order,
+    as the Rust client binds them); the API's integration test runs them on 18.16."""
+    results = []
+    s.query("USE native")
+    for path in sorted((ROOT / "crates/gantry-api/src/sql").glob("*.sql")):
+        first, body = path.read_text().split("\n", 1)
+        example = first.removeprefix("-- example:").strip()
+        args = [a.strip() for a in example.split(",")] if example else []
+        parts = body.split("?")
+        if len(parts) - 1 != len(args):
+            print(f"FAIL {path.name}: {len(parts) - 1} placeholders, {len(args)} example arguments")
+            results.append(False)
+            continue
+        sql = parts[0] + "".join(a + p for a, p in zip(args, parts[1:]))
+        try:
+            s.query(sql, "CSV")
+            results.append(True)
+        except Exception as e:  # chdb raises its own error type
+            print(f"FAIL {path.name}: {e}")
+            results.append(False)
     s.query("USE compat")
     return results
 

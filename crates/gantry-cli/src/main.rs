@@ -5,6 +5,7 @@
 
 mod price;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +29,15 @@ enum Command {
     Price(price::PriceArgs),
     /// Consume the input topics and settle into ClickHouse.
     Run(run::RunArgs),
+    /// Serve the finance and CRM HTTP API (contract §5).
+    Serve(serve::ServeArgs),
+    /// Reports for finance.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+    /// Settle a dispute: refund (part of) a trade's fee, as `POST /v1/adjustments` does.
+    Adjust(serve::AdjustArgs),
     /// ClickHouse schema.
     Schema {
         #[command(subcommand)]
@@ -41,6 +51,12 @@ enum SchemaCommand {
     Apply(run::SchemaArgs),
     /// Print the DDL.
     Print,
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// The T+1 settlement file of a day: per road owner, and the total (CSV).
+    Settlement(serve::ReportArgs),
 }
 
 /// Loads a tariff version directory, or a directory of versions; none at all is an error.
@@ -64,6 +80,11 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Price(args) => price::run(args),
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Report { command: ReportCommand::Settlement(args) } => {
+            serve::report_settlement(args)
+        }
+        Command::Adjust(args) => serve::adjust(args),
         Command::Schema { command: SchemaCommand::Apply(args) } => run::schema_apply(args),
         Command::Schema { command: SchemaCommand::Print } => {
             for s in gantry_clickhouse::schema::STATEMENTS {

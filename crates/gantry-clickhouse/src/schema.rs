@@ -38,6 +38,8 @@ pub const STATEMENTS: &[Statement] = statements![
     ("gantry_owners", "14_gantry_owners.sql"),
     ("gantry_tariffs", "15_gantry_tariffs.sql"),
     ("gantry_tariff_sets", "16_gantry_tariff_sets.sql"),
+    ("api_audit", "17_api_audit.sql"),
+    ("api_adjustments", "18_api_adjustments.sql"),
 ];
 
 /// A column added to a table after its first release: `gantry schema apply` adds it to a

@@ -12,7 +12,7 @@ use gantry_gen::{Network, Traffic, TrafficConfig};
 use gantry_tests::Env;
 
 /// A `gantry run` child process, killed if the test ends (or fails) while it runs.
-pub struct Running(Child);
+pub struct Running(pub Child);
 
 impl std::ops::Deref for Running {
     type Target = Child;

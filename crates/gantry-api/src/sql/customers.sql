@@ -1,0 +1,4 @@
+-- example:
+SELECT DISTINCT customer_id
+FROM ledger
+PREWHERE kind = 'open'
