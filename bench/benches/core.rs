@@ -184,14 +184,21 @@ fn benches(c: &mut Criterion) {
     for (m, src) in fx.sourced_lanes() {
         engine.lane_message(&fx.tariffs, m, src, &mut batch);
     }
-    let topics = TopicNames {
+    let mut topics = TopicNames {
         lane_tx: "gantry.lane-tx".into(),
         account_events: "gantry.account-events".into(),
+        plates: None,
     };
     let mut g = c.benchmark_group("clickhouse");
     g.throughput(Throughput::Elements(batch.counts.lane_records));
     g.sample_size(20);
+    // Without and with plates sealed (contract §5.2): what sealing adds to landing.
     g.bench_function("encode_batch", |b| b.iter(|| black_box(encode_batch(&batch, 0, 1, &topics))));
+    let keys = gantry_pii::Keyring::from_toml(gantry_pii::TEST_KEYS).expect("test keys");
+    topics.plates = Some(std::sync::Arc::new(keys));
+    g.bench_function("encode_batch_sealed", |b| {
+        b.iter(|| black_box(encode_batch(&batch, 0, 1, &topics)))
+    });
     g.finish();
 }
 

@@ -35,6 +35,9 @@ pub struct ServeConfig {
     /// always complete). 100,000: a spreadsheet's worth; narrow with `tier=` or `limit=`.
     pub list_rows_max: usize,
     pub api_keys: Vec<ApiKeyConfig>,
+    /// The PII key file `gantry run` seals plates with (`gantry_pii`): needed to show a
+    /// plate, in clear or masked. Without it plates are shown as empty.
+    pub pii_keys_file: Option<std::path::PathBuf>,
     pub segments: SegmentConfig,
     pub churn: ChurnConfig,
 }
@@ -118,6 +121,7 @@ impl Default for ServeConfig {
             audit_flush_interval_ms: 20,
             list_rows_max: 100_000,
             api_keys: Vec::new(),
+            pii_keys_file: None,
             segments: SegmentConfig::default(),
             churn: ChurnConfig::default(),
         }

@@ -173,7 +173,9 @@ pub async fn usage(
         let last = ledger.iter().filter(|l| &l.card_id == card).max_by_key(|l| l.last_debit_time);
         let balance = ledger.iter().rfind(|l| &l.card_id == card).map_or(0, |l| l.balance);
         let last_passage = match last.filter(|l| l.last_debit_time > 0) {
-            Some(l) => passage(&s.db, &l.last_debit, l.last_debit_time, offset, visibility).await?,
+            Some(l) => {
+                passage(&s.db, &l.last_debit, l.last_debit_time, offset, s.shown(&caller)).await?
+            }
             None => None,
         };
         card_now.push(CardUsage { card_id: card.clone(), balance, last_passage });
@@ -268,7 +270,7 @@ async fn passage(
     trade_id: &str,
     time: u32,
     offset: i32,
-    v: Visibility,
+    v: pii::Shown<'_>,
 ) -> Result<Option<Passage>, ApiError> {
     let date = format_date(local_day_of(time, offset));
     let trips: Vec<db::Trip> = db.query(sql::TRADE).bind(&date).bind(trade_id).fetch_all().await?;
@@ -278,7 +280,7 @@ async fn passage(
         gantry_id: t.gantry_id,
         toll_interval_id: t.toll_interval_id,
         fee: t.fee,
-        plate: pii::plate(&t.vehicle_plate, v),
+        plate: pii::plate(&t.plate_enc, v),
     }))
 }
 
@@ -375,7 +377,7 @@ pub async fn statement(
 ) -> Result<Response, ApiError> {
     caller.require(Role::Crm)?;
     let (first, next) = parse_month(&q.month)?;
-    let body = statement_of(&s, &customer, &q.month, (first, next), caller.sees_pii()).await?;
+    let body = statement_of(&s, &customer, &q.month, (first, next), s.shown(&caller)).await?;
     let pii_shown = caller.sees_pii() == Visibility::Clear;
     Ok(with_subject(reply(Format::of(&headers), &body)?, &customer, "", pii_shown))
 }
@@ -385,7 +387,7 @@ async fn statement_of(
     customer: &str,
     month: &str,
     (first, next): (i64, i64),
-    v: Visibility,
+    v: pii::Shown<'_>,
 ) -> Result<Statement, ApiError> {
     let offset = s.cfg.network_utc_offset_min;
     let cards = cards_of(&s.db, customer).await?;
@@ -450,7 +452,7 @@ fn line(
     e: &db::Entry,
     trips: &HashMap<String, db::Trip>,
     offset: i32,
-    v: Visibility,
+    v: pii::Shown<'_>,
     t: &mut StatementTotals,
 ) -> StatementLine {
     let mut l = StatementLine {
@@ -477,7 +479,7 @@ fn line(
                 l.units = trip.toll_interval_id.split('|').count() as u32;
                 l.pay_fee = trip.pay_fee;
                 l.discount_fee = trip.discount_fee;
-                l.plate = pii::plate(&trip.vehicle_plate, v);
+                l.plate = pii::plate(&trip.plate_enc, v);
                 t.pay_fee += trip.pay_fee;
                 t.discount_fee += trip.discount_fee;
             }
@@ -902,7 +904,7 @@ pub async fn card(
     let visibility = caller.sees_pii();
     let last_passage = match b.last_debit_time {
         0 => None,
-        t => passage(&s.db, &b.last_debit, t, offset, visibility).await?,
+        t => passage(&s.db, &b.last_debit, t, offset, s.shown(&caller)).await?,
     };
     let listed = listing.as_ref().is_some_and(|l| l.listed == 1);
     let status = match listing.as_ref().map(|l| l.reason.as_str()) {

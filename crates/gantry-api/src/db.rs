@@ -40,6 +40,10 @@ pub mod sql {
         ADJUSTMENT = "adjustment.sql";
         ADJUSTED = "adjusted.sql";
         LEDGER_ENTRY = "ledger_entry.sql";
+        ERASE_SETTLEMENTS = "erase_settlements.sql";
+        ERASE_REJECTS = "erase_rejects.sql";
+        MUTATIONS_PENDING = "mutations_pending.sql";
+        ERASED_CHECK = "erased_check.sql";
     }
 }
 
@@ -165,7 +169,8 @@ pub struct Trip {
     pub time: u32,
     pub gantry_id: String,
     pub toll_interval_id: String,
-    pub vehicle_plate: String,
+    /// The plate sealed (`gantry_pii`): opened only on the way out.
+    pub plate_enc: String,
     pub card_type: u8,
     pub pay_fee: i64,
     pub discount_fee: i64,

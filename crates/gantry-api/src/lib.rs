@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod crm;
 pub mod db;
+pub mod erase;
 pub mod error;
 pub mod finance;
 pub mod params;
@@ -58,6 +59,15 @@ pub struct AppState {
     /// `None` when no producer could be made: adjustments answer 503.
     pub adjuster: Option<Arc<adjust::Adjuster>>,
     pub metrics: Arc<Metrics>,
+    /// The key ring plates are opened with (`pii_keys_file`).
+    pub plates: Option<Arc<gantry_pii::Keyring>>,
+}
+
+impl AppState {
+    /// How plates are shown to `caller`.
+    pub fn shown(&self, caller: &auth::Caller) -> pii::Shown<'_> {
+        pii::Shown { keys: self.plates.as_deref(), visibility: caller.sees_pii() }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -247,10 +257,19 @@ pub enum ServeError {
     Listen { addr: String, source: std::io::Error },
     #[error("serving: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Keys(#[from] gantry_pii::KeyError),
 }
 
 /// The state for `cfg` (starts the audit writer on the current runtime).
-pub fn state(cfg: ServeConfig) -> AppState {
+pub fn state(cfg: ServeConfig) -> Result<AppState, ServeError> {
+    let plates = match &cfg.pii_keys_file {
+        Some(path) => Some(Arc::new(gantry_pii::Keyring::load(path)?)),
+        None => {
+            tracing::warn!("no pii_keys_file: plates are shown empty");
+            None
+        }
+    };
     let db = db::Db::new(&cfg.clickhouse_url, &cfg.database, cfg.query_timeout_ms);
     let audit =
         Audit::start(db.client().clone(), Duration::from_millis(cfg.audit_flush_interval_ms));
@@ -266,14 +285,15 @@ pub fn state(cfg: ServeConfig) -> AppState {
             None
         }
     };
-    AppState {
+    Ok(AppState {
         keys: Arc::new(Keys::new(&cfg.api_keys)),
         cfg: Arc::new(cfg),
         db,
         audit,
         adjuster,
         metrics: Arc::new(Metrics::new()),
-    }
+        plates,
+    })
 }
 
 /// Serves until `shutdown` resolves (in-flight requests finish).
@@ -286,7 +306,7 @@ pub async fn serve(
         .await
         .map_err(|source| ServeError::Listen { addr: addr.clone(), source })?;
     let keys = cfg.api_keys.len();
-    let app = router(state(cfg));
+    let app = router(state(cfg)?);
     tracing::info!(%addr, keys, "gantry serve: listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServeError::Serve)
 }

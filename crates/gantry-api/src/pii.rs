@@ -3,6 +3,8 @@
 //! the first character of the number stay (enough for "is this my car?" with the caller's
 //! own plate in hand), the middle goes, the last character and the colour code stay.
 
+use gantry_pii::Keyring;
+
 use crate::auth::Visibility;
 
 /// Characters of the plate kept at the start (province, city letter, first of the number).
@@ -10,11 +12,28 @@ const PLATE_KEPT_HEAD_CHARS: usize = 3;
 /// Characters kept at the end of the number.
 const PLATE_KEPT_TAIL_CHARS: usize = 1;
 
-/// `plate` as a caller with `visibility` may see it.
-pub fn plate(plate: &str, visibility: Visibility) -> String {
-    match visibility {
-        Visibility::Clear => plate.to_string(),
-        Visibility::Masked => mask_plate(plate),
+/// How plates are shown to one caller: the key ring to open them, and whether in clear.
+#[derive(Clone, Copy, Debug)]
+pub struct Shown<'a> {
+    pub keys: Option<&'a Keyring>,
+    pub visibility: Visibility,
+}
+
+/// A sealed plate (`plate_enc`) as a caller with `visibility` may see it: opened, then
+/// masked unless in clear. Empty when it cannot be opened (no key file, or a key no longer
+/// in it), which is logged: the row itself stays intact.
+pub fn plate(sealed: &str, shown: Shown<'_>) -> String {
+    let opened = match shown.keys.map(|k| k.open(sealed)) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "a plate could not be opened");
+            return String::new();
+        }
+        None => return String::new(),
+    };
+    match shown.visibility {
+        Visibility::Clear => opened,
+        Visibility::Masked => mask_plate(&opened),
     }
 }
 
@@ -61,6 +80,18 @@ mod tests {
         for (plate, masked) in cases {
             assert_eq!(mask_plate(plate), masked, "{plate}");
         }
-        assert_eq!(super::plate("苏A12345_0", Visibility::Clear), "苏A12345_0");
+        let k = Keyring::from_toml(gantry_pii::TEST_KEYS).unwrap();
+        let mut buf = gantry_pii::SealBuf::default();
+        let sealed =
+            std::str::from_utf8(k.seal("苏A12345_0".as_bytes(), &mut buf).0).unwrap().to_string();
+        assert_eq!(
+            super::plate(&sealed, Shown { keys: Some(&k), visibility: Visibility::Clear }),
+            "苏A12345_0"
+        );
+        assert_eq!(
+            super::plate(&sealed, Shown { keys: Some(&k), visibility: Visibility::Masked }),
+            "苏A1***5_0"
+        );
+        assert_eq!(super::plate(&sealed, Shown { keys: None, visibility: Visibility::Clear }), "");
     }
 }

@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// Personal data.
+    Pii {
+        #[command(subcommand)]
+        command: PiiCommand,
+    },
     /// Settle a dispute: refund (part of) a trade's fee, as `POST /v1/adjustments` does.
     Adjust(serve::AdjustArgs),
     /// ClickHouse schema.
@@ -57,6 +62,12 @@ enum SchemaCommand {
 enum ReportCommand {
     /// The T+1 settlement file of a day: per road owner, and the total (CSV).
     Settlement(serve::ReportArgs),
+}
+
+#[derive(Subcommand)]
+enum PiiCommand {
+    /// Erase a customer's personal data (the right to erasure); amounts stay.
+    Erase(serve::EraseArgs),
 }
 
 /// Loads a tariff version directory, or a directory of versions; none at all is an error.
@@ -85,6 +96,7 @@ fn main() -> anyhow::Result<()> {
             serve::report_settlement(args)
         }
         Command::Adjust(args) => serve::adjust(args),
+        Command::Pii { command: PiiCommand::Erase(args) } => serve::pii_erase(args),
         Command::Schema { command: SchemaCommand::Apply(args) } => run::schema_apply(args),
         Command::Schema { command: SchemaCommand::Print } => {
             for s in gantry_clickhouse::schema::STATEMENTS {

@@ -121,6 +121,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         _ => cfg.tariff_dir = Some(args.tariff.clone()),
     }
     cfg.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    match &cfg.pii_keys_file {
+        Some(path) => cfg.plate_keys = Some(Arc::new(gantry_pii::Keyring::load(path)?)),
+        None => tracing::warn!("no pii_keys_file: plates are not stored (contract §5.2)"),
+    }
     let set = crate::load_tariffs(&args.tariff, cfg.network_utc_offset_min)?;
     let tariffs = Arc::new(TariffStore::new(set));
     let stop = Arc::new(AtomicBool::new(false));

@@ -122,3 +122,25 @@ pub fn adjust(args: AdjustArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&done)?);
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct EraseArgs {
+    /// `gantry serve`'s configuration file (ClickHouse and database).
+    #[arg(long)]
+    config: PathBuf,
+    /// The customer whose personal data goes.
+    #[arg(long)]
+    customer: String,
+}
+
+/// The right to erasure: removes a customer's plates, OBU serials, trip ids and raw
+/// records; every amount stays.
+pub fn pii_erase(args: EraseArgs) -> anyhow::Result<()> {
+    let cfg = load(&args.config)?;
+    let db = gantry_api::db::Db::new(&cfg.clickhouse_url, &cfg.database, cfg.query_timeout_ms);
+    let done = runtime()?
+        .block_on(gantry_api::erase::erase_customer(&db, &args.customer))
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+    println!("{}", serde_json::to_string_pretty(&done)?);
+    Ok(())
+}

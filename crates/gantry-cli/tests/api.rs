@@ -69,8 +69,12 @@ impl Server {
         })
         .collect::<String>();
         let text = format!(
-            "listen = \"127.0.0.1:{port}\"\nclickhouse_url = \"{}\"\ndatabase = \"{}\"\nbrokers = \"{}\"\naccount_topic = \"{}\"\n{keys}",
-            c.clickhouse_url, c.database, c.brokers, c.account_topic
+            "listen = \"127.0.0.1:{port}\"\nclickhouse_url = \"{}\"\ndatabase = \"{}\"\nbrokers = \"{}\"\naccount_topic = \"{}\"\npii_keys_file = \"{}\"\n{keys}",
+            c.clickhouse_url,
+            c.database,
+            c.brokers,
+            c.account_topic,
+            dir.join("pii.toml").display()
         );
         let config = dir.join("serve.toml");
         std::fs::write(&config, text).unwrap();
@@ -190,7 +194,7 @@ fn produce_known(env: &Env) {
     ); // arrears 589
     env.produce_lane(
         CARD,
-        &lane("T5", CARD, "G9", "2026-11-10T12:08:00", ""),
+        &lane("T5", CARD, "G9", "2026-11-10T12:08:00", PLATE),
         ts("2026-11-10T12:08:00"),
     ); // unknown unit
     env.produce(
@@ -230,7 +234,13 @@ fn every_endpoint_answers_the_known_figures() {
     let dir = std::env::temp_dir().join(format!("gantry-test-{}", env.cfg.database));
     std::fs::create_dir_all(&dir).unwrap();
     produce_known(&env);
-    env.run(&env.cfg, &fixture_tariffs());
+    // Plates sealed with a key file `gantry serve` reads too.
+    std::fs::write(dir.join("pii.toml"), gantry_pii::TEST_KEYS).unwrap();
+    let keys = gantry_pii::Keyring::from_toml(gantry_pii::TEST_KEYS).unwrap();
+    let mut cfg = env.cfg.clone();
+    cfg.plate_keys = Some(std::sync::Arc::new(keys));
+    env.run(&cfg, &fixture_tariffs());
+    plates_at_rest(&env, cfg.plate_keys.as_deref().unwrap());
     let s = Server::start(&env, &dir);
 
     access_control(&s);
@@ -239,6 +249,51 @@ fn every_endpoint_answers_the_known_figures() {
     adjustments(&s, &env);
     openapi_matches_the_routes(&s);
     audit_trail(&env, s.routed.get());
+    erasure(&s, &env);
+}
+
+/// No plate in clear in any table: sealed in `settlements`, with the keyed hash to find it
+/// by, and sealed in the raw bytes of `rejects`.
+fn plates_at_rest(env: &Env, keys: &gantry_pii::Keyring) {
+    let clear: Vec<u64> = env.query("SELECT count() FROM settlements WHERE position(vehicle_plate, '12345') > 0 OR position(plate_enc, '12345') > 0");
+    assert_eq!(clear[0], 0);
+    let rows: Vec<(String, String, String)> =
+        env.query("SELECT trade_id, plate_enc, plate_hash FROM settlements WHERE plate_enc != ''");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].0.as_str(), keys.open(&rows[0].1).unwrap()), ("T7", PLATE.to_string()));
+    assert_eq!(rows[0].2, keys.lookup_hash(PLATE));
+    let raw: Vec<String> = env.query("SELECT raw FROM rejects WHERE reason = 'unknown_interval'");
+    assert_eq!(raw.len(), 1, "{raw:?}");
+    assert!(
+        !raw[0].contains(PLATE)
+            && !raw[0].contains("苏")
+            && raw[0].contains("\"vehiclePlate\":\"k2:"),
+        "{}",
+        raw[0]
+    );
+}
+
+/// `gantry pii erase`: the customer's plates and raw records go, every amount stays.
+fn erasure(s: &Server, env: &Env) {
+    let month = format!("/v1/customers/CU1/statement?month={}", booking_month());
+    let before = s.json(&month, KEY_PII)["totals"].clone();
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["pii", "erase", "--customer", "CU1", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let card = s.json(&format!("/v1/cards/{CARD}"), KEY_PII);
+    let shown = (card["last_passage"]["plate"].as_str(), card["balance"].as_i64());
+    assert_eq!(shown, (Some(""), Some(8848 + 974)), "{card}");
+    assert_eq!(s.json(&month, KEY_PII)["totals"], before, "no amount changes");
+    let left: Vec<u64> = env.query("SELECT count() FROM settlements WHERE customer_id = 'CU1' AND (plate_enc != '' OR plate_hash != '' OR obu_id != '')");
+    assert_eq!(left[0], 0);
+    let raw: Vec<u64> =
+        env.query(&format!("SELECT count() FROM rejects WHERE position(raw, '{CARD}') > 0"));
+    assert_eq!(raw[0], 0);
+    let other: Vec<u64> = env.query("SELECT count() FROM settlements WHERE customer_id = 'CU2'");
+    assert_eq!(other[0], 1, "another customer's rows are untouched");
 }
 
 fn access_control(s: &Server) {

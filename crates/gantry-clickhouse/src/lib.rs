@@ -46,11 +46,14 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Input topic names, for the `source` column of rejects and duplicates.
+/// What rows are encoded with besides their batch: the input topic names (for the
+/// `source` column of rejects and duplicates) and the key ring plates are sealed with
+/// (contract §5.2; `None`: no key configured, so plates are not stored at all).
 #[derive(Clone, Debug)]
 pub struct TopicNames {
     pub lane_tx: String,
     pub account_events: String,
+    pub plates: Option<std::sync::Arc<gantry_pii::Keyring>>,
 }
 
 impl TopicNames {
@@ -961,8 +964,8 @@ impl OutputTable for Settlement {
     fn text(&self) -> gantry_core::output::Text {
         self.trade_id
     }
-    fn encode(&self, b: &Batch, _: &TopicNames, tag: Tag, out: &mut Columns) {
-        settlement_row(b, self, tag, out)
+    fn encode(&self, b: &Batch, topics: &TopicNames, tag: Tag, out: &mut Columns) {
+        settlement_row(b, self, topics.plates.as_deref(), tag, out)
     }
 }
 
@@ -1486,7 +1489,7 @@ mod tests {
     #[test]
     fn encoded_blocks_are_in_each_tables_order_by_order() {
         let (a, b) = generated_batches();
-        let topics = TopicNames { lane_tx: "l".into(), account_events: "a".into() };
+        let topics = TopicNames { lane_tx: "l".into(), account_events: "a".into(), plates: None };
         let batches = [
             BatchToWrite { partition: 1, seq: 3, batch: &a },
             BatchToWrite { partition: 0, seq: 9, batch: &b },
@@ -1562,6 +1565,9 @@ mod tests {
         let topics = TopicNames {
             lane_tx: "gantry.lane-tx".into(),
             account_events: "gantry.account-events".into(),
+            plates: Some(std::sync::Arc::new(
+                gantry_pii::Keyring::from_toml(gantry_pii::TEST_KEYS).unwrap(),
+            )),
         };
         let batches = [
             BatchToWrite { partition: 2, seq: 7, batch: &a },

@@ -216,6 +216,8 @@ pub(crate) const SETTLEMENT_COLUMNS: ColumnList = &[
     ("card_id", "String"),
     ("obu_id", "String"),
     ("vehicle_plate", "String"),
+    ("plate_enc", "String"),
+    ("plate_hash", "String"),
     ("pass_id", "String"),
     ("customer_id", "String"),
     ("issuer_id", "String"),
@@ -237,8 +239,22 @@ pub(crate) const SETTLEMENT_COLUMNS: ColumnList = &[
     ("batch_seq", "UInt64"),
 ];
 
-pub(crate) fn settlement_row(b: &Batch, s: &Settlement, t: Tag, c: &mut Columns) {
+/// A settlement row. The plate is never written in clear (contract §5.2): `vehicle_plate`
+/// stays empty (the column predates sealing), `plate_enc` and `plate_hash` hold it sealed,
+/// or nothing without a key ring.
+pub(crate) fn settlement_row(
+    b: &Batch,
+    s: &Settlement,
+    plates: Option<&gantry_pii::Keyring>,
+    t: Tag,
+    c: &mut Columns,
+) {
     let x = |t| b.text_bytes(t);
+    let mut sealed = gantry_pii::SealBuf::default();
+    let (plate_enc, plate_hash) = match plates {
+        Some(k) => k.seal(x(s.vehicle_plate), &mut sealed),
+        None => (&[][..], &[][..]),
+    };
     c.row()
         .str(x(s.trade_id))
         .u32(datetime(s.trans_time_ms))
@@ -247,7 +263,9 @@ pub(crate) fn settlement_row(b: &Batch, s: &Settlement, t: Tag, c: &mut Columns)
         .str(x(s.toll_interval_id))
         .str(x(s.card_id))
         .str(x(s.obu_id))
-        .str(x(s.vehicle_plate))
+        .str(b"")
+        .str(plate_enc)
+        .str(plate_hash)
         .str(x(s.pass_id))
         .str(x(s.customer_id))
         .str(x(s.issuer_id))
@@ -353,7 +371,8 @@ pub(crate) fn reject_row(b: &Batch, r: &RejectRow, topics: &TopicNames, t: Tag, 
         .str(format!("{topic}/{}/{}", r.source.partition, r.source.offset).as_bytes())
         .str(r.reason.as_bytes())
         .str(b.text_bytes(r.detail))
-        .str(b.raw(r.raw))
+        // Rejects are rare: a copy per row is affordable here.
+        .str(&gantry_pii::scrub(b.raw(r.raw), topics.plates.as_deref()))
         .u32(datetime(r.time_ms))
         .str(topic.as_bytes())
         .i32(r.source.partition)

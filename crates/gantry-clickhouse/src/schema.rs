@@ -63,6 +63,8 @@ pub const ADDED_COLUMNS: &[AddedColumn] = &[
     AddedColumn { table: "ledger", column: "batch_row", definition: "UInt32" },
     AddedColumn { table: "gantry_batches", column: "journal_format", definition: "UInt8" },
     AddedColumn { table: "gantry_batches", column: "late_known", definition: "Array(UInt32)" },
+    AddedColumn { table: "settlements", column: "plate_enc", definition: "String" },
+    AddedColumn { table: "settlements", column: "plate_hash", definition: "String" },
 ];
 
 /// A table whose engine changed since an earlier release: `gantry schema apply` renames a

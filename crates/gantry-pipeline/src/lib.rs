@@ -169,6 +169,12 @@ pub struct PipelineConfig {
     /// Kafka and Redpanda; Tansu 0.6 assigns and revokes a static member's partitions every
     /// session timeout, endlessly (seen here), so leave it unset there.
     pub group_instance_id: Option<String>,
+    /// The PII key file (contract §5.2; format in `gantry_pii`): plates are written sealed
+    /// with its current key. Without one, plates are not stored at all.
+    pub pii_keys_file: Option<std::path::PathBuf>,
+    /// The key ring loaded from `pii_keys_file` (by the binary, before the run starts).
+    #[serde(skip)]
+    pub plate_keys: Option<std::sync::Arc<gantry_pii::Keyring>>,
     /// The tariff root (one directory per version); `gantry run --tariff` sets it. Watched
     /// while running: versions renamed into it (or removed) are loaded without a pause.
     pub tariff_dir: Option<std::path::PathBuf>,
@@ -210,6 +216,8 @@ impl Default for PipelineConfig {
             stop_timeout_ms: 25_000,
             fence_grace_ms: 2_000,
             group_instance_id: None,
+            pii_keys_file: None,
+            plate_keys: None,
             tariff_dir: None,
             tariff_scan_interval_ms: 2_000,
         }
@@ -283,7 +291,11 @@ impl PipelineConfig {
     }
 
     pub fn topics(&self) -> TopicNames {
-        TopicNames { lane_tx: self.lane_topic.clone(), account_events: self.account_topic.clone() }
+        TopicNames {
+            lane_tx: self.lane_topic.clone(),
+            account_events: self.account_topic.clone(),
+            plates: self.plate_keys.clone(),
+        }
     }
 }
 

@@ -328,6 +328,7 @@ async fn run_async(plan: Plan, input: &Input) -> Outcome {
     let topics = TopicNames {
         lane_tx: PipelineConfig::default().lane_topic,
         account_events: PipelineConfig::default().account_topic,
+        plates: None,
     };
     let rng = SmallRng::seed_from_u64(plan.seed);
     let world = World::new(rng, plan.rates, topics, plan.instances);

@@ -7,6 +7,8 @@ CREATE TABLE IF NOT EXISTS settlements (
     card_id String,
     obu_id String,
     vehicle_plate String,
+    plate_enc String,
+    plate_hash String,
     pass_id String,
     customer_id String,
     issuer_id String,

@@ -1,0 +1,18 @@
+//! What sealing a plate costs per settlement row (the hot path pays it once per row).
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use gantry_pii::{Keyring, SealBuf};
+
+const KEYS: &str = "current = \"k1\"\nlookup_key = \"0101010101010101010101010101010101010101010101010101010101010101\"\n[[keys]]\nid = \"k1\"\nkey = \"1111111111111111111111111111111111111111111111111111111111111111\"\n";
+
+fn seal(c: &mut Criterion) {
+    let k = Keyring::from_toml(KEYS).unwrap();
+    let plate = "苏A12345_0".as_bytes();
+    let mut buf = SealBuf::default();
+    c.bench_function("seal_plate", |b| {
+        b.iter(|| std::hint::black_box(k.seal(std::hint::black_box(plate), &mut buf)).0.len())
+    });
+}
+
+criterion_group!(benches, seal);
+criterion_main!(benches);
