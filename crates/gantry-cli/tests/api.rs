@@ -676,3 +676,105 @@ fn audit_trail(env: &Env, routed: u64) {
     // Every request that reached a `/v1` route is in the trail, once.
     assert_eq!(rows.len() as u64, routed);
 }
+
+/// Generated traffic (duplicates, bad and unknown-card records, top-ups, several owners
+/// and issuers) through the real pipeline, then the API's figures against the base tables
+/// and the generator's own tally: every day's settlement and clearing, the reconciliation,
+/// and each sampled customer's statement, usage and card balances.
+#[test]
+fn generated_traffic_adds_up_through_the_api() {
+    let env = Env::new("api_generated", 3);
+    let dir = std::env::temp_dir().join(format!("gantry-test-{}", env.cfg.database));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("pii.toml"), gantry_pii::TEST_KEYS).unwrap();
+    let net = gantry_gen::Network::new(7, 120, 6);
+    let tariff_dir = dir.join("tariffs");
+    net.write_tariff_dir(&tariff_dir).unwrap();
+    let traffic_cfg =
+        gantry_gen::TrafficConfig { records: 8_000, cards: 300, seed: 21, ..Default::default() };
+    let mut traffic = gantry_gen::Traffic::new(traffic_cfg, &net);
+    env.produce_traffic(&mut traffic, 8_000);
+    env.run(&env.cfg, &tariff_dir);
+    env.assert_settled_exactly_once(&traffic.tally);
+    let s = Server::start(&env, &dir);
+
+    let days: Vec<(String, u64, i64)> = env.query("SELECT toString(trade_date), count(), sum(fee) FROM settlements GROUP BY trade_date ORDER BY trade_date");
+    assert!(days.len() >= 14, "{days:?}");
+    for (day, n, fee) in &days {
+        let d = s.json(&format!("/v1/settlements/daily?date={day}"), KEY_FIN);
+        assert_eq!(
+            (d["total"]["transactions"].as_u64(), d["total"]["fee"].as_i64()),
+            (Some(*n), Some(*fee)),
+            "{day}"
+        );
+        let c = s.json(&format!("/v1/clearing?date={day}"), KEY_FIN);
+        let sum = |k: &str| {
+            c[k].as_array().unwrap().iter().map(|x| x["fee"].as_i64().unwrap()).sum::<i64>()
+        };
+        assert_eq!(sum("matrix") + sum("cpc"), *fee, "{day}");
+        assert_eq!(sum("issuers"), sum("matrix"));
+        assert_eq!(sum("owners"), sum("matrix"));
+    }
+
+    let today = &booking_month();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as i64;
+    let date = gantry_core::time::format_timestamp(now, 480)[..10].to_string();
+    let rec = s.json(&format!("/v1/reconciliation?date={date}"), KEY_FIN);
+    assert_eq!(rec["alarm"], false, "{rec}");
+    let sum = |f: &str| {
+        rec["partitions"].as_array().unwrap().iter().map(|p| p[f].as_u64().unwrap()).sum::<u64>()
+    };
+    let t = &traffic.tally;
+    assert_eq!(sum("lane_records"), t.lane_records());
+    assert_eq!(
+        (sum("settled"), sum("duplicates"), sum("rejected")),
+        (t.valid, t.duplicates, t.unknown_card + t.bad)
+    );
+    assert_eq!(rec["partitions"].as_array().unwrap().len(), 3);
+
+    let customers: Vec<String> = env
+        .query("SELECT DISTINCT customer_id FROM ledger WHERE kind = 'open' ORDER BY customer_id");
+    let seg = s.json("/v1/customers/segments?as_of=2026-10-12", KEY_CRM);
+    let in_tiers: u64 =
+        seg["tiers"].as_array().unwrap().iter().map(|t| t["customers"].as_u64().unwrap()).sum();
+    assert_eq!(in_tiers, customers.len() as u64, "every customer in one tier");
+    for c in customers.iter().step_by(6) {
+        let st = s.json(&format!("/v1/customers/{c}/statement?month={today}"), KEY_CRM);
+        let ledger: Vec<(i64, u64)> = env.query(&format!(
+            "SELECT sum(amount), countIf(kind = 'debit') FROM ledger WHERE customer_id = '{c}'"
+        ));
+        let last: Vec<i64> = env.query(&format!("SELECT sum(b) FROM (SELECT argMax(balance_after, (batch_seq, batch_row)) AS b FROM ledger WHERE customer_id = '{c}' GROUP BY card_id)"));
+        let totals = &st["totals"];
+        assert_eq!(
+            (totals["net"].as_i64(), totals["trips"].as_u64()),
+            (Some(ledger[0].0), Some(ledger[0].1)),
+            "{c}: {st}"
+        );
+        assert_eq!(totals["closing_balance"].as_i64(), Some(last[0]), "{c}");
+        for card in st["cards"].as_array().unwrap() {
+            let lines = card["lines"].as_array().unwrap();
+            let mut balance = card["totals"]["opening_balance"].as_i64().unwrap();
+            for l in lines {
+                balance += l["amount"].as_i64().unwrap();
+                assert_eq!(l["balance_after"].as_i64(), Some(balance), "{c}: a gapless chain");
+            }
+            let id = card["card_id"].as_str().unwrap();
+            assert_eq!(
+                s.json(&format!("/v1/cards/{id}"), KEY_CRM)["balance"].as_i64(),
+                Some(balance)
+            );
+        }
+        let usage =
+            s.json(&format!("/v1/customers/{c}/usage?from=2026-09-20&to=2026-10-20"), KEY_CRM);
+        let trips: Vec<(u64, i64)> = env
+            .query(&format!("SELECT count(), sum(fee) FROM settlements WHERE customer_id = '{c}'"));
+        let u = &usage["total"];
+        assert_eq!(
+            (u["trips"].as_u64(), u["fee"].as_i64(), u["balance"].as_i64()),
+            (Some(trips[0].0), Some(trips[0].1), Some(last[0])),
+            "{c}"
+        );
+    }
+}
