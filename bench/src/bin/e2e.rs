@@ -59,6 +59,10 @@ struct Args {
     /// How Gantry compresses INSERT bodies: `none` suits ClickHouse on the same host (here).
     #[arg(long, default_value = "none", value_parser = parse_compression)]
     insert_compression: InsertCompression,
+    /// Plates sealed as in production (with the test key file), or dropped (no key file):
+    /// what sealing costs end to end.
+    #[arg(long, value_enum, default_value = "sealed")]
+    plates: Plates,
     /// Directory holding the local stack's pid files (`clickhouse.pid`, `tansu.pid`), to
     /// account the services' CPU time during the drain; skipped when absent.
     #[arg(long, default_value = ".stack")]
@@ -94,8 +98,21 @@ fn setup(args: &Args, id: &str, rt: &tokio::runtime::Runtime) -> anyhow::Result<
     Ok(run)
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Plates {
+    Sealed,
+    Dropped,
+}
+
 fn pipeline(args: &Args, run: &Run, exit_when_idle_ms: u64) -> PipelineConfig {
+    let plate_keys = match args.plates {
+        Plates::Sealed => Some(std::sync::Arc::new(
+            gantry_pii::Keyring::from_toml(gantry_pii::TEST_KEYS).expect("test keys"),
+        )),
+        Plates::Dropped => None,
+    };
     PipelineConfig {
+        plate_keys,
         brokers: args.brokers.clone(),
         clickhouse_url: args.clickhouse_url.clone(),
         lane_topic: run.lane.clone(),

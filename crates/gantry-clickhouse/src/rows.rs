@@ -249,12 +249,17 @@ pub(crate) fn settlement_row(
     t: Tag,
     c: &mut Columns,
 ) {
+    match plates {
+        Some(k) => k.with_sealed(b.text_bytes(s.vehicle_plate), |enc, hash| {
+            settlement_fields(b, s, (enc, hash), t, c)
+        }),
+        None => settlement_fields(b, s, (&[], &[]), t, c),
+    }
+}
+
+fn settlement_fields(b: &Batch, s: &Settlement, plate: (&[u8], &[u8]), t: Tag, c: &mut Columns) {
     let x = |t| b.text_bytes(t);
-    let mut sealed = gantry_pii::SealBuf::default();
-    let (plate_enc, plate_hash) = match plates {
-        Some(k) => k.seal(x(s.vehicle_plate), &mut sealed),
-        None => (&[][..], &[][..]),
-    };
+    let (plate_enc, plate_hash) = plate;
     c.row()
         .str(x(s.trade_id))
         .u32(datetime(s.trans_time_ms))

@@ -499,6 +499,9 @@ impl Traffic {
             );
         }
         let _ = write!(v, r#"","transTime":"{}","#, fmt_time(t));
+        // The plate: the vehicle's, so an ETC card's trips share it (its last 5 digits); a
+        // CPC vehicle's is its own.
+        let mut plate_no = seq % 100_000;
         let (vehicle_type, seats, axles) = if cpc {
             let c = pick_class(rng);
             let _ = write!(
@@ -516,14 +519,14 @@ impl Traffic {
                 (c.id.clone(), c.vehicle_type, c.seats, c.axles)
             };
             let _ = write!(v, r#""mediaType":1,"cpuCardId":"{id}","obuId":"{}","#, &id[4..]);
+            plate_no = id[id.len() - 5..].parse().unwrap_or(plate_no);
             self.key.extend_from_slice(id.as_bytes());
             (vt, seats, axles)
         };
         let class = if rng.gen_bool(0.01) { [8, 21, 12][rng.gen_range(0..3)] } else { 0 };
         let _ = write!(
             v,
-            r#""vehiclePlate":"苏A{:05}_0","vehicleType":{vehicle_type},"vehicleClass":{class}"#,
-            seq % 100_000
+            r#""vehiclePlate":"苏A{plate_no:05}_0","vehicleType":{vehicle_type},"vehicleClass":{class}"#,
         );
         if axles > 0 {
             let _ = write!(v, r#","axleCount":{axles}"#);

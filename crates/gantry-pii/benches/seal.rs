@@ -15,4 +15,27 @@ fn seal(c: &mut Criterion) {
 }
 
 criterion_group!(benches, seal);
-criterion_main!(benches);
+
+fn seal_cached(c: &mut Criterion) {
+    let k = Keyring::from_toml(KEYS).unwrap();
+    let plates: Vec<String> = (0..20_000).map(|i| format!("苏A{i:05}_0")).collect();
+    let mut i = 0;
+    c.bench_function("seal_plate_cached", |b| {
+        b.iter(|| {
+            i = (i + 7919) % plates.len();
+            k.with_sealed(plates[i].as_bytes(), |e, h| e.len() + h.len())
+        })
+    });
+}
+
+criterion_group!(cached, seal_cached);
+
+fn lookup(c: &mut Criterion) {
+    let k = Keyring::from_toml(KEYS).unwrap();
+    c.bench_function("lookup_hash", |b| {
+        b.iter(|| k.lookup_hash(std::hint::black_box("苏A12345_0")).len())
+    });
+}
+
+criterion_group!(hash, lookup);
+criterion_main!(benches, cached, hash);
