@@ -26,7 +26,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::Subject;
-use crate::auth::{Caller, Role};
+use crate::auth::Crm;
 use crate::db::{self, sql, Db};
 use crate::error::ApiError;
 use crate::params::Body;
@@ -278,10 +278,9 @@ fn check_shape(r: &AdjustmentRequest) -> Result<(), ApiError> {
         (status = 503, body = crate::error::ErrorBody)))]
 pub async fn post_adjustment(
     State(s): State<AppState>,
-    caller: axum::Extension<Caller>,
+    Crm(caller): Crm,
     Body(req): Body<AdjustmentRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Crm)?;
     let adjuster: &Arc<Adjuster> = s
         .adjuster
         .as_ref()

@@ -3,11 +3,13 @@
 //! personal data and whether a plate was shown in clear, status — the trail a
 //! data-protection officer asks for. Refused requests (401, 403) are recorded too.
 //!
-//! An answer leaves only after its row is written: if the trail cannot be written the
-//! client gets 503 `audit_unavailable`, never unrecorded data. Rows are group-committed:
-//! one writer task collects what arrives within `audit_flush_interval_ms` (at most
-//! [`AUDIT_BATCH_ROWS_MAX`]) into one INSERT and then releases every request in it, so a
-//! busy server writes a few parts per second, not one per request.
+//! An answer with personal data leaves only after its row is written: if the trail cannot
+//! be written the client gets 503 `audit_unavailable`, never unrecorded data. Other answers
+//! (finance figures, refusals) queue their row and leave at once. Rows are group-committed:
+//! one writer task writes what has queued (at most [`AUDIT_BATCH_ROWS_MAX`]) as one INSERT
+//! and then releases every request in it, at most one INSERT per `audit_insert_interval_ms`,
+//! so a busy server writes a few parts per second, not one per request, and a request
+//! alone waits only for its own INSERT.
 
 use std::time::Duration;
 
@@ -61,9 +63,9 @@ pub struct Audit {
 
 impl Audit {
     /// Starts the writer task on the current runtime.
-    pub fn start(client: clickhouse::Client, flush_interval: Duration) -> Audit {
+    pub fn start(client: clickhouse::Client, insert_interval: Duration) -> Audit {
         let (tx, rx) = mpsc::channel(AUDIT_QUEUE_ROWS_MAX);
-        tokio::spawn(writer(client, rx, flush_interval));
+        tokio::spawn(writer(client, rx, insert_interval));
         Audit { tx }
     }
 
@@ -73,28 +75,41 @@ impl Audit {
         self.tx.send((row, ack)).await.map_err(|_| "audit writer stopped".to_string())?;
         done.await.map_err(|_| "audit writer stopped".to_string())?
     }
+
+    /// Queues `row` without waiting for it to be written (for answers without personal
+    /// data: a failed write is logged, not answered). Waits only while the queue is full.
+    pub async fn enqueue(&self, row: AuditRow) -> Result<(), String> {
+        let (ack, _) = oneshot::channel();
+        self.tx.send((row, ack)).await.map_err(|_| "audit writer stopped".to_string())
+    }
 }
 
 async fn writer(
     client: clickhouse::Client,
     mut rx: mpsc::Receiver<(AuditRow, Ack)>,
-    flush_interval: Duration,
+    interval: Duration,
 ) {
     let mut rows = Vec::with_capacity(AUDIT_BATCH_ROWS_MAX);
     let mut acks = Vec::with_capacity(AUDIT_BATCH_ROWS_MAX);
+    let mut last_insert: Option<tokio::time::Instant> = None;
     while let Some((row, ack)) = rx.recv().await {
         rows.push(row);
         acks.push(ack);
-        let deadline = tokio::time::Instant::now() + flush_interval;
+        // Pace INSERTs (each is a part), then take everything that queued meanwhile: alone,
+        // a request waits only for its own INSERT; under load, rows wait at most `interval`.
+        if let Some(at) = last_insert {
+            tokio::time::sleep_until(at + interval).await;
+        }
         while rows.len() < AUDIT_BATCH_ROWS_MAX {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((row, ack))) => {
+            match rx.try_recv() {
+                Ok((row, ack)) => {
                     rows.push(row);
                     acks.push(ack);
                 }
-                Ok(None) | Err(_) => break,
+                Err(_) => break,
             }
         }
+        last_insert = Some(tokio::time::Instant::now());
         let result = insert(&client, &rows).await.map_err(|e| {
             tracing::error!(error = %e, rows = rows.len(), "audit rows not written: their requests get 503");
             e.to_string()

@@ -73,6 +73,39 @@ impl Caller {
     }
 }
 
+/// A caller with the `finance` role: as a handler's first argument, it refuses everyone
+/// else (403) before any parameter is read.
+pub struct Finance(pub Caller);
+/// A caller with the `crm` role (see [`Finance`]).
+pub struct Crm(pub Caller);
+
+fn caller_with(parts: &axum::http::request::Parts, role: Role) -> Result<Caller, ApiError> {
+    // The guard put the caller there; without it (a route outside the guard) nobody passes.
+    let caller = parts.extensions.get::<Caller>().cloned().ok_or_else(ApiError::unauthorized)?;
+    caller.require(role)?;
+    Ok(caller)
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Finance {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Finance, ApiError> {
+        caller_with(parts, Role::Finance).map(Finance)
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Crm {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Crm, ApiError> {
+        caller_with(parts, Role::Crm).map(Crm)
+    }
+}
+
 /// How personal data appears in an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Visibility {

@@ -14,7 +14,7 @@ use gantry_core::time::format_date;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::Subject;
-use crate::auth::{Caller, Role, Visibility};
+use crate::auth::{Crm, Visibility};
 use crate::db::{self, some_date, sql, Db};
 use crate::error::ApiError;
 use crate::params::{local_day_of, parse_date, parse_month, time_text, today, Q};
@@ -132,12 +132,11 @@ impl Tabular for Usage {
     responses((status = 200, body = Usage, description = "JSON, or CSV (days per card)"), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn usage(
     State(s): State<AppState>,
-    caller: axum::Extension<Caller>,
+    Crm(caller): Crm,
     headers: HeaderMap,
     Path(customer): Path<String>,
     Q(q): Q<UsageQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Crm)?;
     let offset = s.cfg.network_utc_offset_min;
     let to = match &q.to {
         Some(t) => parse_date("to", t)?,
@@ -370,12 +369,11 @@ impl Tabular for Statement {
     responses((status = 200, body = Statement, description = "JSON, or CSV (the lines)"), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn statement(
     State(s): State<AppState>,
-    caller: axum::Extension<Caller>,
+    Crm(caller): Crm,
     headers: HeaderMap,
     Path(customer): Path<String>,
     Q(q): Q<MonthQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Crm)?;
     let (first, next) = parse_month(&q.month)?;
     let body = statement_of(&s, &customer, &q.month, (first, next), s.shown(&caller)).await?;
     let pii_shown = caller.sees_pii() == Visibility::Clear;
@@ -585,11 +583,10 @@ pub const TIERS: [&str; 4] = ["high", "medium", "low", "dormant"];
     responses((status = 200, body = Segments, description = "JSON, or CSV (one line per customer)"), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn segments(
     State(s): State<AppState>,
-    caller: axum::Extension<Caller>,
+    _: Crm,
     headers: HeaderMap,
     Q(q): Q<ListQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Crm)?;
     let (as_of, limit) = list_params(&s, &q)?;
     if let Some(t) = q.tier.as_deref().filter(|t| !TIERS.contains(t)) {
         return Err(ApiError::bad("bad_tier", format!("`tier` is one of {TIERS:?}, not `{t}`")));
@@ -760,11 +757,10 @@ impl Tabular for ChurnList {
     responses((status = 200, body = ChurnList, description = "JSON, or CSV"), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn churn_risk(
     State(s): State<AppState>,
-    caller: axum::Extension<Caller>,
+    _: Crm,
     headers: HeaderMap,
     Q(q): Q<ListQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Crm)?;
     let (as_of, limit) = list_params(&s, &q)?;
     let c = &s.cfg.churn;
     let a = format_date(as_of);
@@ -879,11 +875,10 @@ impl Tabular for Card {
     responses((status = 200, body = Card), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn card(
     State(s): State<AppState>,
-    caller: axum::Extension<Caller>,
+    Crm(caller): Crm,
     headers: HeaderMap,
     Path(card_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Crm)?;
     if card_id.is_empty() || card_id.len() > 20 || !card_id.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::bad("bad_card", "a card id is up to 20 digits"));
     }

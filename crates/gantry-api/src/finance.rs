@@ -11,7 +11,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::Subject;
-use crate::auth::{Caller, Role};
+use crate::auth::Finance;
 use crate::db::{self, sql, Db};
 use crate::error::ApiError;
 use crate::params::{day_seconds, parse_date, time_text, Q};
@@ -113,11 +113,10 @@ pub fn settlement_file(day: &SettlementsDaily) -> Result<Vec<u8>, ApiError> {
         (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn settlements_daily(
     State(s): State<AppState>,
-    caller: axum::Extension<Caller>,
+    _: Finance,
     headers: HeaderMap,
     Q(q): Q<DateQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Finance)?;
     let body = settlements_daily_of(&s.db, &q.date).await?;
     reply(Format::of(&headers), &body)
 }
@@ -171,11 +170,10 @@ impl Tabular for Clearing {
         (status = 400, body = crate::error::ErrorBody)))]
 pub async fn clearing(
     State(s): State<AppState>,
-    caller: axum::Extension<Caller>,
+    _: Finance,
     headers: HeaderMap,
     Q(q): Q<DateQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Finance)?;
     parse_date("date", &q.date)?;
     let cells: Vec<db::ClearingCell> = s.db.query(sql::CLEARING).bind(&q.date).fetch_all().await?;
     let mut body = Clearing {
@@ -271,11 +269,10 @@ impl Tabular for Reconciliation {
         (status = 400, body = crate::error::ErrorBody)))]
 pub async fn reconciliation(
     State(s): State<AppState>,
-    caller: axum::Extension<Caller>,
+    _: Finance,
     headers: HeaderMap,
     Q(q): Q<DateQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Finance)?;
     let (from, to) = day_seconds(parse_date("date", &q.date)?, s.cfg.network_utc_offset_min);
     let batches: Vec<db::JournalBatch> =
         s.db.query(sql::RECONCILIATION_JOURNAL).bind(from).bind(to).fetch_all().await?;
@@ -409,11 +406,10 @@ impl Tabular for Arrears {
     responses((status = 200, body = Arrears, description = "JSON, or CSV (the trades)"), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn arrears(
     State(s): State<AppState>,
-    caller: axum::Extension<Caller>,
+    _: Finance,
     headers: HeaderMap,
     Q(q): Q<ArrearsQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Finance)?;
     let offset = s.cfg.network_utc_offset_min;
     let (from, to) = day_seconds(parse_date("date", &q.date)?, offset);
     let rows: Vec<db::ArrearsRow> =

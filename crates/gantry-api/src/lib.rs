@@ -209,7 +209,9 @@ async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Respo
         pii_shown: subject.pii_shown as u8,
         status: response.status().as_u16(),
     };
-    let response = match s.audit.record(row).await {
+    let written =
+        if subject.personal { s.audit.record(row).await } else { s.audit.enqueue(row).await };
+    let response = match written {
         Ok(()) => response,
         Err(_) => ApiError::unavailable(
             "audit_unavailable",
@@ -272,7 +274,7 @@ pub fn state(cfg: ServeConfig) -> Result<AppState, ServeError> {
     };
     let db = db::Db::new(&cfg.clickhouse_url, &cfg.database, cfg.query_timeout_ms);
     let audit =
-        Audit::start(db.client().clone(), Duration::from_millis(cfg.audit_flush_interval_ms));
+        Audit::start(db.client().clone(), Duration::from_millis(cfg.audit_insert_interval_ms));
     let adjuster = match adjust::Adjuster::new(
         db.clone(),
         &cfg.brokers,

@@ -654,7 +654,17 @@ fn openapi_matches_the_routes(s: &Server) {
 
 fn audit_trail(env: &Env, routed: u64) {
     type Row = (String, String, String, u8, u8, u16);
-    let rows: Vec<Row> = env.query("SELECT key_id, endpoint, card_id, personal, pii_shown, status FROM api_audit ORDER BY time, time_ms");
+    let sql = "SELECT key_id, endpoint, card_id, personal, pii_shown, status FROM api_audit ORDER BY time, time_ms";
+    // Rows of answers without personal data are written after the answer (within
+    // `audit_insert_interval_ms`): wait for the writer to catch up.
+    let mut rows: Vec<Row> = env.query(sql);
+    for _ in 0..100 {
+        if rows.len() as u64 >= routed {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        rows = env.query(sql);
+    }
     assert!(rows.iter().any(|r| r.0.is_empty() && r.5 == 401), "refused requests are recorded");
     assert!(
         rows.iter().any(|r| r.0 == "pii-01"
