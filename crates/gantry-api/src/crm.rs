@@ -922,6 +922,73 @@ pub async fn card(
     Ok(with_subject(reply(Format::of(&headers), &body)?, &customer, &card_id, pii_shown))
 }
 
+/// A card seen with a plate.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlateCard {
+    pub card_id: String,
+    pub customer_id: String,
+    pub trips: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub last_gantry_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlateLookup {
+    pub plate: String,
+    /// Most recently seen first (at most 1,000).
+    pub cards: Vec<PlateCard>,
+}
+
+impl Tabular for PlateLookup {
+    fn write_csv(&self, w: &mut csv::Writer<Vec<u8>>) -> csv::Result<()> {
+        write_rows(
+            w,
+            &self.cards,
+            &["card_id", "customer_id", "trips", "first_seen", "last_seen", "last_gantry_id"],
+        )
+    }
+}
+
+/// The cards and customers a plate was seen with ("whose car is this?"), found by the
+/// plate's keyed hash: nothing is decrypted to search. Needs `crm` and `pii`: a search by
+/// plate is a location history.
+#[utoipa::path(get, path = "/v1/plates/{plate}", tag = "crm", params(("plate" = String, Path, description = "e.g. 苏A12345_0")),
+    security(("bearer" = [])),
+    responses((status = 200, body = PlateLookup, description = "JSON, or CSV (the cards)"), (status = 403, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+pub async fn plate(
+    State(s): State<AppState>,
+    Crm(caller): Crm,
+    headers: HeaderMap,
+    Path(plate): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(crate::auth::Role::Pii)?;
+    if plate.is_empty() || plate.len() > gantry_pii::PLATE_BYTES_MAX {
+        return Err(ApiError::bad("bad_plate", "a plate is 1–256 bytes"));
+    }
+    let keys = s
+        .plates
+        .as_deref()
+        .ok_or_else(|| ApiError::unavailable("no_pii_keys", "the server has no PII key file"))?;
+    let offset = s.cfg.network_utc_offset_min;
+    let rows: Vec<db::PlateCard> =
+        s.db.query(sql::PLATE_CARDS).bind(keys.lookup_hash(&plate)).fetch_all().await?;
+    let cards = rows
+        .into_iter()
+        .map(|r| PlateCard {
+            card_id: r.card_id,
+            customer_id: r.customer_id,
+            trips: r.trips,
+            first_seen: time_text(r.first_seen, offset),
+            last_seen: time_text(r.last_seen, offset),
+            last_gantry_id: r.last_gantry_id,
+        })
+        .collect();
+    let body = PlateLookup { plate, cards };
+    let customer = body.cards.first().map_or(String::new(), |c| c.customer_id.clone());
+    Ok(with_subject(reply(Format::of(&headers), &body)?, &customer, "", true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

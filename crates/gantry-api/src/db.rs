@@ -44,6 +44,7 @@ pub mod sql {
         ERASE_REJECTS = "erase_rejects.sql";
         MUTATIONS_PENDING = "mutations_pending.sql";
         ERASED_CHECK = "erased_check.sql";
+        PLATE_CARDS = "plate_cards.sql";
     }
 }
 
@@ -236,6 +237,17 @@ pub struct AdjustmentRecord {
     pub trade_id: String,
     pub amount: i64,
     pub reason: String,
+}
+
+/// `plate_cards.sql`
+#[derive(Debug, Row, Deserialize)]
+pub struct PlateCard {
+    pub card_id: String,
+    pub customer_id: String,
+    pub trips: u64,
+    pub first_seen: u32,
+    pub last_seen: u32,
+    pub last_gantry_id: String,
 }
 
 /// `ledger_entry.sql`

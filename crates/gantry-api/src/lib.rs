@@ -142,6 +142,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crm::segments))
         .routes(routes!(crm::churn_risk))
         .routes(routes!(crm::card))
+        .routes(routes!(crm::plate))
         .routes(routes!(adjust::post_adjustment))
 }
 

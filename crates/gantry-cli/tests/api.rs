@@ -457,6 +457,19 @@ fn crm(s: &Server) {
         (Some(-589), Some("overdrawn"))
     );
 
+    // Whose car is this: found by the plate's keyed hash, for crm + pii keys only.
+    let found = s.json(&format!("/v1/plates/{PLATE}"), KEY_PII);
+    assert_eq!(
+        (found["cards"][0]["card_id"].as_str(), found["cards"][0]["customer_id"].as_str()),
+        (Some(CARD), Some("CU1")),
+        "{found}"
+    );
+    assert_eq!(
+        (found["cards"].as_array().unwrap().len(), found["cards"][0]["trips"].as_u64()),
+        (1, Some(1))
+    );
+    assert_eq!(s.get(&format!("/v1/plates/{PLATE}"), Some(KEY_CRM), "*/*").0, 403);
+    assert_eq!(s.json("/v1/plates/苏Z99999_0", KEY_PII)["cards"].as_array().unwrap().len(), 0);
     let usage = s.json("/v1/customers/CU1/usage?from=2026-11-09&to=2026-11-11", KEY_CRM);
     let days = usage["days"].as_array().unwrap();
     assert_eq!(days.len(), 3);
@@ -634,6 +647,7 @@ fn openapi_matches_the_routes(s: &Server) {
         "/v1/customers/segments",
         "/v1/customers/{customerId}/statement",
         "/v1/customers/{customerId}/usage",
+        "/v1/plates/{plate}",
         "/v1/reconciliation",
         "/v1/settlements/daily",
     ];
@@ -641,7 +655,8 @@ fn openapi_matches_the_routes(s: &Server) {
     sorted.sort();
     assert_eq!(sorted, expected);
     for p in &paths {
-        let path = p.replace("{cardId}", CARD).replace("{customerId}", "CU1");
+        let path =
+            p.replace("{cardId}", CARD).replace("{customerId}", "CU1").replace("{plate}", "X1");
         let (status, body, _) = s.get(&path, Some(KEY_OPS), "*/*");
         let code =
             serde_json::from_str::<Value>(&body).map(|v| v["error"].clone()).unwrap_or_default();
