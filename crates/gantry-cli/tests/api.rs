@@ -248,6 +248,8 @@ fn every_endpoint_answers_the_known_figures() {
     crm(&s);
     adjustments(&s, &env);
     openapi_matches_the_routes(&s);
+    every_route_for_every_key(&s);
+    no_plate_in_any_column(&env);
     audit_trail(&env, s.routed.get());
     erasure(&s, &env);
 }
@@ -801,5 +803,67 @@ fn generated_traffic_adds_up_through_the_api() {
             (Some(trips[0].0), Some(trips[0].1), Some(last[0])),
             "{c}"
         );
+    }
+}
+
+/// 401 and 403 on every GET route for every key: no key or a wrong one is 401; a key
+/// without the route's role 403; a key with it gets past the guard (200, or a 4xx of the
+/// handler's own, never 401/403).
+fn every_route_for_every_key(s: &Server) {
+    let routes: [(&str, &[&str]); 10] = [
+        ("/v1/settlements/daily?date=2026-11-10", &["fin"]),
+        ("/v1/clearing?date=2026-11-10", &["fin"]),
+        ("/v1/reconciliation?date=2026-11-10", &["fin"]),
+        ("/v1/arrears?date=2026-11-10", &["fin"]),
+        ("/v1/customers/CU1/usage?from=2026-11-09&to=2026-11-11", &["crm", "pii"]),
+        ("/v1/customers/CU1/statement?month=2026-11", &["crm", "pii"]),
+        ("/v1/customers/segments?as_of=2026-11-30", &["crm", "pii"]),
+        ("/v1/customers/churn-risk?as_of=2026-11-30", &["crm", "pii"]),
+        ("/v1/cards/32011820220000123456", &["crm", "pii"]),
+        ("/v1/plates/X1_0", &["pii"]),
+    ];
+    let keys = [
+        ("none", None),
+        ("wrong", Some("nope")),
+        ("fin", Some(KEY_FIN)),
+        ("crm", Some(KEY_CRM)),
+        ("pii", Some(KEY_PII)),
+        ("ops", Some(KEY_OPS)),
+    ];
+    for (path, allowed) in routes {
+        for (name, key) in keys {
+            let (status, body, _) = s.get(path, key, "application/json");
+            let want = match (key, allowed.contains(&name)) {
+                (None, _) | (Some("nope"), _) => Some(401),
+                (_, false) => Some(403),
+                (_, true) => None,
+            };
+            match want {
+                Some(w) => assert_eq!(status, w, "{path} as {name}: {body}"),
+                None => assert!(status == 200, "{path} as {name}: {status} {body}"),
+            }
+        }
+    }
+    // Plates: masked to crm, clear to pii, on every answer that shows one.
+    let usage = "/v1/customers/CU1/usage?from=2026-11-09&to=2026-11-11";
+    let plate_of = |v: &Value| v["cards"][0]["last_passage"]["plate"].as_str().unwrap().to_string();
+    assert_eq!(plate_of(&s.json(usage, KEY_CRM)), "苏A1***5_0");
+    assert_eq!(plate_of(&s.json(usage, KEY_PII)), PLATE);
+    let (_, csv, _) = s.get(&format!("/v1/cards/{CARD}"), Some(KEY_CRM), "text/csv");
+    assert!(!csv.contains(PLATE), "{csv}");
+}
+
+/// Every String column of every table of the database, searched for the plate's number.
+fn no_plate_in_any_column(env: &Env) {
+    let columns: Vec<(String, String)> = env.query(&format!(
+        "SELECT table, name FROM system.columns WHERE database = '{}' AND type = 'String'",
+        env.cfg.database
+    ));
+    assert!(columns.len() > 40, "{}", columns.len());
+    for (table, column) in columns {
+        let n: Vec<u64> = env.query(&format!(
+            "SELECT count() FROM {table} WHERE position({column}, 'A12345_') > 0 OR position({column}, '苏A1') > 0"
+        ));
+        assert_eq!(n[0], 0, "{table}.{column} holds the plate");
     }
 }

@@ -21,6 +21,23 @@ use common::*;
 /// backs off to the batch's start and finds the rest: every record is settled exactly once.
 #[test]
 fn a_silent_account_side_is_read_directly() {
+    // Whether the restart lands inside the record batch depends on timing: each attempt must
+    // settle everything exactly once, and one of them must have read a silent side (seen in
+    // CI: one attempt in three or four misses the batch; all five missing fails the test).
+    for attempt in 1..=SILENT_ATTEMPTS_MAX {
+        if silent_side_read_in_one_run() {
+            return;
+        }
+        eprintln!("attempt {attempt}: the restart did not land inside the record batch; again");
+    }
+    panic!("in {SILENT_ATTEMPTS_MAX} runs the account side never went silent after a restart");
+}
+
+/// Runs that may miss the silence (exactly once is checked in every one).
+const SILENT_ATTEMPTS_MAX: usize = 5;
+
+/// One run of the scenario: exactly once always, and whether a silent side was read.
+fn silent_side_read_in_one_run() -> bool {
     let (env, tariff_dir, net, _) = setup("silent", 2, 97);
     let mut traffic = traffic_without_topups(&net, 98);
     // Every account event of a partition in one producer batch: lingering, large batches.
@@ -69,10 +86,7 @@ fn a_silent_account_side_is_read_directly() {
         "the kill came after every account event was consumed: {consumed:?}"
     );
     let restart = restart_until_idle(&env, &tariff_dir, &log);
-    assert!(
-        restart.contains("read a silent side directly"),
-        "the account side never went silent, or was not read; see {}",
-        log.display()
-    );
+    // A side gone silent and never read would leave lane records unsettled: this fails.
     env.assert_settled_exactly_once(&traffic.tally);
+    restart.contains("read a silent side directly")
 }
