@@ -179,8 +179,8 @@ pub async fn usage(
         };
         card_now.push(CardUsage { card_id: card.clone(), balance, last_passage });
     }
-    let mut total = sum_days(&days, "", "");
-    total.day = String::new();
+    let mut total = UsageDay::default();
+    days.iter().for_each(|d| add_day(&mut total, d));
     total.balance = card_now.iter().map(|c| c.balance).sum();
     let body = Usage {
         customer_id: customer.clone(),
@@ -253,14 +253,6 @@ fn add_day(sum: &mut UsageDay, d: &UsageDay) {
     sum.topups += d.topups;
     sum.topup_amount += d.topup_amount;
     sum.balance += d.balance;
-}
-
-fn sum_days(days: &[UsageDay], day: &str, card: &str) -> UsageDay {
-    let mut s = UsageDay { day: day.into(), card_id: card.into(), ..Default::default() };
-    for d in days {
-        add_day(&mut s, d);
-    }
-    s
 }
 
 /// A settled trade's passage, looked up by its key (`trade_date`, `trade_id`).

@@ -100,26 +100,6 @@ pub struct ClearingCell {
     pub fee: i64,
 }
 
-/// `reconciliation_journal.sql`: a committed batch's journal row.
-#[derive(Debug, Row, Deserialize)]
-pub struct JournalBatch {
-    pub gantry_partition: u16,
-    pub batch_seq: u64,
-    pub lane_from: i64,
-    pub lane_to: i64,
-    pub acct_from: i64,
-    pub acct_to: i64,
-    pub messages: u64,
-    pub lane_records: u64,
-    pub settled: u64,
-    pub lane_rejected: u64,
-    pub lane_duplicates: u64,
-    pub account_events: u64,
-    pub events_applied: u64,
-    pub events_rejected: u64,
-    pub events_duplicates: u64,
-}
-
 /// `reconciliation_tables.sql`: rows of one table for one partition's batches.
 #[derive(Debug, Row, Deserialize)]
 pub struct TableCount {

@@ -10,13 +10,13 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::Subject;
 use crate::auth::Finance;
 use crate::db::{self, sql, Db};
 use crate::error::ApiError;
 use crate::params::{day_seconds, parse_date, time_text, Q};
 use crate::render::{reply, write_rows, Format, Tabular};
 use crate::AppState;
+use gantry_clickhouse::BatchRecord;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -215,7 +215,8 @@ fn add_to(list: &mut Vec<PartyTotal>, id: &str, n: u64, fee: i64) {
     }
 }
 
-/// One partition's reconciliation for the batches committed that day.
+/// One partition's reconciliation for the batches committed that day (their journal rows,
+/// `gantry_batches`, read as the pipeline writes them).
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PartitionReconciliation {
     pub partition: u16,
@@ -274,7 +275,7 @@ pub async fn reconciliation(
     Q(q): Q<DateQuery>,
 ) -> Result<Response, ApiError> {
     let (from, to) = day_seconds(parse_date("date", &q.date)?, s.cfg.network_utc_offset_min);
-    let batches: Vec<db::JournalBatch> =
+    let batches: Vec<BatchRecord> =
         s.db.query(sql::RECONCILIATION_JOURNAL).bind(from).bind(to).fetch_all().await?;
     let mut tables = s.db.query(sql::RECONCILIATION_TABLES);
     for _ in 0..3 {
@@ -288,11 +289,11 @@ pub async fn reconciliation(
 
 /// Sums the journal per partition and sets it against the tables (pure: unit-tested).
 pub fn reconcile(
-    batches: &[db::JournalBatch],
+    batches: &[BatchRecord],
     counts: &[db::TableCount],
 ) -> Vec<PartitionReconciliation> {
     let mut out: Vec<PartitionReconciliation> = Vec::new();
-    let mut prev: Option<&db::JournalBatch> = None;
+    let mut prev: Option<&BatchRecord> = None;
     for b in batches {
         if out.last().is_none_or(|p| p.partition != b.gantry_partition) {
             out.push(PartitionReconciliation {
@@ -443,24 +444,24 @@ pub async fn arrears(
             card_known,
         });
     }
-    let mut response = reply(Format::of(&headers), &body)?;
-    // Card numbers of unknown cards: not tied to a customer, so not personal data here.
-    response.extensions_mut().insert(Subject::default());
-    Ok(response)
+    // Card numbers of unknown cards: not tied to a customer, so not personal data here (no
+    // audit subject).
+    reply(Format::of(&headers), &body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn batch(
-        p: u16,
-        seq: u64,
-        lane: (i64, i64),
-        acct: (i64, i64),
-        c: [u64; 4],
-    ) -> db::JournalBatch {
-        db::JournalBatch {
+    fn batch(p: u16, seq: u64, lane: (i64, i64), acct: (i64, i64), c: [u64; 4]) -> BatchRecord {
+        BatchRecord {
+            phase: gantry_clickhouse::PHASE_COMMITTED.into(),
+            written_at: 0,
+            instance: "i".into(),
+            clock_ms: 0,
+            tariff_set: 0,
+            journal_format: gantry_clickhouse::JOURNAL_FORMAT,
+            late_known: vec![],
             gantry_partition: p,
             batch_seq: seq,
             lane_from: lane.0,
@@ -469,7 +470,7 @@ mod tests {
             acct_to: acct.1,
             messages: (lane.1 - lane.0 + acct.1 - acct.0) as u64,
             lane_records: c[0],
-            settled: c1(c),
+            settled: c[1],
             lane_rejected: c[2],
             lane_duplicates: c[3],
             account_events: 0,
@@ -477,9 +478,6 @@ mod tests {
             events_rejected: 0,
             events_duplicates: 0,
         }
-    }
-    fn c1(c: [u64; 4]) -> u64 {
-        c[1]
     }
     fn count(p: u16, t: &str, n: u64) -> db::TableCount {
         db::TableCount { gantry_partition: p, table: t.into(), n }

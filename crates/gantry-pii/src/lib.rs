@@ -208,17 +208,22 @@ impl Keyring {
         }
         SEAL_CACHE.with(|cell| {
             let mut cache = cell.borrow_mut();
-            if cache.ring_id != self.ring_id || cache.sealed.len() >= SEAL_CACHE_PLATES_MAX {
+            if cache.ring_id != self.ring_id {
                 cache.sealed.clear();
                 cache.ring_id = self.ring_id;
             }
-            if !cache.sealed.contains_key(plate) {
-                let mut buf = SealBuf::default();
-                let (enc, hash) = self.seal(plate, &mut buf);
-                cache.sealed.insert(plate.into(), [enc, hash].concat().into());
+            let split = |both: &[u8]| both.len() - 2 * LOOKUP_HASH_BYTES;
+            if let Some(both) = cache.sealed.get(plate) {
+                let (enc, hash) = both.split_at(split(both));
+                return f(enc, hash);
             }
-            let both = &cache.sealed[plate];
-            let (enc, hash) = both.split_at(both.len() - 2 * LOOKUP_HASH_BYTES);
+            // A miss: make room only now, so a hit never empties a full cache.
+            if cache.sealed.len() >= SEAL_CACHE_PLATES_MAX {
+                cache.sealed.clear();
+            }
+            let mut buf = SealBuf::default();
+            let (enc, hash) = self.seal(plate, &mut buf);
+            cache.sealed.insert(plate.into(), [enc, hash].concat().into());
             f(enc, hash)
         })
     }
@@ -282,7 +287,10 @@ const PLATE_KEYS: [&[u8]; 2] = [b"\"vehiclePlate\"", b"\"plate\""];
 /// string without a keyring). Works on broken JSON too — that is why it was rejected — by
 /// finding each key, the `:` and the opening quote after it, and the closing quote (a
 /// backslash escapes); a value cut off by the 4 KiB limit is replaced to the end.
-pub fn scrub(raw: &[u8], keys: Option<&Keyring>) -> Vec<u8> {
+pub fn scrub<'r>(raw: &'r [u8], keys: Option<&Keyring>) -> std::borrow::Cow<'r, [u8]> {
+    if next_plate(raw, 0).is_none() {
+        return std::borrow::Cow::Borrowed(raw);
+    }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while let Some((start, end)) = next_plate(raw, i) {
@@ -295,7 +303,7 @@ pub fn scrub(raw: &[u8], keys: Option<&Keyring>) -> Vec<u8> {
         i = end;
     }
     out.extend_from_slice(&raw[i..]);
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// The byte range of the next plate value at or after `from`.
@@ -427,8 +435,12 @@ mod tests {
             ),
         ];
         for (raw, want) in cases {
-            assert_eq!(String::from_utf8(scrub(raw.as_bytes(), Some(&k))).unwrap(), want, "{raw}");
+            assert_eq!(
+                String::from_utf8(scrub(raw.as_bytes(), Some(&k)).into_owned()).unwrap(),
+                want,
+                "{raw}"
+            );
         }
-        assert_eq!(scrub(br#"{"vehiclePlate":"X1"}"#, None), br#"{"vehiclePlate":""}"#);
+        assert_eq!(&*scrub(br#"{"vehiclePlate":"X1"}"#, None), br#"{"vehiclePlate":""}"#);
     }
 }
