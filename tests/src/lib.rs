@@ -280,6 +280,18 @@ impl Env {
         let splits: Vec<(u64, i64)> = self.query("SELECT count(), sum(fee) FROM settlement_splits");
         let clearing: Vec<(u64, i64)> = self.query("SELECT sum(n), sum(fee) FROM clearing_daily");
         assert_eq!(clearing[0], splits[0], "clearing_daily against settlement_splits");
+        let trades: Vec<(u64, u64)> = self.query(
+            "SELECT (SELECT sum(trades) FROM clearing_daily), (SELECT count() FROM (SELECT DISTINCT trade_date, owner_id, trade_id FROM settlement_splits))",
+        );
+        assert_eq!(trades[0].0, trades[0].1, "clearing_daily's transactions per owner and day");
+        let owners: Vec<(u64, u64, u64)> = self.query(
+            "SELECT count(), uniqExact(card_id, customer_id), (SELECT count() FROM ledger WHERE kind = 'open' AND (card_id, customer_id) IN (SELECT card_id, customer_id FROM card_owners)) FROM card_owners",
+        );
+        assert_eq!(
+            owners[0],
+            (tally.opens, tally.opens, tally.opens),
+            "card_owners against the openings"
+        );
         let trips: Vec<(u64, i64)> =
             self.query("SELECT count(), sum(fee) FROM settlements WHERE card_id != ''");
         let usage: Vec<(u64, i64, u64, i64)> = self.query(

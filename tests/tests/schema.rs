@@ -42,3 +42,47 @@ fn an_old_checkpoint_table_is_rebuilt_keeping_each_partitions_newest() {
     assert_eq!(newest(0).expect("written").batch_seq, 12);
     assert!(newest(2).is_none(), "a partition never checkpointed has none");
 }
+
+/// A usage rollup of an earlier release (ordered by day first, without the batch tag) is
+/// rebuilt ordered by customer with every row kept, and the columns added since (the
+/// ledger's trip, clearing's transactions) are there; a second apply changes nothing.
+#[test]
+fn an_old_usage_table_is_rebuilt_by_customer_keeping_every_row() {
+    let env = Env::new("schema_usage", 1);
+    env.exec("DROP TABLE customer_usage_daily");
+    env.exec(
+        "CREATE TABLE customer_usage_daily (day Date, customer_id String, card_id String, trips UInt64, fee Int64, discount_fee Int64, topups UInt64, topup_amount Int64) ENGINE = MergeTree() ORDER BY (day, customer_id, card_id)",
+    );
+    env.exec(
+        "INSERT INTO customer_usage_daily VALUES ('2026-11-01', 'CU2', '3201', 2, 900, 100, 0, 0), ('2026-11-02', 'CU1', '3202', 1, 450, 50, 1, 5000), ('2026-11-01', 'CU1', '3202', 3, 1350, 150, 0, 0)",
+    );
+    for _ in 0..2 {
+        env.apply_schema();
+        let key: Vec<String> = env.query(&format!(
+            "SELECT sorting_key FROM system.tables WHERE database = '{}' AND name LIKE 'customer_usage_daily%'",
+            env.cfg.database
+        ));
+        assert_eq!(
+            key,
+            ["customer_id, card_id, day, gantry_partition, batch_seq"],
+            "rebuilt, and the legacy table dropped"
+        );
+        let rows: Vec<(String, String, u64, i64, i64)> = env.query(
+            "SELECT customer_id, toString(day), trips, fee, topup_amount FROM customer_usage_daily ORDER BY customer_id, day",
+        );
+        assert_eq!(
+            rows,
+            [
+                ("CU1".into(), "2026-11-01".into(), 3, 1350, 0),
+                ("CU1".into(), "2026-11-02".into(), 1, 450, 5000),
+                ("CU2".into(), "2026-11-01".into(), 2, 900, 0),
+            ],
+            "every row, once"
+        );
+    }
+    let added: Vec<u64> = env.query(&format!(
+        "SELECT count() FROM system.columns WHERE database = '{}' AND ((table = 'ledger' AND name IN ('gantry_id', 'toll_interval_id', 'pay_fee', 'discount_fee', 'plate_enc')) OR (table = 'clearing_daily' AND name = 'trades'))",
+        env.cfg.database
+    ));
+    assert_eq!(added, [6]);
+}

@@ -42,8 +42,12 @@ struct Args {
     database: Option<String>,
     #[arg(long, default_value_t = 16)]
     clients: usize,
+    /// Seconds of the mixed run.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// Seconds each endpoint is then asked alone by `--clients` clients (0: skip).
+    #[arg(long, default_value_t = 10)]
+    seconds_each: u64,
 }
 
 const KEY: &str = "bench-key";
@@ -60,7 +64,13 @@ const MIX: &[(&str, u32)] = &[
     ("reconciliation", 1),
     ("arrears", 1),
     ("churn", 1),
+    ("segments", 1),
 ];
+
+type Mix = Vec<(&'static str, u32)>;
+
+/// An endpoint's latencies (µs) and errors.
+type Latencies = (String, Histogram<u64>, u64);
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -111,16 +121,58 @@ fn main() -> anyhow::Result<()> {
     let today = gantry_core::time::format_timestamp(now_ms(), 480)[..10].to_string();
     let targets = Arc::new(Targets { base, cards, customers, days, month, today });
 
+    // The first answer of the cached questions (one scan each, then kept; see
+    // `gantry_api::cache`), timed once before the runs.
+    for endpoint in ["reconciliation", "churn", "segments"] {
+        let url = format!("{}{}", targets.base, targets.path(endpoint, 0));
+        let began = Instant::now();
+        let r = rt.block_on(reqwest::Client::new().get(&url).bearer_auth(KEY).send())?;
+        println!(
+            "first {endpoint}: {} in {:.0} ms",
+            r.status(),
+            began.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    let mix: Mix = MIX.to_vec();
+    let (hists, secs) = phase(&rt, &targets, &mix, args.clients, args.seconds)?;
+    println!("mixed: {} clients, {secs:.0} s; latency in ms (baseline: health = /health/ready, one SELECT 1 through the server)", args.clients);
+    print_table(&hists, secs);
+    if args.seconds_each > 0 {
+        println!("each endpoint alone: {} clients, {} s each", args.clients, args.seconds_each);
+        let mut all = Vec::new();
+        for (endpoint, _) in MIX {
+            let (h, secs) =
+                phase(&rt, &targets, &vec![(*endpoint, 1)], args.clients, args.seconds_each)?;
+            all.extend(h.into_iter().filter(|x| !x.1.is_empty()).map(|(n, h, e)| (n, h, e, secs)));
+        }
+        let health =
+            all.iter().find(|h| h.0 == "health").map_or(1, |h| h.1.value_at_quantile(0.5).max(1));
+        print_header();
+        for (name, h, errors, secs) in &all {
+            print_row(name, h, *errors, *secs, health);
+        }
+    }
+    Ok(())
+}
+
+/// `clients` clients asking `mix` for `seconds`; each endpoint's latencies.
+fn phase(
+    rt: &tokio::runtime::Runtime,
+    targets: &Arc<Targets>,
+    mix: &Mix,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<(Vec<Latencies>, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let mut clients = Vec::new();
-    for c in 0..args.clients {
-        clients.push(rt.spawn(client(c as u64, targets.clone(), stop.clone())));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        tasks.push(rt.spawn(client(c as u64, targets.clone(), mix.clone(), stop.clone())));
     }
-    std::thread::sleep(Duration::from_secs(args.seconds));
+    std::thread::sleep(Duration::from_secs(seconds));
     stop.store(true, Ordering::Relaxed);
-    let mut hists: Vec<(String, Histogram<u64>, u64)> = Vec::new();
-    for c in clients {
+    let mut hists: Vec<Latencies> = Vec::new();
+    for c in tasks {
         for (name, h, errors) in rt.block_on(c)?? {
             match hists.iter_mut().find(|x| x.0 == name) {
                 Some(x) => {
@@ -131,29 +183,38 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let secs = started.elapsed().as_secs_f64();
-    let health_p50 =
-        hists.iter().find(|h| h.0 == "health").map_or(1, |h| h.1.value_at_quantile(0.5).max(1));
-    println!("{} clients, {secs:.0} s; latency in ms (baseline: health = /health/ready, one SELECT 1 through the server)", args.clients);
+    Ok((hists, started.elapsed().as_secs_f64()))
+}
+
+fn print_header() {
     println!(
         "{:<18} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>12}",
         "endpoint", "req/s", "p50", "p99", "max", "errors", "n", "p50/health"
     );
+}
+
+fn print_row(name: &str, h: &Histogram<u64>, errors: u64, secs: f64, health_p50: u64) {
+    println!(
+        "{name:<18} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {errors:>8} {:>7} {:>11.1}x",
+        h.len() as f64 / secs,
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0,
+        h.len(),
+        h.value_at_quantile(0.5) as f64 / health_p50 as f64
+    );
+}
+
+fn print_table(hists: &[Latencies], secs: f64) {
+    let health_p50 =
+        hists.iter().find(|h| h.0 == "health").map_or(1, |h| h.1.value_at_quantile(0.5).max(1));
+    print_header();
     let mut total = 0;
-    for (name, h, errors) in &hists {
+    for (name, h, errors) in hists {
         total += h.len();
-        println!(
-            "{name:<18} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {errors:>8} {:>7} {:>11.1}x",
-            h.len() as f64 / secs,
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0,
-            h.max() as f64 / 1000.0,
-            h.len(),
-            h.value_at_quantile(0.5) as f64 / health_p50 as f64
-        );
+        print_row(name, h, *errors, secs, health_p50);
     }
     println!("all: {:.1} req/s", total as f64 / secs);
-    Ok(())
 }
 
 struct Targets {
@@ -184,6 +245,9 @@ impl Targets {
             "clearing" => format!("/v1/clearing?date={}", pick(&self.days)),
             "reconciliation" => format!("/v1/reconciliation?date={}", self.today),
             "arrears" => format!("/v1/arrears?date={}", pick(&self.days)),
+            "segments" => {
+                format!("/v1/customers/segments?as_of={}&limit=100", self.days[self.days.len() - 1])
+            }
             _ => format!(
                 "/v1/customers/churn-risk?as_of={}&limit=100",
                 self.days[self.days.len() - 1]
@@ -192,17 +256,17 @@ impl Targets {
     }
 }
 
-type Result3 = anyhow::Result<Vec<(String, Histogram<u64>, u64)>>;
+type Result3 = anyhow::Result<Vec<Latencies>>;
 
-async fn client(seed: u64, t: Arc<Targets>, stop: Arc<AtomicBool>) -> Result3 {
+async fn client(seed: u64, t: Arc<Targets>, mix: Mix, stop: Arc<AtomicBool>) -> Result3 {
     let http = reqwest::Client::new();
-    let mut out: Vec<(String, Histogram<u64>, u64)> = MIX
+    let mut out: Vec<Latencies> = mix
         .iter()
         .map(|(n, _)| {
             (n.to_string(), Histogram::new_with_bounds(1, 600_000_000, 3).expect("bounds"), 0)
         })
         .collect();
-    let weights: u32 = MIX.iter().map(|m| m.1).sum();
+    let weights: u32 = mix.iter().map(|m| m.1).sum();
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     while !stop.load(Ordering::Relaxed) {
         // xorshift: cheap and reproducible per client.
@@ -210,13 +274,13 @@ async fn client(seed: u64, t: Arc<Targets>, stop: Arc<AtomicBool>) -> Result3 {
         x ^= x >> 7;
         x ^= x << 17;
         let mut w = (x % weights as u64) as u32;
-        let i = MIX.iter().position(|m| {
+        let i = mix.iter().position(|m| {
             let hit = w < m.1;
             w = w.saturating_sub(m.1);
             hit
         });
         let i = i.unwrap_or(0);
-        let url = format!("{}{}", t.base, t.path(MIX[i].0, x >> 20));
+        let url = format!("{}{}", t.base, t.path(mix[i].0, x >> 20));
         let began = Instant::now();
         let r = http.get(&url).bearer_auth(KEY).send().await;
         let ok = match r {

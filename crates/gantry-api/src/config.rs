@@ -34,6 +34,11 @@ pub struct ServeConfig {
     /// Largest number of customers one segments or churn-risk answer lists (the counts are
     /// always complete). 100,000: a spreadsheet's worth; narrow with `tier=` or `limit=`.
     pub list_rows_max: usize,
+    /// Segments and churn risk are computed from the whole usage rollup, kept in memory per
+    /// as-of date and computed again when older than this (every answer says when it was
+    /// computed). 5 minutes: both are weekly questions, and one scan of the rollup every
+    /// few minutes costs little, where one per request held both cores for seconds.
+    pub population_refresh_ms: u64,
     pub api_keys: Vec<ApiKeyConfig>,
     /// The PII key file `gantry run` seals plates with (`gantry_pii`): needed to show a
     /// plate, in clear or masked. Without it plates are shown as empty.
@@ -120,6 +125,7 @@ impl Default for ServeConfig {
             query_timeout_ms: 30_000,
             audit_insert_interval_ms: 50,
             list_rows_max: 100_000,
+            population_refresh_ms: 300_000,
             api_keys: Vec::new(),
             pii_keys_file: None,
             segments: SegmentConfig::default(),
@@ -157,9 +163,10 @@ impl ServeConfig {
         if self.query_timeout_ms == 0
             || self.audit_insert_interval_ms == 0
             || self.list_rows_max == 0
+            || self.population_refresh_ms == 0
         {
             errors.push(
-                "query_timeout_ms, audit_insert_interval_ms and list_rows_max must be > 0".into(),
+                "query_timeout_ms, audit_insert_interval_ms, list_rows_max and population_refresh_ms must be > 0".into(),
             );
         }
         let mut ids = HashSet::new();

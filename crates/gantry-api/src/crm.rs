@@ -171,10 +171,8 @@ pub async fn usage(
     for card in &cards {
         let last = ledger.iter().filter(|l| &l.card_id == card).max_by_key(|l| l.last_debit_time);
         let balance = ledger.iter().rfind(|l| &l.card_id == card).map_or(0, |l| l.balance);
-        let last_passage = match last.filter(|l| l.last_debit_time > 0) {
-            Some(l) => {
-                passage(&s.db, &l.last_debit, l.last_debit_time, offset, s.shown(&caller)).await?
-            }
+        let last_passage = match last {
+            Some(l) => last_passage(&s, &caller, LastTrip::from(l)).await?,
             None => None,
         };
         card_now.push(CardUsage { card_id: card.clone(), balance, last_passage });
@@ -253,6 +251,59 @@ fn add_day(sum: &mut UsageDay, d: &UsageDay) {
     sum.topups += d.topups;
     sum.topup_amount += d.topup_amount;
     sum.balance += d.balance;
+}
+
+/// A card's last debit as its ledger rows give it.
+struct LastTrip<'a> {
+    trade_id: &'a str,
+    /// 0: the card has no debit.
+    time: u32,
+    /// Empty on a ledger row from before it carried the trip.
+    gantry_id: &'a str,
+    units: &'a str,
+    amount: i64,
+    plate_enc: &'a str,
+}
+
+macro_rules! last_trip_from {
+    ($t:ty) => {
+        impl<'a> From<&'a $t> for LastTrip<'a> {
+            fn from(r: &'a $t) -> LastTrip<'a> {
+                LastTrip {
+                    trade_id: &r.last_debit,
+                    time: r.last_debit_time,
+                    gantry_id: &r.last_gantry_id,
+                    units: &r.last_units,
+                    amount: r.last_amount,
+                    plate_enc: &r.last_plate_enc,
+                }
+            }
+        }
+    };
+}
+last_trip_from!(db::CardBalance);
+last_trip_from!(db::LedgerDay);
+
+/// The passage of a card's last debit: from its ledger row, or (a row from before the
+/// ledger carried trips) looked up in `settlements`.
+async fn last_passage(
+    s: &AppState,
+    caller: &crate::auth::Caller,
+    t: LastTrip<'_>,
+) -> Result<Option<Passage>, ApiError> {
+    let offset = s.cfg.network_utc_offset_min;
+    match t.time {
+        0 => Ok(None),
+        time if !t.gantry_id.is_empty() => Ok(Some(Passage {
+            trade_id: t.trade_id.to_string(),
+            time: time_text(time, offset),
+            gantry_id: t.gantry_id.to_string(),
+            toll_interval_id: t.units.to_string(),
+            fee: -t.amount,
+            plate: pii::plate(t.plate_enc, s.shown(caller)),
+        })),
+        time => passage(&s.db, t.trade_id, time, offset, s.shown(caller)).await,
+    }
 }
 
 /// A settled trade's passage, looked up by its key (`trade_date`, `trade_id`).
@@ -384,7 +435,12 @@ async fn statement_of(
     let (start, _) = crate::params::day_seconds(first, offset);
     let (end, _) = crate::params::day_seconds(next, offset);
     let entries: Vec<db::Entry> =
-        s.db.query(sql::STATEMENT_LEDGER).bind(customer).bind(end).fetch_all().await?;
+        s.db.query(sql::STATEMENT_LEDGER)
+            .bind(customer)
+            .bind(customer)
+            .bind(end)
+            .fetch_all()
+            .await?;
     let trips = month_trips(&s.db, customer, &entries, start, offset).await?;
     let mut out = Statement {
         customer_id: customer.into(),
@@ -418,8 +474,9 @@ async fn statement_of(
     Ok(out)
 }
 
-/// The settlements of the trips booked from `start` on, by trade id: read over the
-/// transaction days they span (a late upload is booked in a later month than it happened).
+/// The settlements of the trips booked from `start` on whose ledger rows predate the trip
+/// columns (rows written since carry their trip), by trade id: read over the transaction
+/// days they span (a late upload is booked in a later month than it happened).
 async fn month_trips(
     db: &Db,
     customer: &str,
@@ -427,7 +484,9 @@ async fn month_trips(
     start: u32,
     offset: i32,
 ) -> Result<HashMap<String, db::Trip>, ApiError> {
-    let debits = || entries.iter().filter(|e| e.booked >= start && e.kind == "debit");
+    let debits = || {
+        entries.iter().filter(|e| e.booked >= start && e.kind == "debit" && e.gantry_id.is_empty())
+    };
     let (Some(lo), Some(hi)) = (debits().map(|e| e.time).min(), debits().map(|e| e.time).max())
     else {
         return Ok(HashMap::new());
@@ -463,7 +522,16 @@ fn line(
             // from the settlement.
             t.fee -= e.amount;
             l.fee = -e.amount;
-            if let Some(trip) = trips.get(&e.entry_id) {
+            if !e.gantry_id.is_empty() {
+                l.gantry_id = e.gantry_id.clone();
+                l.toll_interval_id = e.toll_interval_id.clone();
+                l.units = e.toll_interval_id.split('|').count() as u32;
+                l.pay_fee = e.pay_fee;
+                l.discount_fee = e.discount_fee;
+                l.plate = pii::plate(&e.plate_enc, v);
+                t.pay_fee += e.pay_fee;
+                t.discount_fee += e.discount_fee;
+            } else if let Some(trip) = trips.get(&e.entry_id) {
                 l.gantry_id = trip.gantry_id.clone();
                 l.toll_interval_id = trip.toll_interval_id.clone();
                 l.units = trip.toll_interval_id.split('|').count() as u32;
@@ -539,6 +607,8 @@ pub struct Tier {
 pub struct Segments {
     pub as_of: String,
     pub window_days: u32,
+    /// When the tiers were computed (they are kept for `population_refresh_ms`).
+    pub computed_at: String,
     pub tiers: Vec<Tier>,
 }
 
@@ -585,6 +655,29 @@ pub async fn segments(
     }
     let cfg = &s.cfg.segments;
     let as_of_text = format_date(as_of);
+    let (values, at) = s.segments.get(as_of, all_values(&s, as_of)).await?;
+    let tiers = TIERS
+        .iter()
+        .filter(|t| q.tier.as_deref().is_none_or(|want| want == **t))
+        .map(|t| {
+            let all: Vec<&CustomerValue> = values.iter().filter(|v| v.tier == *t).collect();
+            Tier {
+                tier: t.to_string(),
+                customers: all.len() as u64,
+                list: all.into_iter().take(limit).cloned().collect(),
+            }
+        })
+        .collect();
+    let computed_at = computed_at(at, s.cfg.network_utc_offset_min);
+    let body = Segments { as_of: as_of_text, window_days: cfg.window_days, computed_at, tiers };
+    Ok(with_subject(reply(Format::of(&headers), &body)?, "", "", false))
+}
+
+/// Every customer's value as of `as_of` (those with no trip in the window `dormant`), by
+/// spend, highest first.
+async fn all_values(s: &AppState, as_of: i64) -> Result<Vec<CustomerValue>, ApiError> {
+    let cfg = &s.cfg.segments;
+    let as_of_text = format_date(as_of);
     let rows: Vec<db::Rfm> =
         s.db.query(sql::SEGMENTS)
             .bind(&as_of_text)
@@ -607,20 +700,15 @@ pub async fn segments(
         });
     }
     values.sort_by(|a, b| b.spend.cmp(&a.spend).then_with(|| a.customer_id.cmp(&b.customer_id)));
-    let tiers = TIERS
-        .iter()
-        .filter(|t| q.tier.as_deref().is_none_or(|want| want == **t))
-        .map(|t| {
-            let all: Vec<&CustomerValue> = values.iter().filter(|v| v.tier == *t).collect();
-            Tier {
-                tier: t.to_string(),
-                customers: all.len() as u64,
-                list: all.into_iter().take(limit).cloned().collect(),
-            }
-        })
-        .collect();
-    let body = Segments { as_of: as_of_text, window_days: cfg.window_days, tiers };
-    Ok(with_subject(reply(Format::of(&headers), &body)?, "", "", false))
+    Ok(values)
+}
+
+/// When a kept answer was computed, as a network-local time.
+fn computed_at(at: std::time::Instant, offset: i32) -> String {
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    time_text(now_s.saturating_sub(at.elapsed().as_secs()) as u32, offset)
 }
 
 fn list_params(s: &AppState, q: &ListQuery) -> Result<(i64, usize), ApiError> {
@@ -694,6 +782,8 @@ pub struct ChurnList {
     pub as_of: String,
     pub recent_days: u32,
     pub baseline_days: u32,
+    /// When the list was computed (it is kept for `population_refresh_ms`).
+    pub computed_at: String,
     /// Customers at risk (all, even beyond `limit`).
     pub customers: u64,
     pub list: Vec<ChurnRisk>,
@@ -756,6 +846,25 @@ pub async fn churn_risk(
     let (as_of, limit) = list_params(&s, &q)?;
     let c = &s.cfg.churn;
     let a = format_date(as_of);
+    let (all, at) = s.churn.get(as_of, all_risks(&s, as_of)).await?;
+    let mut risks: Vec<ChurnRisk> = all.iter().take(limit).cloned().collect();
+    let customers = all.len() as u64;
+    risks.truncate(limit);
+    let body = ChurnList {
+        as_of: a,
+        recent_days: c.recent_days,
+        baseline_days: c.baseline_days,
+        computed_at: computed_at(at, s.cfg.network_utc_offset_min),
+        customers,
+        list: risks,
+    };
+    Ok(with_subject(reply(Format::of(&headers), &body)?, "", "", false))
+}
+
+/// Every customer at risk as of `as_of`, most at risk first.
+async fn all_risks(s: &AppState, as_of: i64) -> Result<Vec<ChurnRisk>, ApiError> {
+    let c = &s.cfg.churn;
+    let a = format_date(as_of);
     let rows: Vec<db::ChurnRow> =
         s.db.query(sql::CHURN)
             .bind(&a)
@@ -774,16 +883,7 @@ pub async fn churn_risk(
             .then_with(|| y.baseline_trips.total_cmp(&x.baseline_trips))
             .then_with(|| x.customer_id.cmp(&y.customer_id))
     });
-    let customers = risks.len() as u64;
-    risks.truncate(limit);
-    let body = ChurnList {
-        as_of: a,
-        recent_days: c.recent_days,
-        baseline_days: c.baseline_days,
-        customers,
-        list: risks,
-    };
-    Ok(with_subject(reply(Format::of(&headers), &body)?, "", "", false))
+    Ok(risks)
 }
 
 /// Applies the churn rules to one customer (pure).
@@ -882,17 +982,15 @@ pub async fn card(
             format!("card `{card_id}` was never opened"),
         ));
     };
-    let b: Vec<db::CardBalance> =
-        s.db.query(sql::CARD_BALANCE).bind(&customer).bind(&card_id).fetch_all().await?;
+    // Both by their tables' keys, at once.
+    let (b, listing) = tokio::try_join!(
+        s.db.query(sql::CARD_BALANCE).bind(&customer).bind(&card_id).fetch_all::<db::CardBalance>(),
+        s.db.query(sql::CARD_LISTING).bind(&card_id).fetch_all::<db::Listing>(),
+    )?;
     let b = b.into_iter().next().ok_or_else(|| ApiError::not_found("unknown_card", "no ledger"))?;
-    let listing: Vec<db::Listing> =
-        s.db.query(sql::CARD_LISTING).bind(&card_id).fetch_all().await?;
     let listing = listing.into_iter().next();
     let visibility = caller.sees_pii();
-    let last_passage = match b.last_debit_time {
-        0 => None,
-        t => passage(&s.db, &b.last_debit, t, offset, s.shown(&caller)).await?,
-    };
+    let last_passage = last_passage(&s, &caller, LastTrip::from(&b)).await?;
     let listed = listing.as_ref().is_some_and(|l| l.listed == 1);
     let status = match listing.as_ref().map(|l| l.reason.as_str()) {
         Some(r @ ("lost" | "suspended" | "cancelled")) if listed => r.to_string(),
@@ -1054,6 +1152,10 @@ mod tests {
                 balance: 500,
                 last_debit_time: 0,
                 last_debit: String::new(),
+                last_gantry_id: String::new(),
+                last_units: String::new(),
+                last_amount: 0,
+                last_plate_enc: String::new(),
             },
             db::LedgerDay {
                 card_id: "1".into(),
@@ -1061,6 +1163,10 @@ mod tests {
                 balance: 300,
                 last_debit_time: 0,
                 last_debit: String::new(),
+                last_gantry_id: String::new(),
+                last_units: String::new(),
+                last_amount: 0,
+                last_plate_enc: String::new(),
             },
         ];
         let rows = vec![db::UsageDay {

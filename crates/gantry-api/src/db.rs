@@ -42,6 +42,7 @@ pub mod sql {
         LEDGER_ENTRY = "ledger_entry.sql";
         ERASE_SETTLEMENTS = "erase_settlements.sql";
         ERASE_REJECTS = "erase_rejects.sql";
+        ERASE_LEDGER = "erase_ledger.sql";
         MUTATIONS_PENDING = "mutations_pending.sql";
         ERASED_CHECK = "erased_check.sql";
         PLATE_CARDS = "plate_cards.sql";
@@ -100,8 +101,17 @@ pub struct ClearingCell {
     pub fee: i64,
 }
 
-/// `reconciliation_tables.sql`: rows of one table for one partition's batches.
+/// `reconciliation_tables.sql`: rows of one table written by one batch.
 #[derive(Debug, Row, Deserialize)]
+pub struct BatchTableCount {
+    pub gantry_partition: u16,
+    pub batch_seq: u64,
+    pub table: String,
+    pub n: u64,
+}
+
+/// Rows of one table for one partition's batches.
+#[derive(Debug)]
 pub struct TableCount {
     pub gantry_partition: u16,
     pub table: String,
@@ -141,6 +151,11 @@ pub struct LedgerDay {
     pub balance: i64,
     pub last_debit_time: u32,
     pub last_debit: String,
+    /// The last debit's trip (empty on rows written before the ledger carried it).
+    pub last_gantry_id: String,
+    pub last_units: String,
+    pub last_amount: i64,
+    pub last_plate_enc: String,
 }
 
 /// `trade.sql`, `statement_trips.sql`
@@ -158,7 +173,8 @@ pub struct Trip {
     pub fee: i64,
 }
 
-/// `statement_ledger.sql`: a ledger entry with the time its batch was committed.
+/// `statement_ledger.sql`: a ledger entry with the time its batch was committed, and a
+/// debit's trip (empty on rows written before the ledger carried it).
 #[derive(Debug, Row, Deserialize)]
 pub struct Entry {
     pub card_id: String,
@@ -170,6 +186,11 @@ pub struct Entry {
     pub batch_seq: u64,
     pub batch_row: u32,
     pub booked: u32,
+    pub gantry_id: String,
+    pub toll_interval_id: String,
+    pub pay_fee: i64,
+    pub discount_fee: i64,
+    pub plate_enc: String,
 }
 
 /// `card_balance.sql`
@@ -179,6 +200,11 @@ pub struct CardBalance {
     pub entries: u64,
     pub last_debit_time: u32,
     pub last_debit: String,
+    /// The last debit's trip (empty on rows written before the ledger carried it).
+    pub last_gantry_id: String,
+    pub last_units: String,
+    pub last_amount: i64,
+    pub last_plate_enc: String,
 }
 
 /// `card_listing.sql`

@@ -10,7 +10,10 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
+use std::collections::HashMap;
+
 use crate::auth::Finance;
+use crate::cache::{BatchKey, Rows};
 use crate::db::{self, sql, Db};
 use crate::error::ApiError;
 use crate::params::{day_seconds, parse_date, time_text, Q};
@@ -277,14 +280,48 @@ pub async fn reconciliation(
     let (from, to) = day_seconds(parse_date("date", &q.date)?, s.cfg.network_utc_offset_min);
     let batches: Vec<BatchRecord> =
         s.db.query(sql::RECONCILIATION_JOURNAL).bind(from).bind(to).fetch_all().await?;
-    let mut tables = s.db.query(sql::RECONCILIATION_TABLES);
-    for _ in 0..3 {
-        tables = tables.bind(from).bind(to);
+    let keys: Vec<BatchKey> = batches.iter().map(|b| (b.gantry_partition, b.batch_seq)).collect();
+    let rows = s.batch_counts.get(&keys, |missing| count_rows(&s.db, (from, to), missing)).await?;
+    let mut counts: Vec<db::TableCount> = Vec::new();
+    for (&(p, _), r) in keys.iter().zip(&rows) {
+        for (t, n) in TABLES.iter().zip(r) {
+            match counts.iter_mut().find(|c| c.gantry_partition == p && c.table == *t) {
+                Some(c) => c.n += n,
+                None => {
+                    counts.push(db::TableCount { gantry_partition: p, table: t.to_string(), n: *n })
+                }
+            }
+        }
     }
-    let counts: Vec<db::TableCount> = tables.fetch_all().await?;
     let partitions = reconcile(&batches, &counts);
     let alarm = partitions.iter().any(|p| p.alarm);
     reply(Format::of(&headers), &Reconciliation { date: q.date, partitions, alarm })
+}
+
+/// The tables reconciliation counts rows of, in [`Rows`] order.
+const TABLES: [&str; 3] = ["settlements", "rejects", "duplicates"];
+
+/// The rows the `missing` batches (committed between `from` and `to`) wrote to each table.
+/// One scan of each table's batch tag for all of them (it is not the tables' key): the
+/// query takes the day's batches from the lowest missing sequence number on, so the first
+/// request of a day counts all, a later one what landed since.
+async fn count_rows(
+    db: &db::Db,
+    (from, to): (u32, u32),
+    missing: Vec<BatchKey>,
+) -> Result<HashMap<BatchKey, Rows>, ApiError> {
+    let lowest = missing.iter().map(|(_, seq)| *seq).min().unwrap_or(0);
+    let mut q = db.query(sql::RECONCILIATION_TABLES);
+    for _ in TABLES {
+        q = q.bind(from).bind(to).bind(lowest);
+    }
+    let found: Vec<db::BatchTableCount> = q.fetch_all().await?;
+    let mut out: HashMap<BatchKey, Rows> = HashMap::new();
+    for c in found {
+        let i = TABLES.iter().position(|t| *t == c.table).expect("a table of the query");
+        out.entry((c.gantry_partition, c.batch_seq)).or_default()[i] = c.n;
+    }
+    Ok(out)
 }
 
 /// Sums the journal per partition and sets it against the tables (pure: unit-tested).

@@ -17,6 +17,7 @@
 pub mod adjust;
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod crm;
 pub mod db;
@@ -61,6 +62,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The key ring plates are opened with (`pii_keys_file`).
     pub plates: Option<Arc<gantry_pii::Keyring>>,
+    /// Reconciliation's count of each committed batch's rows (see [`cache`]).
+    pub batch_counts: Arc<cache::BatchCounts>,
+    /// Segments and churn risk, per as-of date (see [`cache`]).
+    pub segments: Arc<cache::Population<Vec<crm::CustomerValue>>>,
+    pub churn: Arc<cache::Population<Vec<crm::ChurnRisk>>>,
 }
 
 impl AppState {
@@ -288,7 +294,11 @@ pub fn state(cfg: ServeConfig) -> Result<AppState, ServeError> {
             None
         }
     };
+    let refresh = Duration::from_millis(cfg.population_refresh_ms);
     Ok(AppState {
+        batch_counts: Arc::new(cache::BatchCounts::default()),
+        segments: Arc::new(cache::Population::new(refresh)),
+        churn: Arc::new(cache::Population::new(refresh)),
         keys: Arc::new(Keys::new(&cfg.api_keys)),
         cfg: Arc::new(cfg),
         db,

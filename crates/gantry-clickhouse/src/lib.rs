@@ -20,7 +20,7 @@ pub mod schema;
 
 use clickhouse::{Client, Compression, Row};
 use gantry_core::output::{
-    Batch, ClearingRow, Counts, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow,
+    Batch, ClearingRow, Counts, DuplicateRow, LedgerRow, OwnerRow, RejectRow, Settlement, SplitRow,
     StatusRow, Topic, UsageRow,
 };
 use serde::{Deserialize, Serialize};
@@ -283,9 +283,11 @@ impl Store {
         for object in schema::DROPPED {
             self.queries.query(&format!("DROP TABLE IF EXISTS {object}")).execute().await?;
         }
+        // A table about to be rebuilt gets its added columns first, so the copy can name them.
+        self.add_missing_columns().await?;
         for r in schema::REBUILT {
-            let engine = self.engine_of(r.table).await?;
-            if engine.is_some_and(|e| e != r.engine) {
+            if self.shape_of(r.table).await?.is_some_and(|(engine, key)| !r.shape.is(&engine, &key))
+            {
                 let sql = format!("RENAME TABLE {} TO {}", r.table, r.legacy);
                 self.queries.query(&sql).execute().await?;
             }
@@ -294,24 +296,31 @@ impl Store {
             self.queries.query(stmt.sql).execute().await?;
         }
         for r in schema::REBUILT {
-            if self.engine_of(r.legacy).await?.is_some() {
+            if self.shape_of(r.legacy).await?.is_some() {
                 let copy = r.copy.replace("{legacy}", r.legacy);
                 self.queries.query(&format!("INSERT INTO {} {copy}", r.table)).execute().await?;
                 self.queries.query(&format!("DROP TABLE {}", r.legacy)).execute().await?;
             }
         }
-        // Columns added since a table was first created (`CREATE TABLE IF NOT EXISTS` leaves
-        // an existing table as it is, and 18.16 has no `ADD COLUMN IF NOT EXISTS`).
+        self.add_missing_columns().await
+    }
+
+    /// Columns added since a table was first created, to the tables that exist and lack
+    /// them (`CREATE TABLE IF NOT EXISTS` leaves an existing table as it is, and 18.16 has
+    /// no `ADD COLUMN IF NOT EXISTS`).
+    async fn add_missing_columns(&self) -> Result<()> {
         for c in schema::ADDED_COLUMNS {
-            let present: u64 = self
+            let (tables, present): (u64, u64) = self
                 .queries
-                .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+                .query("SELECT (SELECT count() FROM system.tables WHERE database = ? AND name = ?), (SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?)")
+                .bind(&self.database)
+                .bind(c.table)
                 .bind(&self.database)
                 .bind(c.table)
                 .bind(c.column)
                 .fetch_one()
                 .await?;
-            if present == 0 {
+            if tables == 1 && present == 0 {
                 let sql =
                     format!("ALTER TABLE {} ADD COLUMN {} {}", c.table, c.column, c.definition);
                 self.queries.query(&sql).execute().await?;
@@ -320,14 +329,14 @@ impl Store {
         Ok(())
     }
 
-    /// The engine of `table` in this database, if it exists.
-    async fn engine_of(&self, table: &str) -> Result<Option<String>> {
+    /// The engine and sort key of `table` in this database, if it exists.
+    async fn shape_of(&self, table: &str) -> Result<Option<(String, String)>> {
         Ok(self
             .queries
-            .query("SELECT engine FROM system.tables WHERE database = ? AND name = ?")
+            .query("SELECT engine, sorting_key FROM system.tables WHERE database = ? AND name = ?")
             .bind(&self.database)
             .bind(table)
-            .fetch_optional::<String>()
+            .fetch_optional::<(String, String)>()
             .await?)
     }
 
@@ -686,6 +695,7 @@ impl Store {
             self.holds_batch::<StatusRow>(b).await?,
             self.holds_batch::<ClearingRow>(b).await?,
             self.holds_batch::<UsageRow>(b).await?,
+            self.holds_batch::<OwnerRow>(b).await?,
         ];
         Ok(OUTPUT_TABLES.iter().zip(held).filter(|(_, h)| *h).map(|((t, _), _)| *t).collect())
     }
@@ -808,7 +818,7 @@ pub struct BatchToWrite<'a> {
 pub use rows::{ColumnList, OUTPUT_TABLES};
 
 /// Rows per output table of a batch, in the order tables are written.
-pub fn table_rows(b: &Batch) -> [(&'static str, usize); 8] {
+pub fn table_rows(b: &Batch) -> [(&'static str, usize); 9] {
     let rows = [
         b.settlements.len(),
         b.splits.len(),
@@ -818,6 +828,7 @@ pub fn table_rows(b: &Batch) -> [(&'static str, usize); 8] {
         b.status.len(),
         b.clearing.len(),
         b.usage.len(),
+        b.owners.len(),
     ];
     std::array::from_fn(|i| (OUTPUT_TABLES[i].0, rows[i]))
 }
@@ -843,7 +854,7 @@ use gantry_core::hint::prefetch;
 /// Each output table's `ORDER BY` columns, which the key functions below compare in this
 /// order (a `DateTime` as whole seconds). Tests hold this list to the schema, and the blocks
 /// `encode_batches` writes to this order.
-pub const SORT_KEYS: [(&str, &[&str]); 8] = [
+pub const SORT_KEYS: [(&str, &[&str]); 9] = [
     ("settlements", &["trade_date", "trade_id"]),
     ("settlement_splits", &["trade_date", "owner_id", "interval_id"]),
     ("ledger", &["customer_id", "card_id", "time"]),
@@ -862,7 +873,8 @@ pub const SORT_KEYS: [(&str, &[&str]); 8] = [
             "batch_seq",
         ],
     ),
-    ("customer_usage_daily", &["day", "customer_id", "card_id", "gantry_partition", "batch_seq"]),
+    ("customer_usage_daily", &["customer_id", "card_id", "day", "gantry_partition", "batch_seq"]),
+    ("card_owners", &["card_id", "gantry_partition", "batch_seq"]),
 ];
 
 fn secs(ms: i64) -> i64 {
@@ -1025,8 +1037,8 @@ impl OutputTable for LedgerRow {
     fn text(&self) -> gantry_core::output::Text {
         self.card_id
     }
-    fn encode(&self, b: &Batch, _: &TopicNames, tag: Tag, out: &mut Columns) {
-        ledger_row(b, self, tag, out)
+    fn encode(&self, b: &Batch, topics: &TopicNames, tag: Tag, out: &mut Columns) {
+        ledger_row(b, self, topics.plates.as_deref(), tag, out)
     }
 }
 
@@ -1143,30 +1155,54 @@ impl OutputTable for ClearingRow {
 impl OutputTable for UsageRow {
     const NAME: &'static str = "customer_usage_daily";
     const COLUMNS: ColumnList = USAGE_COLUMNS;
-    type Key<'b> = (i32, &'b [u8], &'b [u8], u16, u64);
+    type Key<'b> = (&'b [u8], &'b [u8], i32, u16, u64);
     fn rows(b: &Batch) -> &[Self] {
         &b.usage
     }
     fn key<'b>(&'b self, b: &'b Batch, tag: Tag) -> Self::Key<'b> {
         let (p, seq) = (tag.gantry_partition, tag.batch_seq);
-        (self.day, b.text_bytes(self.customer_id), b.text_bytes(self.card_id), p, seq)
+        (b.text_bytes(self.customer_id), b.text_bytes(self.card_id), self.day, p, seq)
     }
     fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
         KeyBytes::new()
-            .int(self.day as i64, 4)
             .text(b.text_bytes(self.customer_id), 11)
             .text(b.text_bytes(self.card_id), 17)
+            .int(self.day as i64, 4)
             .int(0, 8)
             .finish()
     }
     fn key_where(&self, b: &Batch, w: KeyWhere) -> KeyWhere {
-        w.date(self.day).text(b.text_bytes(self.customer_id)).text(b.text_bytes(self.card_id))
+        w.text(b.text_bytes(self.customer_id)).text(b.text_bytes(self.card_id)).date(self.day)
     }
     fn text(&self) -> gantry_core::output::Text {
         self.customer_id
     }
     fn encode(&self, b: &Batch, _: &TopicNames, tag: Tag, out: &mut Columns) {
         usage_row(b, self, tag, out)
+    }
+}
+
+impl OutputTable for OwnerRow {
+    const NAME: &'static str = "card_owners";
+    const COLUMNS: ColumnList = OWNER_COLUMNS;
+    type Key<'b> = (&'b [u8], u16, u64);
+    fn rows(b: &Batch) -> &[Self] {
+        &b.owners
+    }
+    fn key<'b>(&'b self, b: &'b Batch, tag: Tag) -> Self::Key<'b> {
+        (b.text_bytes(self.card_id), tag.gantry_partition, tag.batch_seq)
+    }
+    fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
+        KeyBytes::new().text(b.text_bytes(self.card_id), 24).int(0, 8).finish()
+    }
+    fn key_where(&self, b: &Batch, w: KeyWhere) -> KeyWhere {
+        w.text(b.text_bytes(self.card_id))
+    }
+    fn text(&self) -> gantry_core::output::Text {
+        self.card_id
+    }
+    fn encode(&self, b: &Batch, _: &TopicNames, tag: Tag, out: &mut Columns) {
+        owner_row(b, self, tag, out)
     }
 }
 
@@ -1202,6 +1238,7 @@ pub fn encode_batches(
     add(encode_table::<StatusRow>(batches, topics, &include, &mut refs));
     add(encode_table::<ClearingRow>(batches, topics, &include, &mut refs));
     add(encode_table::<UsageRow>(batches, topics, &include, &mut refs));
+    add(encode_table::<OwnerRow>(batches, topics, &include, &mut refs));
     tables
 }
 
@@ -1331,6 +1368,7 @@ mod tests {
                 entry_day: s.trade_day,
                 source: s.source,
                 batch_row: a.ledger.len() as u32,
+                trip: Some(a.settlements.len() as u32),
             });
             a.settlements.push(s);
         }
@@ -1364,6 +1402,7 @@ mod tests {
             entry_day: 20_764,
             source: src(Topic::AccountEvents, 3),
             batch_row: 0,
+            trip: None,
         });
         b.status.push(StatusRow {
             card_id: card,
@@ -1371,6 +1410,22 @@ mod tests {
             reason: ListReason::InsufficientBalance,
             time_ms: 1_794_000_002_000,
             source: src(Topic::AccountEvents, 3),
+        });
+        // A card opened in batch `a`, for `card_owners`.
+        let (card, customer, open) =
+            (a.push_text("32010000000000000043"), a.push_text("CU43"), a.push_text("OPEN-43"));
+        a.ledger.push(LedgerRow {
+            card_id: card,
+            customer_id: customer,
+            entry_id: open,
+            kind: EntryKind::Open,
+            amount: 10_000,
+            balance_after: 10_000,
+            time_ms: 1_794_000_003_000,
+            entry_day: 20_764,
+            source: src(Topic::AccountEvents, 4),
+            batch_row: a.ledger.len() as u32,
+            trip: None,
         });
         a.roll_up();
         b.roll_up();
@@ -1393,7 +1448,8 @@ mod tests {
                 + all::<DuplicateRow>(batch).len()
                 + all::<StatusRow>(batch).len()
                 + all::<ClearingRow>(batch).len()
-                + all::<UsageRow>(batch).len();
+                + all::<UsageRow>(batch).len()
+                + all::<OwnerRow>(batch).len();
             assert!(n > 0);
         }
         assert_eq!(
@@ -1402,7 +1458,7 @@ mod tests {
         );
         assert_eq!(
             all::<UsageRow>(&b)[0],
-            "day = toDate(20764) AND customer_id = 'CU42' AND card_id = '32010000000000000042'"
+            "customer_id = 'CU42' AND card_id = '32010000000000000042' AND day = toDate(20764)"
         );
         assert_eq!(sql_string(r"it's a \ path"), r"'it\'s a \\ path'");
     }

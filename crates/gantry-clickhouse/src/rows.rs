@@ -21,8 +21,8 @@
 //! and on current ClickHouse (`tests/sql_compat.py`, through chdb).
 
 use gantry_core::output::{
-    Batch, ClearingRow, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow, StatusRow,
-    UsageRow,
+    Batch, ClearingRow, DuplicateRow, LedgerRow, OwnerRow, RejectRow, Settlement, SplitRow,
+    StatusRow, UsageRow,
 };
 
 use crate::TopicNames;
@@ -338,10 +338,43 @@ pub(crate) const LEDGER_COLUMNS: ColumnList = &[
     ("gantry_partition", "UInt16"),
     ("batch_seq", "UInt64"),
     ("batch_row", "UInt32"),
+    ("gantry_id", "String"),
+    ("toll_interval_id", "String"),
+    ("pay_fee", "Int64"),
+    ("discount_fee", "Int64"),
+    ("plate_enc", "String"),
 ];
 
-pub(crate) fn ledger_row(b: &Batch, l: &LedgerRow, t: Tag, c: &mut Columns) {
+/// A ledger row; a debit repeats its trip's gantry, units, fees and plate (sealed as in
+/// `settlements`, or empty without a key ring), other entries leave them empty.
+pub(crate) fn ledger_row(
+    b: &Batch,
+    l: &LedgerRow,
+    plates: Option<&gantry_pii::Keyring>,
+    t: Tag,
+    c: &mut Columns,
+) {
+    let trip = l.trip.map(|i| &b.settlements[i as usize]);
+    match (trip, plates) {
+        (Some(s), Some(k)) => k.with_sealed(b.text_bytes(s.vehicle_plate), |enc, _| {
+            ledger_fields(b, l, trip, enc, t, c)
+        }),
+        _ => ledger_fields(b, l, trip, &[], t, c),
+    }
+}
+
+fn ledger_fields(
+    b: &Batch,
+    l: &LedgerRow,
+    trip: Option<&Settlement>,
+    plate_enc: &[u8],
+    t: Tag,
+    c: &mut Columns,
+) {
     let x = |t| b.text_bytes(t);
+    let (gantry, units) =
+        trip.map_or((&b""[..], &b""[..]), |s| (x(s.gantry_id), x(s.toll_interval_id)));
+    let (pay, discount) = trip.map_or((0, 0), |s| (s.pay_fee, s.discount_fee));
     c.row()
         .str(x(l.card_id))
         .str(x(l.customer_id))
@@ -354,7 +387,12 @@ pub(crate) fn ledger_row(b: &Batch, l: &LedgerRow, t: Tag, c: &mut Columns) {
         .i32(l.source.partition)
         .i64(l.source.offset)
         .tag(t)
-        .u32(l.batch_row);
+        .u32(l.batch_row)
+        .str(gantry)
+        .str(units)
+        .i64(pay)
+        .i64(discount)
+        .str(plate_enc);
 }
 
 pub(crate) const REJECT_COLUMNS: ColumnList = &[
@@ -423,7 +461,7 @@ pub(crate) const STATUS_COLUMNS: ColumnList = &[
 
 /// Every table Gantry writes rows to, with the columns of its Native blocks, in the order
 /// tables are written.
-pub const OUTPUT_TABLES: [(&str, ColumnList); 8] = [
+pub const OUTPUT_TABLES: [(&str, ColumnList); 9] = [
     ("settlements", SETTLEMENT_COLUMNS),
     ("settlement_splits", SPLIT_COLUMNS),
     ("ledger", LEDGER_COLUMNS),
@@ -432,6 +470,7 @@ pub const OUTPUT_TABLES: [(&str, ColumnList); 8] = [
     ("status_list", STATUS_COLUMNS),
     ("clearing_daily", CLEARING_COLUMNS),
     ("customer_usage_daily", USAGE_COLUMNS),
+    ("card_owners", OWNER_COLUMNS),
 ];
 
 pub(crate) const CLEARING_COLUMNS: ColumnList = &[
@@ -446,6 +485,7 @@ pub(crate) const CLEARING_COLUMNS: ColumnList = &[
     ("fee", "Int64"),
     ("gantry_partition", "UInt16"),
     ("batch_seq", "UInt64"),
+    ("trades", "UInt64"),
 ];
 
 pub(crate) fn clearing_row(b: &Batch, r: &ClearingRow, t: Tag, c: &mut Columns) {
@@ -459,7 +499,8 @@ pub(crate) fn clearing_row(b: &Batch, r: &ClearingRow, t: Tag, c: &mut Columns) 
         .i64(r.pay_fee)
         .i64(r.discount_fee)
         .i64(r.fee)
-        .tag(t);
+        .tag(t)
+        .u64(r.trades);
 }
 
 pub(crate) const USAGE_COLUMNS: ColumnList = &[
@@ -485,6 +526,22 @@ pub(crate) fn usage_row(b: &Batch, r: &UsageRow, t: Tag, c: &mut Columns) {
         .i64(r.discount_fee)
         .u64(r.topups)
         .i64(r.topup_amount)
+        .tag(t);
+}
+
+pub(crate) const OWNER_COLUMNS: ColumnList = &[
+    ("card_id", "String"),
+    ("customer_id", "String"),
+    ("opened_at", "DateTime"),
+    ("gantry_partition", "UInt16"),
+    ("batch_seq", "UInt64"),
+];
+
+pub(crate) fn owner_row(b: &Batch, r: &OwnerRow, t: Tag, c: &mut Columns) {
+    c.row()
+        .str(b.text_bytes(r.card_id))
+        .str(b.text_bytes(r.customer_id))
+        .u32(datetime(r.opened_ms))
         .tag(t);
 }
 

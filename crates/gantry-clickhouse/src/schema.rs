@@ -33,6 +33,7 @@ pub const STATEMENTS: &[Statement] = statements![
     ("status_list", "06_status_list.sql"),
     ("clearing_daily", "07_clearing_daily.sql"),
     ("customer_usage_daily", "09_customer_usage_daily.sql"),
+    ("card_owners", "10_card_owners.sql"),
     ("gantry_batches", "12_gantry_batches.sql"),
     ("gantry_checkpoints", "13_gantry_checkpoints.sql"),
     ("gantry_owners", "14_gantry_owners.sql"),
@@ -65,19 +66,49 @@ pub const ADDED_COLUMNS: &[AddedColumn] = &[
     AddedColumn { table: "gantry_batches", column: "late_known", definition: "Array(UInt32)" },
     AddedColumn { table: "settlements", column: "plate_enc", definition: "String" },
     AddedColumn { table: "settlements", column: "plate_hash", definition: "String" },
+    // Rows written before it have 0: `/v1/settlements/daily` counts an owner's transactions
+    // from it, so days rolled up before the upgrade show 0 transactions (amounts are whole).
+    AddedColumn { table: "clearing_daily", column: "trades", definition: "UInt64" },
+    // A debit's trip on its ledger row, so a statement is one read by the ledger's key.
+    // Rows from before have them empty; the statement then looks those trips up in
+    // `settlements`.
+    AddedColumn { table: "ledger", column: "gantry_id", definition: "String" },
+    AddedColumn { table: "ledger", column: "toll_interval_id", definition: "String" },
+    AddedColumn { table: "ledger", column: "pay_fee", definition: "Int64" },
+    AddedColumn { table: "ledger", column: "discount_fee", definition: "Int64" },
+    AddedColumn { table: "ledger", column: "plate_enc", definition: "String" },
 ];
 
-/// A table whose engine changed since an earlier release: `gantry schema apply` renames a
-/// table of the old engine to `legacy`, creates the new one, copies `copy` (a `SELECT` over
-/// `legacy`, which names it as `{legacy}`) into it and drops `legacy`. Each step may be
-/// run again after a crash in between (the copied rows are the same rows).
+/// A table whose engine or sort key changed since an earlier release: `gantry schema
+/// apply` renames a table of the old shape to `legacy`, creates the new one, copies `copy`
+/// (a `SELECT` over `legacy`, which names it as `{legacy}`) into it and drops `legacy`.
+/// Each step may be run again after a crash in between (the copied rows are the same rows).
 #[derive(Clone, Copy, Debug)]
 pub struct Rebuilt {
     pub table: &'static str,
-    /// The engine the table has now (`system.tables.engine`).
-    pub engine: &'static str,
+    /// What the table has now.
+    pub shape: Shape,
     pub legacy: &'static str,
     pub copy: &'static str,
+}
+
+/// What tells a table of this release from one of an earlier release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// `system.tables.engine`.
+    Engine(&'static str),
+    /// `system.tables.sorting_key`, as ClickHouse prints it (`a, b, c`).
+    SortingKey(&'static str),
+}
+
+impl Shape {
+    /// Whether a table with `engine` and `sorting_key` has this shape.
+    pub fn is(self, engine: &str, sorting_key: &str) -> bool {
+        match self {
+            Shape::Engine(e) => e == engine,
+            Shape::SortingKey(k) => k == sorting_key,
+        }
+    }
 }
 
 /// Every table rebuilt since the first release.
@@ -87,9 +118,17 @@ pub const REBUILT: &[Rebuilt] = &[
     // merges; the copy keeps each partition's newest.
     Rebuilt {
         table: "gantry_checkpoints",
-        engine: "ReplacingMergeTree",
+        shape: Shape::Engine("ReplacingMergeTree"),
         legacy: "gantry_checkpoints_v0",
         copy: "SELECT * FROM {legacy} WHERE (gantry_partition, batch_seq) IN (SELECT gantry_partition, max(batch_seq) FROM {legacy} GROUP BY gantry_partition)",
+    },
+    // Usage was ordered by day first, so a customer's days were a scan of the whole range;
+    // the API reads it by customer (the population-wide questions scan it anyway).
+    Rebuilt {
+        table: "customer_usage_daily",
+        shape: Shape::SortingKey("customer_id, card_id, day, gantry_partition, batch_seq"),
+        legacy: "customer_usage_daily_v0",
+        copy: "SELECT day, customer_id, card_id, trips, fee, discount_fee, topups, topup_amount, gantry_partition, batch_seq FROM {legacy}",
     },
 ];
 

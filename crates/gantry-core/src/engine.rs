@@ -566,6 +566,7 @@ impl Engine {
                     entry_day: settlement.trade_day,
                     source: src,
                     batch_row: out.ledger.len() as u32,
+                    trip: Some(out.settlements.len() as u32),
                 });
             }
             push_status(out, m, debit.card_text, tx.trans_time_ms, src);
@@ -704,6 +705,7 @@ impl Engine {
             entry_day,
             source: src,
             batch_row: out.ledger.len() as u32,
+            trip: None,
         });
         push_status(out, m, card_text, t, src);
         Ok(true)
@@ -750,6 +752,7 @@ impl Engine {
             entry_day: local_day(t, self.cfg.parse.network_utc_offset_min) as i32,
             source: src,
             batch_row: out.ledger.len() as u32,
+            trip: None,
         });
         push_status(out, m, card_text, t, src);
         Ok(true)

@@ -128,6 +128,10 @@ pub struct LedgerRow {
     /// order the engine applied the card's movements in, which is the order of its balance
     /// chain (a late record's debit is applied after the rest of its batch, whatever its time).
     pub batch_row: u32,
+    /// A debit's settlement, as its index in the batch's `settlements`: the ledger row
+    /// repeats the trip's gantry, units, fees and sealed plate, so a statement reads one
+    /// customer's ledger by its key instead of looking each trip up in `settlements`.
+    pub trip: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -287,6 +291,10 @@ pub struct ClearingRow {
     pub media_type: u8,
     /// Unit passages.
     pub n: u64,
+    /// Transactions with at least one unit here: summed over issuers and classes, an
+    /// owner's transactions of the day (a trade has one issuer and class, so it is counted
+    /// in one row of each owner it passed), which `n` cannot give.
+    pub trades: u64,
     pub pay_fee: i64,
     pub discount_fee: i64,
     pub fee: i64,
@@ -306,6 +314,16 @@ pub struct UsageRow {
     pub topup_amount: i64,
 }
 
+/// A row of `card_owners`: a card opened in this batch and its customer. The card-keyed
+/// way in to a card (the ledger is ordered by customer): a lookup by card reads one granule
+/// here, then the card's ledger by its key. See [`ClearingRow`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerRow {
+    pub card_id: Text,
+    pub customer_id: Text,
+    pub opened_ms: i64,
+}
+
 /// Rows summed by key, in the order their keys first appear.
 struct Rollup<K, R> {
     index: hashbrown::HashMap<K, usize>,
@@ -319,14 +337,14 @@ impl<K, R> Default for Rollup<K, R> {
 }
 
 impl<K: std::hash::Hash + Eq, R> Rollup<K, R> {
-    /// The row of `key`, made by `new` the first time.
-    fn row(&mut self, key: K, new: impl FnOnce() -> R) -> &mut R {
+    /// The row of `key` and its index, made by `new` the first time.
+    fn row(&mut self, key: K, new: impl FnOnce() -> R) -> (usize, &mut R) {
         let rows = &mut self.rows;
         let i = *self.index.entry(key).or_insert_with(|| {
             rows.push(new());
             rows.len() - 1
         });
-        &mut self.rows[i]
+        (i, &mut self.rows[i])
     }
 }
 
@@ -346,6 +364,7 @@ pub struct Batch {
     /// The rollups of this batch's rows, filled by [`Batch::roll_up`] when it closes.
     pub clearing: Vec<ClearingRow>,
     pub usage: Vec<UsageRow>,
+    pub owners: Vec<OwnerRow>,
     /// Lane records parked as late, in the order met (see [`LateRecord`]).
     pub late: Vec<LateRecord>,
     late_raw: Vec<u8>,
@@ -371,6 +390,7 @@ impl Batch {
             status: Vec::with_capacity(records / 20 + 16),
             clearing: Vec::new(),
             usage: Vec::new(),
+            owners: Vec::new(),
             late: Vec::new(),
             late_raw: Vec::new(),
             counts: Counts::default(),
@@ -389,6 +409,7 @@ impl Batch {
         self.status.clear();
         self.clearing.clear();
         self.usage.clear();
+        self.owners.clear();
         self.late.clear();
         self.late_raw.clear();
         self.counts = Counts::default();
@@ -396,37 +417,66 @@ impl Batch {
 
     /// Fills the rollups from this batch's rows: `clearing_daily` from the splits,
     /// `customer_usage_daily` from the ETC settlements and the top-ups in the ledger (what
-    /// materialized views used to compute, now per batch). A pure function of the rows, so a
-    /// replayed batch rolls up the same; called once, when the batch closes.
+    /// materialized views used to compute, now per batch), `card_owners` from the ledger's
+    /// openings. A pure function of the rows, so a replayed batch rolls up the same; called
+    /// once, when the batch closes.
     pub fn roll_up(&mut self) {
-        debug_assert!(self.clearing.is_empty() && self.usage.is_empty(), "rolled up twice");
-        let (clearing, usage) = self.rollups();
-        self.clearing = clearing;
-        self.usage = usage;
+        debug_assert!(
+            self.clearing.is_empty() && self.usage.is_empty() && self.owners.is_empty(),
+            "rolled up twice"
+        );
+        self.clearing = self.clearing_rows();
+        self.usage = self.usage_rows();
+        self.owners = self
+            .ledger
+            .iter()
+            .filter(|l| l.kind == EntryKind::Open)
+            .map(|l| OwnerRow {
+                card_id: l.card_id,
+                customer_id: l.customer_id,
+                opened_ms: l.time_ms,
+            })
+            .collect();
     }
 
-    fn rollups(&self) -> (Vec<ClearingRow>, Vec<UsageRow>) {
+    fn clearing_rows(&self) -> Vec<ClearingRow> {
         let mut clearing = Rollup::default();
+        // The trade each row last counted: a trade's splits are contiguous (pushed when it
+        // is priced), so a row meets each of its trades in one run.
+        let mut last_trade: Vec<&[u8]> = Vec::new();
         for s in &self.splits {
             let owner = self.text_bytes(s.owner_id);
             let key =
                 (s.trade_day, owner, self.text_bytes(s.issuer_id), s.vehicle_type, s.media_type);
-            let r = clearing.row(key, || ClearingRow {
+            let (i, r) = clearing.row(key, || ClearingRow {
                 trade_day: s.trade_day,
                 owner_id: s.owner_id,
                 issuer_id: s.issuer_id,
                 vehicle_type: s.vehicle_type,
                 media_type: s.media_type,
                 n: 0,
+                trades: 0,
                 pay_fee: 0,
                 discount_fee: 0,
                 fee: 0,
             });
+            let trade = self.text_bytes(s.trade_id);
+            if i == last_trade.len() {
+                last_trade.push(trade);
+                r.trades += 1;
+            } else if last_trade[i] != trade {
+                last_trade[i] = trade;
+                r.trades += 1;
+            }
             r.n += 1;
             r.pay_fee += s.pay_fee;
             r.discount_fee += s.discount_fee;
             r.fee += s.fee;
         }
+        clearing.rows
+    }
+
+    fn usage_rows(&self) -> Vec<UsageRow> {
         let mut usage = Rollup::default();
         let usage_row = |day, customer_id, card_id| UsageRow {
             day,
@@ -440,18 +490,18 @@ impl Batch {
         };
         for s in self.settlements.iter().filter(|s| s.card_id.len > 0) {
             let key = (s.trade_day, self.text_bytes(s.customer_id), self.text_bytes(s.card_id));
-            let r = usage.row(key, || usage_row(s.trade_day, s.customer_id, s.card_id));
+            let (_, r) = usage.row(key, || usage_row(s.trade_day, s.customer_id, s.card_id));
             r.trips += 1;
             r.fee += s.fee;
             r.discount_fee += s.discount_fee;
         }
         for l in self.ledger.iter().filter(|l| l.kind == EntryKind::Topup) {
             let key = (l.entry_day, self.text_bytes(l.customer_id), self.text_bytes(l.card_id));
-            let r = usage.row(key, || usage_row(l.entry_day, l.customer_id, l.card_id));
+            let (_, r) = usage.row(key, || usage_row(l.entry_day, l.customer_id, l.card_id));
             r.topups += 1;
             r.topup_amount += l.amount;
         }
-        (clearing.rows, usage.rows)
+        usage.rows
     }
 
     /// This filling of the batch (see [`BatchId`]).

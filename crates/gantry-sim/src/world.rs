@@ -140,6 +140,10 @@ pub enum Row {
         topups: u64,
         topup_amount: i64,
     },
+    Owner {
+        card: String,
+        customer: String,
+    },
 }
 
 /// One batch's rows in one table, as one INSERT wrote them.
@@ -154,8 +158,17 @@ pub struct Written {
 }
 
 /// The output tables, in `write_batches` order.
-pub const TABLES: [&str; 8] =
-    ["settlements", "splits", "ledger", "rejects", "duplicates", "status", "clearing", "usage"];
+pub const TABLES: [&str; 9] = [
+    "settlements",
+    "splits",
+    "ledger",
+    "rejects",
+    "duplicates",
+    "status",
+    "clearing",
+    "usage",
+    "owners",
+];
 
 fn src(s: &Source) -> (u8, i32, i64) {
     (matches!(s.topic, Topic::AccountEvents) as u8, s.partition, s.offset)
@@ -246,6 +259,11 @@ fn rows_of(b: &Batch, t: usize) -> Vec<(u32, Row)> {
                     },
                 )
             })
+            .collect(),
+        8 => b
+            .owners
+            .iter()
+            .map(|x| (0, Row::Owner { card: s(x.card_id), customer: s(x.customer_id) }))
             .collect(),
         _ => b
             .usage

@@ -1,5 +1,4 @@
 -- example: 1762704000, 1762790400
 SELECT DISTINCT card_id
-FROM ledger
-PREWHERE kind = 'open'
+FROM card_owners
 WHERE card_id IN (SELECT visitParamExtractString(detail, 'cardId') FROM rejects WHERE reason = 'unknown_card' AND time >= toDateTime(?) AND time < toDateTime(?))

@@ -1,6 +1,5 @@
 -- example: '32011820220000123456'
 SELECT customer_id
-FROM ledger
-PREWHERE card_id = ?
-WHERE kind = 'open'
+FROM card_owners
+WHERE card_id = ?
 LIMIT 1

@@ -1,4 +1,3 @@
 -- example:
 SELECT DISTINCT customer_id
-FROM ledger
-PREWHERE kind = 'open'
+FROM card_owners

@@ -1,4 +1,3 @@
--- example: 'CU1'
-SELECT count() AS left
-FROM settlements
-WHERE customer_id = ? AND (plate_enc != '' OR plate_hash != '' OR vehicle_plate != '' OR obu_id != '')
+-- example: 'CU1', 'CU1'
+SELECT (SELECT count() FROM settlements WHERE customer_id = ? AND (plate_enc != '' OR plate_hash != '' OR vehicle_plate != '' OR obu_id != ''))
+     + (SELECT count() FROM ledger WHERE customer_id = ? AND plate_enc != '') AS left

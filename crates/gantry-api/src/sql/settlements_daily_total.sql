@@ -1,4 +1,4 @@
 -- example: '2026-11-10'
-SELECT uniqExact(trade_id) AS transactions
-FROM settlement_splits
+SELECT count() AS transactions
+FROM settlements
 WHERE trade_date = toDate(?)

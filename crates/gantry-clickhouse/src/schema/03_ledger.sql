@@ -11,5 +11,10 @@ CREATE TABLE IF NOT EXISTS ledger (
     source_offset Int64,
     gantry_partition UInt16,
     batch_seq UInt64,
-    batch_row UInt32
+    batch_row UInt32,
+    gantry_id String,
+    toll_interval_id String,
+    pay_fee Int64,
+    discount_fee Int64,
+    plate_enc String
 ) ENGINE = MergeTree() ORDER BY (customer_id, card_id, time)

@@ -9,5 +9,6 @@ CREATE TABLE IF NOT EXISTS clearing_daily (
     discount_fee Int64,
     fee Int64,
     gantry_partition UInt16,
-    batch_seq UInt64
+    batch_seq UInt64,
+    trades UInt64
 ) ENGINE = MergeTree() ORDER BY (trade_date, owner_id, issuer_id, vehicle_type, media_type, gantry_partition, batch_seq)

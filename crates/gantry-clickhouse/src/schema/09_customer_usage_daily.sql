@@ -9,4 +9,4 @@ CREATE TABLE IF NOT EXISTS customer_usage_daily (
     topup_amount Int64,
     gantry_partition UInt16,
     batch_seq UInt64
-) ENGINE = MergeTree() ORDER BY (day, customer_id, card_id, gantry_partition, batch_seq)
+) ENGINE = MergeTree() ORDER BY (customer_id, card_id, day, gantry_partition, batch_seq)

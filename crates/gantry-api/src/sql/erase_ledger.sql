@@ -1,0 +1,4 @@
+-- example: 'CU1'
+ALTER TABLE ledger
+UPDATE plate_enc = ''
+WHERE customer_id = ?
