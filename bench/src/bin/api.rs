@@ -89,7 +89,7 @@ fn main() -> anyhow::Result<()> {
             .fetch_all(),
     )?;
     let days: Vec<String> = rt.block_on(
-        q.query("SELECT DISTINCT toString(trade_date) FROM settlement_splits ORDER BY 1")
+        q.query("SELECT DISTINCT toString(trade_date) AS d FROM settlement_splits ORDER BY d")
             .fetch_all(),
     )?;
     let rows: Vec<u64> = rt.block_on(q.query("SELECT count() FROM settlements").fetch_all())?;
@@ -284,8 +284,21 @@ async fn client(seed: u64, t: Arc<Targets>, mix: Mix, stop: Arc<AtomicBool>) -> 
         let began = Instant::now();
         let r = http.get(&url).bearer_auth(KEY).send().await;
         let ok = match r {
-            Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-            Err(_) => false,
+            Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+            Ok(r) => {
+                if out[i].2 == 0 {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    eprintln!("{url}: {status} {}", &body[..body.len().min(300)]);
+                }
+                false
+            }
+            Err(e) => {
+                if out[i].2 == 0 {
+                    eprintln!("{url}: {e}");
+                }
+                false
+            }
         };
         out[i].1.record(began.elapsed().as_micros().max(1) as u64)?;
         out[i].2 += u64::from(!ok);

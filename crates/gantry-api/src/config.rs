@@ -28,8 +28,11 @@ pub struct ServeConfig {
     /// 10M settlements) takes a few seconds here.
     pub query_timeout_ms: u64,
     /// Least time between two INSERTs of audit rows (group commit; an answer with personal
-    /// data waits for its row). 50 ms: at most 20 small parts a second in `api_audit` under
-    /// any load, which MergeTree merges easily, for at most 50 ms more per answer.
+    /// data waits for its row). 10 ms: a client asking one question after another waits up to
+    /// this long for the INSERT after its previous one, so it is a floor on every CRM answer
+    /// (at 50 ms, a single client's every card lookup took 52 ms); ClickHouse gets at most
+    /// 100 small parts a second in `api_audit`, which its merges keep up with (checked after
+    /// the API benchmark: `bench/PERFORMANCE.md`).
     pub audit_insert_interval_ms: u64,
     /// Largest number of customers one segments or churn-risk answer lists (the counts are
     /// always complete). 100,000: a spreadsheet's worth; narrow with `tier=` or `limit=`.
@@ -123,7 +126,7 @@ impl Default for ServeConfig {
             account_topic: "gantry.account-events".into(),
             network_utc_offset_min: gantry_core::time::DEFAULT_NETWORK_UTC_OFFSET_MIN,
             query_timeout_ms: 30_000,
-            audit_insert_interval_ms: 50,
+            audit_insert_interval_ms: 10,
             list_rows_max: 100_000,
             population_refresh_ms: 300_000,
             api_keys: Vec::new(),

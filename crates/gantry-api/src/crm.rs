@@ -37,8 +37,15 @@ fn with_subject(mut r: Response, customer: &str, card: &str, pii_shown: bool) ->
     r
 }
 
+/// The distinct card ids of rows ordered by card.
+fn card_ids<'a>(ids: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut cards: Vec<String> = ids.cloned().collect();
+    cards.dedup();
+    cards
+}
+
 async fn cards_of(db: &Db, customer: &str) -> Result<Vec<String>, ApiError> {
-    let cards: Vec<String> = db.query(sql::CUSTOMER_CARDS).bind(customer).fetch_all().await?;
+    let cards: Vec<String> = db.lookup(sql::CUSTOMER_CARDS).bind(customer).fetch_all().await?;
     if cards.is_empty() {
         return Err(ApiError::not_found(
             "unknown_customer",
@@ -154,17 +161,24 @@ pub async fn usage(
             ),
         ));
     }
-    let cards = cards_of(&s.db, &customer).await?;
     let (from_text, to_text) = (format_date(from), format_date(to));
-    let rows: Vec<db::UsageDay> =
-        s.db.query(sql::USAGE_DAYS)
+    let (rows, ledger) = tokio::try_join!(
+        s.db.lookup(sql::USAGE_DAYS)
             .bind(&customer)
             .bind(&from_text)
             .bind(&to_text)
-            .fetch_all()
-            .await?;
-    let ledger: Vec<db::LedgerDay> =
-        s.db.query(sql::CUSTOMER_LEDGER_DAYS).bind(&customer).bind(&to_text).fetch_all().await?;
+            .fetch_all::<db::UsageDay>(),
+        s.db.lookup(sql::CUSTOMER_LEDGER_DAYS)
+            .bind(&customer)
+            .bind(&to_text)
+            .fetch_all::<db::LedgerDay>(),
+    )?;
+    // The cards opened by `to` are those with ledger days by then (the ledger is read by
+    // card); only a customer with none needs its cards looked up (or is unknown).
+    let cards = match card_ids(ledger.iter().map(|l| &l.card_id)) {
+        cards if cards.is_empty() => cards_of(&s.db, &customer).await?,
+        cards => cards,
+    };
     let visibility = caller.sees_pii();
     let (card_days, days) = usage_days(&cards, from, to, &rows, &ledger);
     let mut card_now = Vec::new();
@@ -315,7 +329,7 @@ async fn passage(
     v: pii::Shown<'_>,
 ) -> Result<Option<Passage>, ApiError> {
     let date = format_date(local_day_of(time, offset));
-    let trips: Vec<db::Trip> = db.query(sql::TRADE).bind(&date).bind(trade_id).fetch_all().await?;
+    let trips: Vec<db::Trip> = db.lookup(sql::TRADE).bind(&date).bind(trade_id).fetch_all().await?;
     Ok(trips.into_iter().next().map(|t| Passage {
         trade_id: t.trade_id,
         time: time_text(t.time, offset),
@@ -431,16 +445,20 @@ async fn statement_of(
     v: pii::Shown<'_>,
 ) -> Result<Statement, ApiError> {
     let offset = s.cfg.network_utc_offset_min;
-    let cards = cards_of(&s.db, customer).await?;
     let (start, _) = crate::params::day_seconds(first, offset);
     let (end, _) = crate::params::day_seconds(next, offset);
     let entries: Vec<db::Entry> =
-        s.db.query(sql::STATEMENT_LEDGER)
+        s.db.lookup(sql::STATEMENT_LEDGER)
             .bind(customer)
             .bind(customer)
             .bind(end)
             .fetch_all()
             .await?;
+    // The cards opened by the month's end are those with entries booked by then.
+    let cards = match card_ids(entries.iter().map(|e| &e.card_id)) {
+        cards if cards.is_empty() => cards_of(&s.db, customer).await?,
+        cards => cards,
+    };
     let trips = month_trips(&s.db, customer, &entries, start, offset).await?;
     let mut out = Statement {
         customer_id: customer.into(),
@@ -658,14 +676,12 @@ pub async fn segments(
     let (values, at) = s.segments.get(as_of, all_values(&s, as_of)).await?;
     let tiers = TIERS
         .iter()
-        .filter(|t| q.tier.as_deref().is_none_or(|want| want == **t))
-        .map(|t| {
-            let all: Vec<&CustomerValue> = values.iter().filter(|v| v.tier == *t).collect();
-            Tier {
-                tier: t.to_string(),
-                customers: all.len() as u64,
-                list: all.into_iter().take(limit).cloned().collect(),
-            }
+        .zip(values.iter())
+        .filter(|(t, _)| q.tier.as_deref().is_none_or(|want| want == **t))
+        .map(|(t, all)| Tier {
+            tier: t.to_string(),
+            customers: all.len() as u64,
+            list: all.iter().take(limit).cloned().collect(),
         })
         .collect();
     let computed_at = computed_at(at, s.cfg.network_utc_offset_min);
@@ -673,9 +689,9 @@ pub async fn segments(
     Ok(with_subject(reply(Format::of(&headers), &body)?, "", "", false))
 }
 
-/// Every customer's value as of `as_of` (those with no trip in the window `dormant`), by
-/// spend, highest first.
-async fn all_values(s: &AppState, as_of: i64) -> Result<Vec<CustomerValue>, ApiError> {
+/// Every customer's value as of `as_of` (those with no trip in the window `dormant`), per
+/// tier in [`TIERS`] order, by spend, highest first.
+async fn all_values(s: &AppState, as_of: i64) -> Result<TierLists, ApiError> {
     let cfg = &s.cfg.segments;
     let as_of_text = format_date(as_of);
     let rows: Vec<db::Rfm> =
@@ -700,8 +716,16 @@ async fn all_values(s: &AppState, as_of: i64) -> Result<Vec<CustomerValue>, ApiE
         });
     }
     values.sort_by(|a, b| b.spend.cmp(&a.spend).then_with(|| a.customer_id.cmp(&b.customer_id)));
-    Ok(values)
+    let mut tiers: TierLists = Default::default();
+    for v in values {
+        let i = TIERS.iter().position(|t| *t == v.tier).expect("value_of gives a tier of TIERS");
+        tiers[i].push(v);
+    }
+    Ok(tiers)
 }
+
+/// Each tier's customers, in [`TIERS`] order.
+pub type TierLists = [Vec<CustomerValue>; 4];
 
 /// When a kept answer was computed, as a network-local time.
 fn computed_at(at: std::time::Instant, offset: i32) -> String {
@@ -975,7 +999,7 @@ pub async fn card(
         return Err(ApiError::bad("bad_card", "a card id is up to 20 digits"));
     }
     let offset = s.cfg.network_utc_offset_min;
-    let owner: Vec<String> = s.db.query(sql::CARD_OWNER).bind(&card_id).fetch_all().await?;
+    let owner: Vec<String> = s.db.lookup(sql::CARD_OWNER).bind(&card_id).fetch_all().await?;
     let Some(customer) = owner.into_iter().next() else {
         return Err(ApiError::not_found(
             "unknown_card",
@@ -984,8 +1008,11 @@ pub async fn card(
     };
     // Both by their tables' keys, at once.
     let (b, listing) = tokio::try_join!(
-        s.db.query(sql::CARD_BALANCE).bind(&customer).bind(&card_id).fetch_all::<db::CardBalance>(),
-        s.db.query(sql::CARD_LISTING).bind(&card_id).fetch_all::<db::Listing>(),
+        s.db.lookup(sql::CARD_BALANCE)
+            .bind(&customer)
+            .bind(&card_id)
+            .fetch_all::<db::CardBalance>(),
+        s.db.lookup(sql::CARD_LISTING).bind(&card_id).fetch_all::<db::Listing>(),
     )?;
     let b = b.into_iter().next().ok_or_else(|| ApiError::not_found("unknown_card", "no ledger"))?;
     let listing = listing.into_iter().next();

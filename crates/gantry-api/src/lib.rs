@@ -65,7 +65,7 @@ pub struct AppState {
     /// Reconciliation's count of each committed batch's rows (see [`cache`]).
     pub batch_counts: Arc<cache::BatchCounts>,
     /// Segments and churn risk, per as-of date (see [`cache`]).
-    pub segments: Arc<cache::Population<Vec<crm::CustomerValue>>>,
+    pub segments: Arc<cache::Population<crm::TierLists>>,
     pub churn: Arc<cache::Population<Vec<crm::ChurnRisk>>>,
 }
 

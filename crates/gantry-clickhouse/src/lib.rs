@@ -28,6 +28,27 @@ use serde::{Deserialize, Serialize};
 use order::{insert_order, KeyBytes};
 use rows::*;
 
+/// How long an idle connection to ClickHouse is kept: under the server's keep-alive
+/// timeout (3 s by default on releases before 23.11), so the client never reuses one the
+/// server is closing.
+const POOL_IDLE_MS: u64 = 2_000;
+/// TCP keep-alive probes on connections to ClickHouse, to notice a dead peer.
+const TCP_KEEPALIVE_S: u64 = 60;
+
+/// A ClickHouse client whose connections set `TCP_NODELAY`. The crate's default client
+/// leaves Nagle's algorithm on: the last small piece of a request body then waits for the
+/// server's delayed ACK, and every INSERT (an audit row, a journal row) took 40 ms more
+/// than the server needed (2 ms).
+pub fn http_client() -> Client {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(std::time::Duration::from_secs(TCP_KEEPALIVE_S)));
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_millis(POOL_IDLE_MS))
+        .build(connector);
+    Client::with_http_client(http)
+}
+
 /// Most bytes of an INSERT body handed to the HTTP client at once: large enough that the
 /// per-send cost vanishes, small enough that a column of a million rows is not one send
 /// (and, with LZ4, each piece is one compressed block of ClickHouse's usual size).
@@ -246,7 +267,7 @@ fn now_secs() -> u32 {
 
 impl Store {
     pub fn new(url: &str, database: &str) -> Store {
-        let base = Client::default().with_url(url).with_database(database).with_validation(false);
+        let base = http_client().with_url(url).with_database(database).with_validation(false);
         Store {
             inserts: base.clone().with_compression(Compression::Lz4),
             queries: base.with_compression(Compression::None),
@@ -275,7 +296,7 @@ impl Store {
 
     /// Creates the database and every table and view; safe to run again.
     pub async fn apply_schema(&self) -> Result<()> {
-        let root = Client::default()
+        let root = http_client()
             .with_url(&self.url)
             .with_validation(false)
             .with_compression(Compression::None);
@@ -342,7 +363,7 @@ impl Store {
 
     /// Drops the database (tests).
     pub async fn drop_database(&self) -> Result<()> {
-        let root = Client::default()
+        let root = http_client()
             .with_url(&self.url)
             .with_validation(false)
             .with_compression(Compression::None);
