@@ -43,7 +43,7 @@ def main():
 
 # Gantry writes every table, the rollups included (no materialized views).
 NATIVE_TABLES = ["settlements", "settlement_splits", "ledger", "rejects", "duplicates", "status_list",
-                 "clearing_daily", "customer_usage_daily", "card_owners"]
+                 "clearing_daily", "customer_usage_daily", "card_activity"]
 
 
 def readable(s, database, table):

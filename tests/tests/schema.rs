@@ -86,3 +86,28 @@ fn an_old_usage_table_is_rebuilt_by_customer_keeping_every_row() {
     ));
     assert_eq!(added, [6]);
 }
+
+/// A database from before `card_activity` gets it filled from its ledger and status list:
+/// each card's entries, last balance, last debit and listing, as the card lookup reads them.
+#[test]
+fn card_activity_is_filled_from_an_older_ledger() {
+    let env = Env::new("schema_cards", 1);
+    env.exec("DROP TABLE card_activity");
+    env.exec(
+        "INSERT INTO ledger (card_id, customer_id, entry_id, kind, amount, balance_after, time, gantry_partition, batch_seq, batch_row) VALUES ('3201', 'CU1', 'O1', 'open', 1000, 1000, toDateTime(1794000000), 0, 1, 0), ('3201', 'CU1', 'T1', 'debit', -300, 700, toDateTime(1794000100), 0, 2, 0), ('3201', 'CU1', 'T2', 'debit', -200, 500, toDateTime(1794000200), 0, 2, 1)",
+    );
+    env.exec(
+        "INSERT INTO status_list (card_id, listed, reason, time, gantry_partition, batch_seq) VALUES ('3201', 1, 'lost', toDateTime(1794000300), 0, 3)",
+    );
+    for _ in 0..2 {
+        env.apply_schema();
+        let card: Vec<(String, u64, i64, String, i64, u8, String)> = env.query(
+            "SELECT anyIf(customer_id, customer_id != ''), toUInt64(sum(entries)), argMaxIf(balance_after, (batch_seq, last_row), entries > 0), argMax(last_debit, (last_debit_time, batch_seq, last_debit_row)), argMax(last_fee, (last_debit_time, batch_seq, last_debit_row)), max(has_status), argMaxIf(list_reason, (batch_seq, listed_at), has_status = 1) FROM card_activity WHERE card_id = '3201'",
+        );
+        assert_eq!(
+            card,
+            [("CU1".into(), 3, 500, "T2".into(), 200, 1, "lost".into())],
+            "filled once"
+        );
+    }
+}

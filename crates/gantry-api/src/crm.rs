@@ -295,7 +295,7 @@ macro_rules! last_trip_from {
         }
     };
 }
-last_trip_from!(db::CardBalance);
+last_trip_from!(db::CardState);
 last_trip_from!(db::LedgerDay);
 
 /// The passage of a card's last debit: from its ledger row, or (a row from before the
@@ -999,27 +999,20 @@ pub async fn card(
         return Err(ApiError::bad("bad_card", "a card id is up to 20 digits"));
     }
     let offset = s.cfg.network_utc_offset_min;
-    let owner: Vec<String> = s.db.lookup(sql::CARD_OWNER).bind(&card_id).fetch_all().await?;
-    let Some(customer) = owner.into_iter().next() else {
+    // One read of the card's rows in `card_activity`, by its key.
+    let b: db::CardState = s.db.lookup(sql::CARD_STATE).bind(&card_id).fetch_one().await?;
+    if b.customer_id.is_empty() {
         return Err(ApiError::not_found(
             "unknown_card",
             format!("card `{card_id}` was never opened"),
         ));
-    };
-    // Both by their tables' keys, at once.
-    let (b, listing) = tokio::try_join!(
-        s.db.lookup(sql::CARD_BALANCE)
-            .bind(&customer)
-            .bind(&card_id)
-            .fetch_all::<db::CardBalance>(),
-        s.db.lookup(sql::CARD_LISTING).bind(&card_id).fetch_all::<db::Listing>(),
-    )?;
-    let b = b.into_iter().next().ok_or_else(|| ApiError::not_found("unknown_card", "no ledger"))?;
-    let listing = listing.into_iter().next();
+    }
+    let customer = b.customer_id.clone();
     let visibility = caller.sees_pii();
     let last_passage = last_passage(&s, &caller, LastTrip::from(&b)).await?;
-    let listed = listing.as_ref().is_some_and(|l| l.listed == 1);
-    let status = match listing.as_ref().map(|l| l.reason.as_str()) {
+    let listing = (b.has_listing == 1).then_some((b.list_reason.clone(), b.listed_at));
+    let listed = b.has_listing == 1 && b.listed == 1;
+    let status = match listing.as_ref().map(|l| l.0.as_str()) {
         Some(r @ ("lost" | "suspended" | "cancelled")) if listed => r.to_string(),
         _ => "active".to_string(),
     };
@@ -1030,8 +1023,8 @@ pub async fn card(
         balance: b.balance,
         status,
         listed,
-        listing_reason: listing.as_ref().map(|l| l.reason.clone()),
-        listing_since: listing.as_ref().map(|l| time_text(l.time, offset)),
+        listing_reason: listing.as_ref().map(|l| l.0.clone()),
+        listing_since: listing.as_ref().map(|l| time_text(l.1, offset)),
         ledger_entries: b.entries,
         last_passage,
     };

@@ -31,8 +31,7 @@ pub mod sql {
         STATEMENT_LEDGER = "statement_ledger.sql";
         STATEMENT_TRIPS = "statement_trips.sql";
         CARD_OWNER = "card_owner.sql";
-        CARD_BALANCE = "card_balance.sql";
-        CARD_LISTING = "card_listing.sql";
+        CARD_STATE = "card_state.sql";
         CUSTOMER_CARDS = "customer_cards.sql";
         SEGMENTS = "segments.sql";
         CUSTOMERS = "customers.sql";
@@ -43,6 +42,7 @@ pub mod sql {
         ERASE_SETTLEMENTS = "erase_settlements.sql";
         ERASE_REJECTS = "erase_rejects.sql";
         ERASE_LEDGER = "erase_ledger.sql";
+        ERASE_CARD_ACTIVITY = "erase_card_activity.sql";
         MUTATIONS_PENDING = "mutations_pending.sql";
         ERASED_CHECK = "erased_check.sql";
         PLATE_CARDS = "plate_cards.sql";
@@ -200,26 +200,25 @@ pub struct Entry {
     pub plate_enc: String,
 }
 
-/// `card_balance.sql`
+/// `card_state.sql`: a card's newest state from its `card_activity` rows (an empty
+/// `customer_id`: no row, the card was never opened). Read by position: the query's
+/// aliases differ from the columns, as 18.16 takes an alias named like a column for the
+/// column inside another aggregate.
 #[derive(Debug, Row, Deserialize)]
-pub struct CardBalance {
+pub struct CardState {
+    pub customer_id: String,
     pub balance: i64,
     pub entries: u64,
     pub last_debit_time: u32,
     pub last_debit: String,
-    /// The last debit's trip (empty on rows written before the ledger carried it).
     pub last_gantry_id: String,
     pub last_units: String,
     pub last_amount: i64,
     pub last_plate_enc: String,
-}
-
-/// `card_listing.sql`
-#[derive(Debug, Row, Deserialize)]
-pub struct Listing {
+    pub has_listing: u8,
     pub listed: u8,
-    pub reason: String,
-    pub time: u32,
+    pub list_reason: String,
+    pub listed_at: u32,
 }
 
 /// `segments.sql`

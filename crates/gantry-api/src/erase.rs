@@ -2,8 +2,8 @@
 //! personal data is removed from every table that holds it, and no amount changes.
 //!
 //! What goes: in `settlements` the plate (sealed, its lookup hash, and the old clear
-//! column), the OBU serial and the trip id of every row of the customer's; in `ledger` the
-//! sealed plate its debits repeat; in `rejects`
+//! column), the OBU serial and the trip id of every row of the customer's; in `ledger` and
+//! `card_activity` the sealed plate their debits repeat; in `rejects`
 //! the raw bytes of every record that names one of the customer's cards. What stays:
 //! amounts, card numbers, trade ids, the ledger and the rollups — billing records are kept
 //! for audit (PIPL allows it; DOMAIN.md) — and the audit trail itself.
@@ -40,6 +40,7 @@ pub async fn erase_customer(db: &Db, customer: &str) -> Result<Erased, ApiError>
     }
     db.query(sql::ERASE_SETTLEMENTS).bind(customer).execute().await?;
     db.query(sql::ERASE_LEDGER).bind(customer).execute().await?;
+    db.query(sql::ERASE_CARD_ACTIVITY).bind(customer).execute().await?;
     for card in &cards {
         db.query(sql::ERASE_REJECTS).bind(card).execute().await?;
     }
@@ -58,7 +59,13 @@ pub async fn erase_customer(db: &Db, customer: &str) -> Result<Erased, ApiError>
         tokio::time::sleep(Duration::from_millis(MUTATION_POLL_MS)).await;
         waited_ms += MUTATION_POLL_MS;
     }
-    let left: u64 = db.query(sql::ERASED_CHECK).bind(customer).bind(customer).fetch_one().await?;
+    let left: u64 = db
+        .query(sql::ERASED_CHECK)
+        .bind(customer)
+        .bind(customer)
+        .bind(customer)
+        .fetch_one()
+        .await?;
     if left > 0 {
         return Err(ApiError::unavailable(
             "erase_incomplete",

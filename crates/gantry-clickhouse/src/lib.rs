@@ -20,7 +20,7 @@ pub mod schema;
 
 use clickhouse::{Client, Compression, Row};
 use gantry_core::output::{
-    Batch, ClearingRow, Counts, DuplicateRow, LedgerRow, OwnerRow, RejectRow, Settlement, SplitRow,
+    Batch, CardRow, ClearingRow, Counts, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow,
     StatusRow, Topic, UsageRow,
 };
 use serde::{Deserialize, Serialize};
@@ -313,8 +313,20 @@ impl Store {
                 self.queries.query(&sql).execute().await?;
             }
         }
+        let mut fills = Vec::new();
+        for b in schema::BACKFILLED {
+            let (absent, from) = (self.shape_of(b.table).await?, self.shape_of(b.from).await?);
+            if absent.is_none() && from.is_some() {
+                fills.push(b);
+            }
+        }
         for stmt in schema::STATEMENTS {
             self.queries.query(stmt.sql).execute().await?;
+        }
+        for b in fills {
+            for sql in b.fill {
+                self.queries.query(sql).execute().await?;
+            }
         }
         for r in schema::REBUILT {
             if self.shape_of(r.legacy).await?.is_some() {
@@ -716,7 +728,7 @@ impl Store {
             self.holds_batch::<StatusRow>(b).await?,
             self.holds_batch::<ClearingRow>(b).await?,
             self.holds_batch::<UsageRow>(b).await?,
-            self.holds_batch::<OwnerRow>(b).await?,
+            self.holds_batch::<CardRow>(b).await?,
         ];
         Ok(OUTPUT_TABLES.iter().zip(held).filter(|(_, h)| *h).map(|((t, _), _)| *t).collect())
     }
@@ -849,7 +861,7 @@ pub fn table_rows(b: &Batch) -> [(&'static str, usize); 9] {
         b.status.len(),
         b.clearing.len(),
         b.usage.len(),
-        b.owners.len(),
+        b.cards.len(),
     ];
     std::array::from_fn(|i| (OUTPUT_TABLES[i].0, rows[i]))
 }
@@ -895,7 +907,7 @@ pub const SORT_KEYS: [(&str, &[&str]); 9] = [
         ],
     ),
     ("customer_usage_daily", &["customer_id", "card_id", "day", "gantry_partition", "batch_seq"]),
-    ("card_owners", &["card_id", "gantry_partition", "batch_seq"]),
+    ("card_activity", &["card_id", "gantry_partition", "batch_seq"]),
 ];
 
 fn secs(ms: i64) -> i64 {
@@ -1203,18 +1215,20 @@ impl OutputTable for UsageRow {
     }
 }
 
-impl OutputTable for OwnerRow {
-    const NAME: &'static str = "card_owners";
-    const COLUMNS: ColumnList = OWNER_COLUMNS;
+impl OutputTable for CardRow {
+    const NAME: &'static str = "card_activity";
+    const COLUMNS: ColumnList = CARD_COLUMNS;
     type Key<'b> = (&'b [u8], u16, u64);
     fn rows(b: &Batch) -> &[Self] {
-        &b.owners
+        &b.cards
     }
     fn key<'b>(&'b self, b: &'b Batch, tag: Tag) -> Self::Key<'b> {
         (b.text_bytes(self.card_id), tag.gantry_partition, tag.batch_seq)
     }
     fn prefix(&self, b: &Batch) -> (order::Prefix, bool) {
-        KeyBytes::new().text(b.text_bytes(self.card_id), 24).int(0, 8).finish()
+        // The tag is the rest of the key; it does not fit (this closes the prefix, so rows of
+        // one card from several batches of a group are ordered by the full key).
+        KeyBytes::new().text(b.text_bytes(self.card_id), 25).int(0, 8).finish()
     }
     fn key_where(&self, b: &Batch, w: KeyWhere) -> KeyWhere {
         w.text(b.text_bytes(self.card_id))
@@ -1222,8 +1236,8 @@ impl OutputTable for OwnerRow {
     fn text(&self) -> gantry_core::output::Text {
         self.card_id
     }
-    fn encode(&self, b: &Batch, _: &TopicNames, tag: Tag, out: &mut Columns) {
-        owner_row(b, self, tag, out)
+    fn encode(&self, b: &Batch, topics: &TopicNames, tag: Tag, out: &mut Columns) {
+        card_row(b, self, topics.plates.as_deref(), tag, out)
     }
 }
 
@@ -1259,7 +1273,7 @@ pub fn encode_batches(
     add(encode_table::<StatusRow>(batches, topics, &include, &mut refs));
     add(encode_table::<ClearingRow>(batches, topics, &include, &mut refs));
     add(encode_table::<UsageRow>(batches, topics, &include, &mut refs));
-    add(encode_table::<OwnerRow>(batches, topics, &include, &mut refs));
+    add(encode_table::<CardRow>(batches, topics, &include, &mut refs));
     tables
 }
 
@@ -1432,7 +1446,7 @@ mod tests {
             time_ms: 1_794_000_002_000,
             source: src(Topic::AccountEvents, 3),
         });
-        // A card opened in batch `a`, for `card_owners`.
+        // A card opened in batch `a`.
         let (card, customer, open) =
             (a.push_text("32010000000000000043"), a.push_text("CU43"), a.push_text("OPEN-43"));
         a.ledger.push(LedgerRow {
@@ -1470,7 +1484,7 @@ mod tests {
                 + all::<StatusRow>(batch).len()
                 + all::<ClearingRow>(batch).len()
                 + all::<UsageRow>(batch).len()
-                + all::<OwnerRow>(batch).len();
+                + all::<CardRow>(batch).len();
             assert!(n > 0);
         }
         assert_eq!(

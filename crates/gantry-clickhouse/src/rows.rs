@@ -21,7 +21,7 @@
 //! and on current ClickHouse (`tests/sql_compat.py`, through chdb).
 
 use gantry_core::output::{
-    Batch, ClearingRow, DuplicateRow, LedgerRow, OwnerRow, RejectRow, Settlement, SplitRow,
+    Batch, CardRow, ClearingRow, DuplicateRow, LedgerRow, RejectRow, Settlement, SplitRow,
     StatusRow, UsageRow,
 };
 
@@ -470,7 +470,7 @@ pub const OUTPUT_TABLES: [(&str, ColumnList); 9] = [
     ("status_list", STATUS_COLUMNS),
     ("clearing_daily", CLEARING_COLUMNS),
     ("customer_usage_daily", USAGE_COLUMNS),
-    ("card_owners", OWNER_COLUMNS),
+    ("card_activity", CARD_COLUMNS),
 ];
 
 pub(crate) const CLEARING_COLUMNS: ColumnList = &[
@@ -529,19 +529,75 @@ pub(crate) fn usage_row(b: &Batch, r: &UsageRow, t: Tag, c: &mut Columns) {
         .tag(t);
 }
 
-pub(crate) const OWNER_COLUMNS: ColumnList = &[
+pub(crate) const CARD_COLUMNS: ColumnList = &[
     ("card_id", "String"),
     ("customer_id", "String"),
-    ("opened_at", "DateTime"),
+    ("entries", "UInt32"),
+    ("balance_after", "Int64"),
+    ("last_row", "UInt32"),
+    ("last_debit_time", "DateTime"),
+    ("last_debit_row", "UInt32"),
+    ("last_debit", "String"),
+    ("last_gantry_id", "String"),
+    ("last_units", "String"),
+    ("last_fee", "Int64"),
+    ("last_plate_enc", "String"),
+    ("has_status", "UInt8"),
+    ("listed", "UInt8"),
+    ("list_reason", "String"),
+    ("listed_at", "DateTime"),
     ("gantry_partition", "UInt16"),
     ("batch_seq", "UInt64"),
 ];
 
-pub(crate) fn owner_row(b: &Batch, r: &OwnerRow, t: Tag, c: &mut Columns) {
+/// A `card_activity` row: the last debit's trip comes from its ledger row's settlement
+/// (the plate sealed as in `settlements`), the listing from the status row.
+pub(crate) fn card_row(
+    b: &Batch,
+    r: &CardRow,
+    plates: Option<&gantry_pii::Keyring>,
+    t: Tag,
+    c: &mut Columns,
+) {
+    let debit = r.last_debit.map(|i| &b.ledger[i as usize]);
+    let trip = debit.and_then(|d| d.trip).map(|i| &b.settlements[i as usize]);
+    match (trip, plates) {
+        (Some(s), Some(k)) => k.with_sealed(b.text_bytes(s.vehicle_plate), |enc, _| {
+            card_fields(b, r, (debit, trip), enc, t, c)
+        }),
+        _ => card_fields(b, r, (debit, trip), &[], t, c),
+    }
+}
+
+fn card_fields(
+    b: &Batch,
+    r: &CardRow,
+    (debit, trip): (Option<&LedgerRow>, Option<&Settlement>),
+    plate_enc: &[u8],
+    t: Tag,
+    c: &mut Columns,
+) {
+    let x = |t| b.text_bytes(t);
+    let status = r.last_status.map(|i| &b.status[i as usize]);
+    let (gantry, units) =
+        trip.map_or((&b""[..], &b""[..]), |s| (x(s.gantry_id), x(s.toll_interval_id)));
     c.row()
-        .str(b.text_bytes(r.card_id))
-        .str(b.text_bytes(r.customer_id))
-        .u32(datetime(r.opened_ms))
+        .str(x(r.card_id))
+        .str(x(r.customer_id))
+        .u32(r.entries)
+        .i64(r.balance_after)
+        .u32(r.last_row)
+        .u32(debit.map_or(0, |d| datetime(d.time_ms)))
+        .u32(debit.map_or(0, |d| d.batch_row))
+        .str(debit.map_or(&b""[..], |d| x(d.entry_id)))
+        .str(gantry)
+        .str(units)
+        .i64(debit.map_or(0, |d| -d.amount))
+        .str(plate_enc)
+        .u8(status.is_some() as u8)
+        .u8(status.is_some_and(|s| s.listed) as u8)
+        .str(status.map_or(&b""[..], |s| s.reason.code().as_bytes()))
+        .u32(status.map_or(0, |s| datetime(s.time_ms)))
         .tag(t);
 }
 

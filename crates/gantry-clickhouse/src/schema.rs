@@ -33,7 +33,7 @@ pub const STATEMENTS: &[Statement] = statements![
     ("status_list", "06_status_list.sql"),
     ("clearing_daily", "07_clearing_daily.sql"),
     ("customer_usage_daily", "09_customer_usage_daily.sql"),
-    ("card_owners", "10_card_owners.sql"),
+    ("card_activity", "10_card_activity.sql"),
     ("gantry_batches", "12_gantry_batches.sql"),
     ("gantry_checkpoints", "13_gantry_checkpoints.sql"),
     ("gantry_owners", "14_gantry_owners.sql"),
@@ -129,6 +129,32 @@ pub const REBUILT: &[Rebuilt] = &[
         shape: Shape::SortingKey("customer_id, card_id, day, gantry_partition, batch_seq"),
         legacy: "customer_usage_daily_v0",
         copy: "SELECT day, customer_id, card_id, trips, fee, discount_fee, topups, topup_amount, gantry_partition, batch_seq FROM {legacy}",
+    },
+];
+
+/// A table added since the first release and filled from the tables that existed before:
+/// `gantry schema apply` runs `fill` (INSERT … SELECT statements) once, when it creates the
+/// table in a database whose `from` table already exists. Crash between create and fill:
+/// the table then exists and is left empty; drop it and apply again.
+#[derive(Clone, Copy, Debug)]
+pub struct Backfilled {
+    pub table: &'static str,
+    pub from: &'static str,
+    pub fill: &'static [&'static str],
+}
+
+/// Every table filled from older ones.
+pub const BACKFILLED: &[Backfilled] = &[
+    // A card's way in for lookups: one row per card and batch from the ledger (trips of
+    // rows from before the ledger carried them stay empty; the API then looks the trip up
+    // in `settlements`), one per card and batch from the status list.
+    Backfilled {
+        table: "card_activity",
+        from: "ledger",
+        fill: &[
+            "INSERT INTO card_activity SELECT card_id, any(customer_id), toUInt32(count()), argMax(balance_after, batch_row), max(batch_row), maxIf(time, kind = 'debit'), argMaxIf(batch_row, (time, batch_row), kind = 'debit'), argMaxIf(entry_id, (time, batch_row), kind = 'debit'), argMaxIf(gantry_id, (time, batch_row), kind = 'debit'), argMaxIf(toll_interval_id, (time, batch_row), kind = 'debit'), -argMaxIf(amount, (time, batch_row), kind = 'debit'), argMaxIf(plate_enc, (time, batch_row), kind = 'debit'), toUInt8(0), toUInt8(0), '', toDateTime(0), gantry_partition, batch_seq FROM ledger GROUP BY card_id, gantry_partition, batch_seq",
+            "INSERT INTO card_activity SELECT card_id, '', toUInt32(0), toInt64(0), toUInt32(0), toDateTime(0), toUInt32(0), '', '', '', toInt64(0), '', toUInt8(1), argMax(listed, time), argMax(reason, time), max(time), gantry_partition, batch_seq FROM status_list GROUP BY card_id, gantry_partition, batch_seq",
+        ],
     },
 ];
 

@@ -314,14 +314,32 @@ pub struct UsageRow {
     pub topup_amount: i64,
 }
 
-/// A row of `card_owners`: a card opened in this batch and its customer. The card-keyed
-/// way in to a card (the ledger is ordered by customer): a lookup by card reads one granule
-/// here, then the card's ledger by its key. See [`ClearingRow`].
+/// A row of `card_activity`: what one batch did to one card — its customer, the balance
+/// after the card's last ledger entry in the batch, its last debit (the trip) and its last
+/// listing change. The card-keyed way in to a card (the ledger is ordered by customer): a
+/// card lookup reads the card's rows here, one per batch that touched it, and takes the
+/// newest of each. See [`ClearingRow`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OwnerRow {
+pub struct CardRow {
     pub card_id: Text,
     pub customer_id: Text,
-    pub opened_ms: i64,
+    /// Ledger entries of the card in the batch (0: only its listing changed).
+    pub entries: u32,
+    /// After the card's last entry in the batch (chain order: `last_row`).
+    pub balance_after: i64,
+    /// `batch_row` of that entry.
+    pub last_row: u32,
+    /// The card's last debit in the batch by (time, `batch_row`), if any: its ledger index
+    /// in the batch (the encoder reads the trip from its ledger row's settlement).
+    pub last_debit: Option<u32>,
+    /// The card's last status row in the batch by time, if any: its index in `status`.
+    pub last_status: Option<u32>,
+}
+
+/// Whole seconds of a time in ms: what the tables' `DateTime` columns keep, so ties are
+/// broken as a query over them breaks them.
+fn secs(ms: i64) -> i64 {
+    ms.div_euclid(1000)
 }
 
 /// Rows summed by key, in the order their keys first appear.
@@ -364,7 +382,7 @@ pub struct Batch {
     /// The rollups of this batch's rows, filled by [`Batch::roll_up`] when it closes.
     pub clearing: Vec<ClearingRow>,
     pub usage: Vec<UsageRow>,
-    pub owners: Vec<OwnerRow>,
+    pub cards: Vec<CardRow>,
     /// Lane records parked as late, in the order met (see [`LateRecord`]).
     pub late: Vec<LateRecord>,
     late_raw: Vec<u8>,
@@ -390,7 +408,7 @@ impl Batch {
             status: Vec::with_capacity(records / 20 + 16),
             clearing: Vec::new(),
             usage: Vec::new(),
-            owners: Vec::new(),
+            cards: Vec::new(),
             late: Vec::new(),
             late_raw: Vec::new(),
             counts: Counts::default(),
@@ -409,7 +427,7 @@ impl Batch {
         self.status.clear();
         self.clearing.clear();
         self.usage.clear();
-        self.owners.clear();
+        self.cards.clear();
         self.late.clear();
         self.late_raw.clear();
         self.counts = Counts::default();
@@ -417,26 +435,54 @@ impl Batch {
 
     /// Fills the rollups from this batch's rows: `clearing_daily` from the splits,
     /// `customer_usage_daily` from the ETC settlements and the top-ups in the ledger (what
-    /// materialized views used to compute, now per batch), `card_owners` from the ledger's
-    /// openings. A pure function of the rows, so a replayed batch rolls up the same; called
-    /// once, when the batch closes.
+    /// materialized views used to compute, now per batch), `card_activity` from the ledger
+    /// and the status rows. A pure function of the rows, so a replayed batch rolls up the
+    /// same; called once, when the batch closes.
     pub fn roll_up(&mut self) {
         debug_assert!(
-            self.clearing.is_empty() && self.usage.is_empty() && self.owners.is_empty(),
+            self.clearing.is_empty() && self.usage.is_empty() && self.cards.is_empty(),
             "rolled up twice"
         );
         self.clearing = self.clearing_rows();
         self.usage = self.usage_rows();
-        self.owners = self
-            .ledger
-            .iter()
-            .filter(|l| l.kind == EntryKind::Open)
-            .map(|l| OwnerRow {
-                card_id: l.card_id,
-                customer_id: l.customer_id,
-                opened_ms: l.time_ms,
-            })
-            .collect();
+        self.cards = self.card_rows();
+    }
+
+    fn card_rows(&self) -> Vec<CardRow> {
+        let new = |card_id, customer_id| CardRow {
+            card_id,
+            customer_id,
+            entries: 0,
+            balance_after: 0,
+            last_row: 0,
+            last_debit: None,
+            last_status: None,
+        };
+        let mut cards: Rollup<&[u8], CardRow> = Rollup::default();
+        for (i, l) in self.ledger.iter().enumerate() {
+            let (_, r) = cards.row(self.text_bytes(l.card_id), || new(l.card_id, l.customer_id));
+            // Ledger rows are in chain order (`batch_row` ascending).
+            debug_assert!(r.entries == 0 || l.batch_row > r.last_row, "ledger out of chain order");
+            r.entries += 1;
+            (r.balance_after, r.last_row) = (l.balance_after, l.batch_row);
+            let later = |d: u32| {
+                let d = &self.ledger[d as usize];
+                (secs(l.time_ms), l.batch_row) > (secs(d.time_ms), d.batch_row)
+            };
+            if l.kind == EntryKind::Debit && r.last_debit.is_none_or(later) {
+                r.last_debit = Some(i as u32);
+            }
+        }
+        for (i, st) in self.status.iter().enumerate() {
+            // A listing changed by an event that moved no balance (`lost`) has no ledger
+            // row in the batch: its row names no customer (another batch's does).
+            let (_, r) = cards.row(self.text_bytes(st.card_id), || new(st.card_id, Text::EMPTY));
+            let later = |p: u32| secs(st.time_ms) >= secs(self.status[p as usize].time_ms);
+            if r.last_status.is_none_or(later) {
+                r.last_status = Some(i as u32);
+            }
+        }
+        cards.rows
     }
 
     fn clearing_rows(&self) -> Vec<ClearingRow> {

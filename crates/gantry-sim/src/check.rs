@@ -30,10 +30,22 @@ pub fn canonical(world: &World) -> Canonical {
     let mut out = Canonical::new();
     let mut clearing: BTreeMap<ClearingKey, (u64, i64)> = BTreeMap::new();
     let mut usage: BTreeMap<(i32, String), (u64, i64, u64, i64)> = BTreeMap::new();
+    // Per card: its customer, entries, and the last entry's (batch, row, balance).
+    let mut cards: BTreeMap<String, (String, u32, (u64, u32, i64))> = BTreeMap::new();
     for t in TABLES {
         for w in st.tables.get(t).into_iter().flatten() {
             for (_, r) in &w.rows {
                 match r {
+                    Row::Card { card, customer, entries, last } => {
+                        let e = cards.entry(card.clone()).or_default();
+                        if !customer.is_empty() {
+                            e.0 = customer.clone();
+                        }
+                        e.1 += entries;
+                        if *entries > 0 {
+                            e.2 = e.2.max((w.seq, last.0, last.1));
+                        }
+                    }
                     Row::Clearing { day, owner, issuer, class, medium, n, fee } => {
                         let k = (*day, owner.clone(), issuer.clone(), *class, *medium);
                         let e = clearing.entry(k).or_default();
@@ -53,6 +65,11 @@ pub fn canonical(world: &World) -> Canonical {
     }
     for ((day, card), (trips, fee, topups, topup_amount)) in usage {
         out.insert(Row::Usage { day, card, trips, fee, topups, topup_amount }, 1);
+    }
+    // A card's rows depend on how its entries fell into batches; what a lookup reads from
+    // them (customer, entries, the last balance) does not.
+    for (card, (customer, entries, (_, _, balance))) in cards {
+        out.insert(Row::Card { card, customer, entries, last: (0, balance) }, 1);
     }
     out
 }

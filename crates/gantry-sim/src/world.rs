@@ -140,9 +140,12 @@ pub enum Row {
         topups: u64,
         topup_amount: i64,
     },
-    Owner {
+    Card {
         card: String,
         customer: String,
+        entries: u32,
+        /// `(batch_row, balance)` of the card's last entry in the batch.
+        last: (u32, i64),
     },
 }
 
@@ -167,7 +170,7 @@ pub const TABLES: [&str; 9] = [
     "status",
     "clearing",
     "usage",
-    "owners",
+    "cards",
 ];
 
 fn src(s: &Source) -> (u8, i32, i64) {
@@ -261,9 +264,19 @@ fn rows_of(b: &Batch, t: usize) -> Vec<(u32, Row)> {
             })
             .collect(),
         8 => b
-            .owners
+            .cards
             .iter()
-            .map(|x| (0, Row::Owner { card: s(x.card_id), customer: s(x.customer_id) }))
+            .map(|x| {
+                (
+                    0,
+                    Row::Card {
+                        card: s(x.card_id),
+                        customer: s(x.customer_id),
+                        entries: x.entries,
+                        last: (x.last_row, x.balance_after),
+                    },
+                )
+            })
             .collect(),
         _ => b
             .usage

@@ -1,3 +1,4 @@
 -- example:
 SELECT DISTINCT customer_id
-FROM card_owners
+FROM card_activity
+WHERE customer_id != ''

@@ -1,0 +1,20 @@
+CREATE TABLE IF NOT EXISTS card_activity (
+    card_id String,
+    customer_id String,
+    entries UInt32,
+    balance_after Int64,
+    last_row UInt32,
+    last_debit_time DateTime,
+    last_debit_row UInt32,
+    last_debit String,
+    last_gantry_id String,
+    last_units String,
+    last_fee Int64,
+    last_plate_enc String,
+    has_status UInt8,
+    listed UInt8,
+    list_reason String,
+    listed_at DateTime,
+    gantry_partition UInt16,
+    batch_seq UInt64
+) ENGINE = MergeTree() ORDER BY (card_id, gantry_partition, batch_seq) SETTINGS index_granularity = 1024
