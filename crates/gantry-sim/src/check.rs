@@ -23,6 +23,10 @@ pub type Canonical = BTreeMap<Row, u64>;
 /// A clearing row's key: day, owner, issuer, vehicle class, medium.
 type ClearingKey = (i32, String, String, u8, u8);
 
+/// A card's `card_activity` rows summed: its customer, entries, and the last entry's
+/// (batch, row, balance).
+type CardSum = (String, u32, (u64, u32, i64));
+
 /// What `world` holds, in the form two runs are compared in: a rollup row per key with
 /// its sums over batches (how a query reads it), every other row as written.
 pub fn canonical(world: &World) -> Canonical {
@@ -30,8 +34,7 @@ pub fn canonical(world: &World) -> Canonical {
     let mut out = Canonical::new();
     let mut clearing: BTreeMap<ClearingKey, (u64, i64)> = BTreeMap::new();
     let mut usage: BTreeMap<(i32, String), (u64, i64, u64, i64)> = BTreeMap::new();
-    // Per card: its customer, entries, and the last entry's (batch, row, balance).
-    let mut cards: BTreeMap<String, (String, u32, (u64, u32, i64))> = BTreeMap::new();
+    let mut cards: BTreeMap<String, CardSum> = BTreeMap::new();
     for t in TABLES {
         for w in st.tables.get(t).into_iter().flatten() {
             for (_, r) in &w.rows {
