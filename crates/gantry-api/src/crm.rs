@@ -540,24 +540,29 @@ fn line(
             // from the settlement.
             t.fee -= e.amount;
             l.fee = -e.amount;
-            if !e.gantry_id.is_empty() {
-                l.gantry_id = e.gantry_id.clone();
-                l.toll_interval_id = e.toll_interval_id.clone();
-                l.units = e.toll_interval_id.split('|').count() as u32;
-                l.pay_fee = e.pay_fee;
-                l.discount_fee = e.discount_fee;
-                l.plate = pii::plate(&e.plate_enc, v);
-                t.pay_fee += e.pay_fee;
-                t.discount_fee += e.discount_fee;
-            } else if let Some(trip) = trips.get(&e.entry_id) {
-                l.gantry_id = trip.gantry_id.clone();
-                l.toll_interval_id = trip.toll_interval_id.clone();
-                l.units = trip.toll_interval_id.split('|').count() as u32;
-                l.pay_fee = trip.pay_fee;
-                l.discount_fee = trip.discount_fee;
-                l.plate = pii::plate(&trip.plate_enc, v);
-                t.pay_fee += trip.pay_fee;
-                t.discount_fee += trip.discount_fee;
+            // The trip from the ledger row, or from `settlements` for a row from before the
+            // ledger carried it.
+            let trip = match e.gantry_id.is_empty() {
+                false => Some((
+                    &e.gantry_id,
+                    &e.toll_interval_id,
+                    e.pay_fee,
+                    e.discount_fee,
+                    &e.plate_enc,
+                )),
+                true => trips.get(&e.entry_id).map(|t| {
+                    (&t.gantry_id, &t.toll_interval_id, t.pay_fee, t.discount_fee, &t.plate_enc)
+                }),
+            };
+            if let Some((gantry, units, pay_fee, discount_fee, plate_enc)) = trip {
+                l.gantry_id = gantry.clone();
+                l.toll_interval_id = units.clone();
+                l.units = units.split('|').count() as u32;
+                l.pay_fee = pay_fee;
+                l.discount_fee = discount_fee;
+                l.plate = pii::plate(plate_enc, v);
+                t.pay_fee += pay_fee;
+                t.discount_fee += discount_fee;
             }
         }
         "topup" => {

@@ -355,11 +355,19 @@ pub(crate) fn ledger_row(
     c: &mut Columns,
 ) {
     let trip = l.trip.map(|i| &b.settlements[i as usize]);
+    with_trip_plate(b, trip, plates, |enc| ledger_fields(b, l, trip, enc, t, c))
+}
+
+/// Calls `f` with the sealed plate of `trip` (empty without a trip or a key ring).
+fn with_trip_plate(
+    b: &Batch,
+    trip: Option<&Settlement>,
+    plates: Option<&gantry_pii::Keyring>,
+    f: impl FnOnce(&[u8]),
+) {
     match (trip, plates) {
-        (Some(s), Some(k)) => k.with_sealed(b.text_bytes(s.vehicle_plate), |enc, _| {
-            ledger_fields(b, l, trip, enc, t, c)
-        }),
-        _ => ledger_fields(b, l, trip, &[], t, c),
+        (Some(s), Some(k)) => k.with_sealed(b.text_bytes(s.vehicle_plate), |enc, _| f(enc)),
+        _ => f(&[]),
     }
 }
 
@@ -561,12 +569,7 @@ pub(crate) fn card_row(
 ) {
     let debit = r.last_debit.map(|i| &b.ledger[i as usize]);
     let trip = debit.and_then(|d| d.trip).map(|i| &b.settlements[i as usize]);
-    match (trip, plates) {
-        (Some(s), Some(k)) => k.with_sealed(b.text_bytes(s.vehicle_plate), |enc, _| {
-            card_fields(b, r, (debit, trip), enc, t, c)
-        }),
-        _ => card_fields(b, r, (debit, trip), &[], t, c),
-    }
+    with_trip_plate(b, trip, plates, |enc| card_fields(b, r, (debit, trip), enc, t, c))
 }
 
 fn card_fields(
