@@ -65,6 +65,11 @@ pub type BatchKey = (u16, u64);
 /// Rows a batch wrote: settlements, rejects, duplicates.
 pub type Rows = [u64; 3];
 
+/// Batches whose counts are kept at most (~40 bytes each): a few days of a busy network's
+/// batches (a batch a second per partition is 1.4M a day at 16 partitions). Past it the
+/// counts are dropped and counted again when asked: a bound, not a leak.
+const BATCHES_COUNTED_MAX: usize = 4_000_000;
+
 /// Each committed batch's table rows, counted once.
 #[derive(Default)]
 pub struct BatchCounts {
@@ -80,6 +85,9 @@ impl BatchCounts {
         Fut: Future<Output = Result<HashMap<BatchKey, Rows>, E>>,
     {
         let mut counted = self.counted.lock().await;
+        if counted.len() + batches.len() > BATCHES_COUNTED_MAX {
+            counted.clear();
+        }
         let missing: Vec<BatchKey> =
             batches.iter().filter(|b| !counted.contains_key(b)).copied().collect();
         if !missing.is_empty() {
